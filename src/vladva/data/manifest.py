@@ -1,0 +1,175 @@
+"""The on-disk format for image-text training data: a JSONL manifest beside image files.
+
+Each line is one JSON object::
+
+    {"id": "000017", "image": "images/000017.png",
+     "captions": ["a red circle left of a blue square"],
+     "long_caption": "The image shows two objects. ...",
+     "meta": {...}}
+
+- ``image``: path relative to the manifest's folder (absolute paths and ``..`` escapes are refused
+  unless ``allow_outside_root``), required.
+- ``captions``: one or more short captions (contrastive loss), required; a single string is
+  accepted under ``caption``.
+- ``long_caption``: optional detailed caption (next-token loss).
+- ``id``: optional; defaults to the line number. ``meta``: optional free-form data.
+
+Readers name the file and line of every bad record; a lenient read skips and counts them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_KEYS = {"id", "image", "captions", "caption", "long_caption", "meta"}
+
+
+class ManifestError(ValueError):
+    """A bad manifest record; the message names the file and line."""
+
+    def __init__(self, path: Path | str, line: int, message: str):
+        self.path, self.line = str(path), line
+        super().__init__(f"{path}:{line}: {message}")
+
+
+@dataclass
+class Record:
+    """One image with its captions. `image` is an absolute path once read from a manifest."""
+
+    id: str
+    image: Path
+    captions: list[str]
+    long_caption: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self, root: Path) -> dict:
+        image = self.image
+        try:
+            image = image.relative_to(root)
+        except ValueError:
+            pass
+        d = {"id": self.id, "image": image.as_posix(), "captions": self.captions}
+        if self.long_caption is not None:
+            d["long_caption"] = self.long_caption
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+
+@dataclass
+class ReadReport:
+    """What a lenient read skipped: `(line, reason)` per bad record."""
+
+    path: str
+    kept: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{self.path}: {self.kept} records kept, {len(self.skipped)} skipped"
+        if self.skipped:
+            s += "; first: " + "; ".join(f"line {ln}: {why}" for ln, why in self.skipped[:3])
+        return s
+
+
+def _check_caption(text, what: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"{what} is empty")
+    return text.strip()
+
+
+def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -> Record:
+    """Validate one decoded JSON line. Raises ValueError with a reason (without file/line)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = set(obj) - MANIFEST_KEYS
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(MANIFEST_KEYS)}")
+    if "image" not in obj:
+        raise ValueError("missing key 'image'")
+    if not isinstance(obj["image"], str) or not obj["image"]:
+        raise ValueError("'image' must be a non-empty string path")
+    raw = Path(obj["image"])
+    path = raw if raw.is_absolute() else root / raw
+    if not allow_outside_root:
+        if raw.is_absolute():
+            raise ValueError(f"absolute image path {obj['image']!r} refused (paths are relative to the manifest)")
+        resolved_root = root.resolve()
+        if not path.resolve().is_relative_to(resolved_root):
+            raise ValueError(f"image path {obj['image']!r} escapes the data root {resolved_root}")
+    if "captions" in obj:
+        caps = obj["captions"]
+        if isinstance(caps, str):
+            caps = [caps]
+        if not isinstance(caps, list) or not caps:
+            raise ValueError("'captions' must be a non-empty list of strings")
+    elif "caption" in obj:
+        caps = [obj["caption"]]
+    else:
+        raise ValueError("missing key 'captions'")
+    captions = [_check_caption(c, f"captions[{i}]") for i, c in enumerate(caps)]
+    long_caption = obj.get("long_caption")
+    if long_caption is not None:
+        long_caption = _check_caption(long_caption, "long_caption")
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ValueError("'meta' must be an object")
+    rid = obj.get("id", str(line))
+    return Record(str(rid), path, captions, long_caption, meta)
+
+
+def iter_manifest(
+    path: Path | str, strict: bool = True, report: ReadReport | None = None, allow_outside_root: bool = False
+) -> Iterator[Record]:
+    """Yield records of a JSONL manifest. Strict mode raises `ManifestError` at the first bad line;
+    otherwise bad lines are skipped and listed in `report`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    root = path.parent
+    report = report if report is not None else ReadReport(str(path))
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                err = f"not valid UTF-8 ({e.reason} at byte {e.start})"
+                if strict:
+                    raise ManifestError(path, line_no, err) from None
+                report.skipped.append((line_no, err))
+                continue
+            if not text.strip():
+                continue
+            try:
+                rec = parse_record(json.loads(text), root, line_no, allow_outside_root)
+            except (ValueError, json.JSONDecodeError) as e:
+                if strict:
+                    raise ManifestError(path, line_no, str(e)) from None
+                report.skipped.append((line_no, str(e)))
+                continue
+            report.kept += 1
+            yield rec
+
+
+def read_manifest(path: Path | str, strict: bool = True, allow_outside_root: bool = False) -> tuple[list[Record], ReadReport]:
+    report = ReadReport(str(path))
+    records = list(iter_manifest(path, strict=strict, report=report, allow_outside_root=allow_outside_root))
+    return records, report
+
+
+def write_manifest(path: Path | str, records: Iterable[Record]) -> int:
+    """Write records as JSONL (image paths relative to the manifest's folder), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_json(path.parent), ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n
