@@ -1,0 +1,186 @@
+"""`vladva index build|add`, `vladva search`, `vladva serve`: use a trained embedder on a collection."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from vladva.cli.errors import UserError, friendly_errors
+
+index_app = typer.Typer(help="Build and grow a FAISS index of image embeddings.", no_args_is_help=True)
+
+
+def _open_model(spec: str):
+    from vladva.serve.models import load_embedder
+
+    return load_embedder(spec)
+
+
+def _print_report(report) -> None:
+    typer.echo(report.summary(), err=True)
+    for path, why in report.skipped[3:]:
+        typer.echo(f"  skipped {path}: {why}", err=True)
+
+
+@index_app.command("build")
+@friendly_errors
+def index_build(
+    model: str = typer.Option(..., "--model", help="Model spec: vladva:BASE[:ADAPTER], zeroshot:BASE, clip:DIR or toy:colours."),
+    images: Path = typer.Option(..., "--images", help="A folder of images (searched recursively) or a JSONL manifest."),
+    out: Path = typer.Option(..., "--out", help="Index folder to create."),
+    kind: str = typer.Option("flat", "--kind", help="flat (exact), hnsw or ivf (approximate, for large collections)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
+    nlist: int = typer.Option(0, "--nlist", min=0, help="IVF cells (0 = automatic)."),
+    nprobe: int = typer.Option(16, "--nprobe", min=1, help="IVF cells visited per query."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="HNSW neighbours per node."),
+) -> None:
+    """Embed every readable image of a folder or manifest into a new index folder."""
+    from vladva.serve.build import build_index
+    from vladva.serve.index import IndexConfig
+
+    config = IndexConfig(kind=kind, ivf_nlist=nlist, ivf_nprobe=nprobe, hnsw_m=hnsw_m)
+    embedder = _open_model(model)
+    index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=True)
+    _print_report(report)
+    typer.echo(f"index of {len(index)} images ({index.meta.config.kind}, dim {index.meta.dim}) written to {out}")
+
+
+@index_app.command("add")
+@friendly_errors
+def index_add(
+    index_dir: Path = typer.Argument(..., help="Index folder made by `vladva index build`."),
+    images: Path = typer.Option(..., "--images", help="A folder of images or a JSONL manifest; already indexed images are skipped."),
+    model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+) -> None:
+    """Add the images that the index does not hold yet."""
+    from vladva.serve.build import update_index
+    from vladva.serve.index import EmbeddingIndex
+
+    spec = EmbeddingIndex.load(index_dir).meta.model
+    if model is not None and model != spec:
+        raise UserError(f"{index_dir} was built with model {spec!r}; adding vectors of {model!r} would mix two embedding spaces")
+    index, report = update_index(index_dir, _open_model(spec), images, batch_size, show_progress=True)
+    _print_report(report)
+    typer.echo(f"index now holds {len(index)} images")
+
+
+@friendly_errors
+def search(
+    query: str | None = typer.Argument(None, help="Text query (omit with --image)."),
+    index_dir: Path = typer.Option(..., "--index", help="Index folder."),
+    k: int = typer.Option(5, "-k", "--top-k", min=1, help="Number of results."),
+    image: Path | None = typer.Option(None, "--image", help="Query by this image instead of text."),
+    captions: Path | None = typer.Option(
+        None, "--captions", help="Rank the lines of this text file instead of the indexed images (image → text)."
+    ),
+    target: str = typer.Option("images", "--target", help="images, or captions (the --captions file, else the manifest captions stored in the index)."),
+    model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Search the index by text or by image; or rank captions for an image."""
+    from vladva.data.images import load_image
+    from vladva.serve.index import EmbeddingIndex, rank_texts
+
+    if (query is None) == (image is None):
+        raise UserError("give either a text QUERY or --image PATH (exactly one)")
+    if target not in ("images", "captions"):
+        raise UserError(f"--target must be images or captions, got {target!r}")
+    if captions is not None:
+        target = "captions"
+    index = EmbeddingIndex.load(index_dir)
+    embedder = _open_model(model or index.meta.model)
+    if image is not None:
+        vector = embedder.encode_images([load_image(image)])
+    else:
+        if not query.strip():
+            raise UserError("the text query is empty")
+        vector = embedder.encode_texts([query])
+    if vector.shape[1] != index.meta.dim:
+        raise UserError(f"model gives {vector.shape[1]}-dim vectors but {index_dir} holds {index.meta.dim}-dim ones (built with {index.meta.model!r})")
+    query_json = {"image": str(image)} if image is not None else {"text": query}
+    label = f"image {image}" if image is not None else repr(query)
+
+    if target == "captions":
+        if captions is not None:
+            if not captions.is_file():
+                raise FileNotFoundError(f"{captions}: captions file not found")
+            texts = [line.strip() for line in captions.read_text(encoding="utf-8").splitlines() if line.strip()]
+            source = str(captions)
+        else:
+            texts = sorted({c for _, c in index.captions})
+            source = f"{index_dir} captions"
+        if not texts:
+            raise UserError(f"no captions to rank in {source} (the index stores captions only when built from a manifest)")
+        ranked = rank_texts(vector[0].numpy(), texts, embedder.encode_texts(texts).numpy(), k)
+        rows = [{"rank": r, "score": round(s, 6), "caption": t} for r, s, t in ranked]
+        if as_json:
+            typer.echo(json.dumps({"query": query_json, "target": "captions", "results": rows}, indent=1))
+        else:
+            _table(f"captions for {label} from {source}", ["rank", "score", "caption"], rows)
+        return
+
+    hits = index.search(vector.numpy(), k)[0]
+    rows = [{"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "captions": h.captions} for h in hits]
+    if as_json:
+        typer.echo(json.dumps({"query": query_json, "target": "images", "results": rows}, indent=1))
+    else:
+        _table(f"top {k} of {len(index)} images for {label}", ["rank", "score", "path"], rows)
+
+
+def _table(title: str, columns: list[str], rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, justify="right" if c in ("rank", "score") else "left", overflow="fold")
+    for r in rows:
+        table.add_row(*(f"{r[c]:.4f}" if c == "score" else str(r[c]) for c in columns))
+    Console().print(table)
+
+
+@friendly_errors
+def serve(
+    index_dir: Path = typer.Option(..., "--index", help="Index folder to search."),
+    model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 127.0.0.1 keeps it on this machine."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="Items per batched model call."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0, help="How long a request waits to share a model call."),
+    timeout_s: float = typer.Option(60.0, "--timeout", min=0.1, help="Per-request time limit in seconds."),
+    max_body_mb: float = typer.Option(8.0, "--max-body-mb", min=0.001, help="Request body limit in MiB."),
+) -> None:
+    """Serve the HTTP API and the web search page (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from vladva.serve.index import EmbeddingIndex
+    from vladva.serve.models import embedding_dim
+    from vladva.serve.service import ServiceSettings, create_app
+
+    index = EmbeddingIndex.load(index_dir)
+    embedder = _open_model(model or index.meta.model)
+    dim = embedding_dim(embedder)
+    if dim != index.meta.dim:
+        raise UserError(f"model gives {dim}-dim vectors but {index_dir} holds {index.meta.dim}-dim ones (built with {index.meta.model!r})")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"WARNING: binding {host} exposes the service (and every indexed image) to the network, "
+            "with no authentication. Put it behind an authenticating proxy or use --host 127.0.0.1.",
+            file=sys.stderr,
+        )
+    settings = ServiceSettings(
+        max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s, max_body_bytes=int(max_body_mb * 1024 * 1024)
+    )
+    app = create_app(index, embedder, settings)
+    typer.echo(f"serving {len(index)} images from {index_dir} at http://{host}:{port}/ (API docs at /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")
+    app.command("search")(search)
+    app.command("serve")(serve)

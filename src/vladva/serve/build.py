@@ -1,0 +1,145 @@
+"""Filling an index: list the images of a folder or manifest, embed the readable ones, add them.
+
+Unreadable images (missing, empty, corrupt, too large) are skipped and listed in the report,
+never fatal; images already in the index are skipped, so `add_images` is incremental.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vladva.embedder import Embedder
+from vladva.serve.index import EmbeddingIndex, IndexConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@dataclass
+class ImageSource:
+    """One image to index and its captions (from a manifest; empty for a folder)."""
+
+    path: Path
+    captions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AddReport:
+    """What one build/add did: new ids, skipped `(path or file:line, reason)`, images already indexed."""
+
+    added: list[int] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    already_indexed: int = 0
+
+    def summary(self) -> str:
+        s = f"{len(self.added)} images added, {self.already_indexed} already indexed, {len(self.skipped)} skipped"
+        if self.skipped:
+            s += "; first skipped: " + "; ".join(f"{p}: {why}" for p, why in self.skipped[:3])
+        return s
+
+
+def list_images(source: Path | str, skipped: list[tuple[str, str]] | None = None) -> list[ImageSource]:
+    """Images under a folder (recursive, sorted, by suffix) or in a JSONL manifest (bad lines go to
+    `skipped` as `("file:line", reason)`)."""
+    from vladva.data.manifest import read_manifest
+
+    source = Path(source)
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return [ImageSource(p.resolve()) for p in paths]
+    if source.is_file() and source.suffix == ".jsonl":
+        records, report = read_manifest(source, strict=False)
+        if skipped is not None:
+            skipped.extend((f"{source}:{line}", why) for line, why in report.skipped)
+        return [ImageSource(r.image.resolve(), list(r.captions)) for r in records]
+    if source.is_file():
+        raise ValueError(f"{source}: expected a folder of images or a .jsonl manifest")
+    raise FileNotFoundError(f"{source}: no such folder or manifest")
+
+
+def add_images(
+    index: EmbeddingIndex,
+    embedder: Embedder,
+    sources: list[ImageSource],
+    batch_size: int = 32,
+    show_progress: bool = False,
+    report: AddReport | None = None,
+) -> AddReport:
+    """Embed the images not yet in `index` and add them, `batch_size` images per model call."""
+    from tqdm.auto import tqdm
+
+    from vladva.data.images import ImageLoadError, load_image
+
+    report = report or AddReport()
+    seen: set[str] = set()
+    todo = []
+    for s in sources:
+        key = str(s.path)
+        if index.contains_path(s.path) or key in seen:
+            report.already_indexed += 1
+            continue
+        seen.add(key)
+        todo.append(s)
+    if not todo:
+        return report
+    pending_vectors, pending_paths, pending_captions = [], [], []
+    with tqdm(total=len(todo), desc="embedding images", unit="img", disable=not show_progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch, images = [], []
+            for s in todo[start : start + batch_size]:
+                try:
+                    images.append(load_image(s.path))
+                    batch.append(s)
+                except ImageLoadError as e:
+                    report.skipped.append((str(s.path), str(e).removeprefix(f"{s.path}: ")))
+            if images:
+                vectors = embedder.encode_images(images, batch_size=batch_size).numpy()
+                pending_vectors.extend(vectors)
+                pending_paths.extend(s.path for s in batch)
+                pending_captions.extend(s.captions for s in batch)
+            bar.update(len(todo[start : start + batch_size]))
+    if pending_vectors:
+        # One add at the end: an IVF index trains its cells on everything in the first add.
+        report.added = index.add(pending_vectors, pending_paths, pending_captions)
+    return report
+
+
+def build_index(
+    embedder: Embedder,
+    model_spec: str,
+    images: Path | str,
+    out_dir: Path | str,
+    config: IndexConfig | None = None,
+    batch_size: int = 32,
+    show_progress: bool = False,
+) -> tuple[EmbeddingIndex, AddReport]:
+    """Embed every readable image of a folder or manifest into a new index saved at `out_dir`."""
+    from vladva.serve.index import META_FILE
+    from vladva.serve.models import embedding_dim
+
+    out_dir = Path(out_dir)
+    if (out_dir / META_FILE).exists():
+        raise ValueError(f"{out_dir}: already holds an index; use `vladva index add` or another --out")
+    report = AddReport()
+    sources = list_images(images, report.skipped)
+    if not sources:
+        raise ValueError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    index = EmbeddingIndex.create(model_spec, embedding_dim(embedder), config)
+    add_images(index, embedder, sources, batch_size, show_progress, report)
+    if not index.entries:
+        raise ValueError(f"{images}: none of the {len(sources)} images could be read; first: {report.skipped[0]}")
+    index.save(out_dir)
+    return index, report
+
+
+def update_index(
+    index_dir: Path | str, embedder: Embedder, images: Path | str, batch_size: int = 32, show_progress: bool = False
+) -> tuple[EmbeddingIndex, AddReport]:
+    """Add the images of a folder or manifest that `index_dir` does not hold yet, and save it."""
+    index = EmbeddingIndex.load(index_dir)
+    report = AddReport()
+    sources = list_images(images, report.skipped)
+    add_images(index, embedder, sources, batch_size, show_progress, report)
+    if report.added:
+        index.save(index_dir)
+    return index, report

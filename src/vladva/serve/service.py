@@ -1,0 +1,325 @@
+"""The HTTP service: embed texts and images, search the index, serve the web page.
+
+`create_app(index, embedder, settings)` returns a FastAPI app; `vladva serve` runs it with
+uvicorn. Requests go through a body-size limit and a time limit; model work goes through two
+micro-batchers (texts, images) that share one lock, so concurrent requests share model calls.
+
+Errors are JSON ``{"detail": "..."}``: 400 malformed body or unreadable image, 404 unknown image
+id, 413 body or image too large, 415 unsupported content type, 422 invalid values, 504 too slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from vladva.embedder import Embedder
+from vladva.serve.batching import BatcherConfig, MicroBatcher
+from vladva.serve.index import EmbeddingIndex
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass
+class ServiceSettings:
+    """Limits and batching of the service; every limit answers with a clear 4xx, never a crash."""
+
+    max_body_bytes: int = 8 * 1024 * 1024  # whole request body, uploads included
+    max_image_pixels: int = 16 * 1024 * 1024  # stricter than vladva.data.images.MAX_PIXELS
+    max_images: int = 16  # images per /embed/image request
+    max_texts: int = 64  # texts per /embed/text request
+    max_text_chars: int = 2000  # characters per text
+    max_k: int = 100  # results per /search
+    default_k: int = 10
+    request_timeout_s: float = 60.0
+    max_batch: int = 16  # items per model call
+    max_wait_ms: float = 5.0  # how long a request waits for others to share its model call
+
+
+def _error_response(status: int, detail: str):
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 when the body is declared or turns out larger than `max_bytes`."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = f"request body is larger than the limit of {self.max_bytes} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _error_response(413, too_large)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # a chunked body with no Content-Length
+                    raise HTTPException(413, too_large)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class RequestTimeLimit:
+    """ASGI middleware: 504 when a request takes longer than `seconds` (before its response starts)."""
+
+    def __init__(self, app, seconds: float):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, tracking_send), self.seconds)
+        except TimeoutError:
+            if not started:
+                detail = f"request took longer than the limit of {self.seconds:g} s"
+                await _error_response(504, detail)(scope, receive, send)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int):
+    """Bytes of an uploaded image to an RGB PIL image, via `vladva.data.images.load_image` (same
+    checks and conversions as for files). Raises HTTPException 400 (unreadable) or 413 (too many pixels)."""
+    from vladva.data.images import ImageLoadError, load_image
+
+    if not data:
+        raise HTTPException(400, f"upload {name!r} is empty")
+    with tempfile.NamedTemporaryFile(prefix="vladva-upload-") as f:
+        f.write(data)
+        f.flush()
+        try:
+            return load_image(f.name, max_pixels=max_pixels)
+        except ImageLoadError as e:
+            reason = str(e).removeprefix(f"{f.name}: ").replace(f.name, name)
+            status = 413 if "above the limit" in reason else 400
+            raise HTTPException(status, f"upload {name!r}: {reason}") from None
+
+
+def _decode_base64(text, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise HTTPException(422, f"{what} must be a base64 string")
+    if text.startswith("data:") and "," in text:  # a data URL as the browser's FileReader makes it
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, f"{what} is not valid base64") from None
+
+
+async def _read_json(request, allowed: set[str]) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"request body is not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise HTTPException(422, f"request body must be a JSON object, got {type(body).__name__}")
+    unknown = set(body) - allowed
+    if unknown:
+        raise HTTPException(422, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return body
+
+
+def _content_kind(request) -> str:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json" or ctype.endswith("+json"):
+        return "json"
+    if ctype == "multipart/form-data":
+        return "multipart"
+    raise HTTPException(415, f"content type {ctype or '(none)'!r} not supported; send application/json or multipart/form-data")
+
+
+def _check_k(k, settings: ServiceSettings) -> int:
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise HTTPException(422, f"k must be an integer, got {k!r}") from None
+    if not 1 <= k <= settings.max_k:
+        raise HTTPException(422, f"k must be between 1 and {settings.max_k}, got {k}")
+    return k
+
+
+def _check_texts(texts, settings: ServiceSettings) -> list[str]:
+    if not isinstance(texts, list) or not texts:
+        raise HTTPException(422, "texts must be a non-empty list of strings")
+    if len(texts) > settings.max_texts:
+        raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {settings.max_texts}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise HTTPException(422, f"texts[{i}] must be a non-empty string")
+        if len(t) > settings.max_text_chars:
+            raise HTTPException(413, f"texts[{i}] has {len(t)} characters; the limit is {settings.max_text_chars}")
+    return [t.strip() for t in texts]
+
+
+_JSON_OR_UPLOAD = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+        },
+    }
+}
+
+
+def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSettings | None = None):
+    """The FastAPI app over `index` (searched) and `embedder` (queries). Model calls are batched."""
+    import numpy as np
+
+    settings = settings or ServiceSettings()
+    batching = BatcherConfig(max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
+    model_lock = threading.Lock()  # one model, two batchers: never two forward passes at once
+    text_batcher = MicroBatcher(lambda texts: embedder.encode_texts(texts).numpy(), batching, model_lock)
+    image_batcher = MicroBatcher(lambda images: embedder.encode_images(images).numpy(), batching, model_lock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await text_batcher.close()
+        await image_batcher.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="vladva",
+        summary="Search images by text or by example with a VladVA embedding model.",
+        version=_version(),
+    )
+    app.state.index, app.state.embedder, app.state.settings = index, embedder, settings
+    app.state.text_batcher, app.state.image_batcher = text_batcher, image_batcher
+    # Added last = outermost: the time limit covers everything, the size limit guards the body.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestTimeLimit, seconds=settings.request_timeout_s)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    async def images_from_request(request: Request, allow_many: bool) -> tuple[list, list[str], dict]:
+        """Decoded images, their names, and the other fields of a JSON or multipart body."""
+        kind = _content_kind(request)
+        raw: list[tuple[bytes, str]] = []
+        if kind == "multipart":
+            form = await request.form(max_files=settings.max_images, max_fields=8)
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            for upload in form.getlist("file"):
+                if isinstance(upload, str):
+                    raise HTTPException(422, "field 'file' must be a file upload")
+                raw.append((await upload.read(), upload.filename or "upload"))
+        else:
+            fields = await _read_json(request, {"image_base64", "images_base64", "k", "text"})
+            if "image_base64" in fields:
+                raw.append((_decode_base64(fields.pop("image_base64"), "image_base64"), "image_base64"))
+            many = fields.pop("images_base64", None)
+            if many is not None:
+                if not isinstance(many, list):
+                    raise HTTPException(422, "images_base64 must be a list of base64 strings")
+                raw += [(_decode_base64(b, f"images_base64[{i}]"), f"images_base64[{i}]") for i, b in enumerate(many)]
+        if not raw:
+            return [], [], fields
+        if len(raw) > (settings.max_images if allow_many else 1):
+            raise HTTPException(413, f"{len(raw)} images in one request; the limit is {settings.max_images if allow_many else 1}")
+        images = [await asyncio.to_thread(decode_image, data, name, settings.max_image_pixels) for data, name in raw]
+        return images, [name for _, name in raw], fields
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness and what is loaded."""
+        return {
+            "status": "ok",
+            "model": index.meta.model,
+            "embedder": getattr(embedder, "name", type(embedder).__name__),
+            "dim": index.meta.dim,
+            "kind": index.meta.config.kind,
+            "images": len(index),
+        }
+
+    @app.post("/embed/text")
+    async def embed_text(request: Request) -> dict:
+        """Body `{"texts": ["...", ...]}` → `{"embeddings": (n, dim) L2-normalised}`."""
+        if _content_kind(request) != "json":
+            raise HTTPException(415, "send texts as application/json: {\"texts\": [...]}")
+        body = await _read_json(request, {"texts"})
+        texts = _check_texts(body.get("texts"), settings)
+        vectors = await text_batcher.submit_many(texts)
+        return {"model": index.meta.model, "dim": len(vectors[0]), "embeddings": [v.tolist() for v in vectors]}
+
+    @app.post("/embed/image", openapi_extra=_JSON_OR_UPLOAD)
+    async def embed_image(request: Request) -> dict:
+        """Multipart field(s) `file`, or JSON `{"image_base64": ...}` / `{"images_base64": [...]}`."""
+        images, names, fields = await images_from_request(request, allow_many=True)
+        if fields.get("k") is not None or fields.get("text") is not None:
+            raise HTTPException(422, "/embed/image takes only images")
+        if not images:
+            raise HTTPException(422, "no image given: upload field 'file' or JSON 'image_base64'")
+        vectors = await image_batcher.submit_many(images)
+        return {"model": index.meta.model, "dim": len(vectors[0]), "names": names, "embeddings": [v.tolist() for v in vectors]}
+
+    @app.post("/search", openapi_extra=_JSON_OR_UPLOAD)
+    async def search(request: Request) -> dict:
+        """JSON `{"text": "...", "k": 10}` or `{"image_base64": ..., "k": 10}`, or multipart `file` + `k`.
+        Returns the top-k indexed images: rank, score (cosine), id, path, url, captions."""
+        images, names, fields = await images_from_request(request, allow_many=False)
+        k = _check_k(fields.get("k", settings.default_k), settings)
+        text = fields.get("text")
+        if images and text is not None:
+            raise HTTPException(422, "give either text or an image, not both")
+        if images:
+            vector = (await image_batcher.submit_many(images))[0]
+            query = {"image": names[0]}
+        elif text is not None:
+            vector = (await text_batcher.submit_many(_check_texts([text], settings)))[0]
+            query = {"text": text}
+        else:
+            raise HTTPException(422, "no query: give 'text' or an image ('file' upload or 'image_base64')")
+        hits = index.search(np.asarray(vector, dtype=np.float32)[None], k)[0]
+        results = [
+            {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "url": f"/images/{h.id}", "captions": h.captions}
+            for h in hits
+        ]
+        return {"query": query, "k": k, "results": results}
+
+    @app.get("/images/{image_id}")
+    async def image(image_id: int):
+        """The indexed image file with this id (only indexed files are served)."""
+        entry = index.entry(image_id)
+        if entry is None:
+            raise HTTPException(404, f"no indexed image with id {image_id}")
+        if not Path(entry.path).is_file():
+            raise HTTPException(404, f"indexed image {image_id} is gone from disk: {entry.path}")
+        return FileResponse(entry.path)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    return app
+
+
+def _version() -> str:
+    from vladva import __version__
+
+    return __version__
