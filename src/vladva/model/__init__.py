@@ -1,0 +1,20 @@
+"""The user-facing embedder: `VladVA` over a Hugging Face LVLM, its prompts, pooling and adapters."""
+
+from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
+from vladva.model.lora import LoraSettings
+from vladva.model.pooling import last_token_pool
+from vladva.model.prompts import PromptConfig
+from vladva.model.soft_prompt import SoftPromptConfig
+from vladva.model.vladva import VladVA, VladVAConfig
+
+__all__ = [
+    "VladVA",
+    "VladVAConfig",
+    "PromptConfig",
+    "SoftPromptConfig",
+    "LoraSettings",
+    "last_token_pool",
+    "adapter_for",
+    "SUPPORTED_MODEL_TYPES",
+    "UnsupportedModelError",
+]

@@ -1,0 +1,106 @@
+"""Thin per-backbone adapters: how each LVLM family names its parts and takes its image inputs.
+
+Everything else (prompts, soft prompts, pooling, LoRA, losses) is shared. An adapter answers:
+where is the language model, which string stands for an image in the text, which processor
+outputs the model's forward needs, and whether we must pass position ids (Llama-style models
+count positions from 0 even on left-padded rows; Qwen2-VL computes its own M-RoPE positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class UnsupportedModelError(ValueError):
+    """The checkpoint's `model_type` has no adapter."""
+
+
+@dataclass(frozen=True)
+class BackboneAdapter:
+    family: str
+    model_types: tuple[str, ...]
+    # Attribute paths tried in order from the *ForConditionalGeneration model.
+    language_model_paths: tuple[str, ...] = ("model.language_model",)
+    vision_paths: tuple[str, ...] = ("model.vision_tower",)
+    projector_paths: tuple[str, ...] = ("model.multi_modal_projector",)
+    # Processor outputs forwarded to the model besides input_ids / attention_mask.
+    image_input_keys: tuple[str, ...] = ("pixel_values",)
+    # Text placed where the image goes when no chat template is used (None: processor.image_token).
+    image_placeholder: str | None = None
+    # Pass position ids counted from the attention mask (correct for left padding).
+    explicit_positions: bool = True
+
+    @staticmethod
+    def _get(model: nn.Module, paths: tuple[str, ...], what: str) -> nn.Module:
+        for path in paths:
+            obj = model
+            try:
+                for part in path.split("."):
+                    obj = getattr(obj, part)
+            except AttributeError:
+                continue
+            return obj
+        raise AttributeError(f"cannot find the {what} of {type(model).__name__} (tried {', '.join(paths)})")
+
+    def language_model(self, model: nn.Module) -> nn.Module:
+        return self._get(model, self.language_model_paths, "language model")
+
+    def vision_tower(self, model: nn.Module) -> nn.Module:
+        return self._get(model, self.vision_paths, "vision tower")
+
+    def projector(self, model: nn.Module) -> nn.Module:
+        return self._get(model, self.projector_paths, "projector")
+
+    def core(self, model: nn.Module) -> nn.Module:
+        """The LVLM without its LM head (returns `last_hidden_state`)."""
+        return model.model
+
+    def image_token_text(self, processor) -> str:
+        if self.image_placeholder is not None:
+            return self.image_placeholder
+        return processor.image_token
+
+    def chat_image_content(self) -> dict:
+        return {"type": "image"}
+
+    def image_inputs(self, processor, texts: list[str], images: list, padding_side: str) -> dict[str, torch.Tensor]:
+        """Processor call for the image tower: `input_ids`, `attention_mask` and the image keys."""
+        out = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side=padding_side)
+        keep = ("input_ids", "attention_mask", *self.image_input_keys)
+        return {k: out[k] for k in keep if k in out}
+
+
+LLAVA = BackboneAdapter("llava", ("llava", "llava_next"), image_input_keys=("pixel_values", "image_sizes"))
+QWEN2_VL = BackboneAdapter(
+    "qwen2_vl",
+    ("qwen2_vl", "qwen2_5_vl"),
+    vision_paths=("model.visual",),
+    projector_paths=("model.visual.merger",),
+    image_input_keys=("pixel_values", "image_grid_thw"),
+    image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
+    explicit_positions=False,
+)
+IDEFICS3 = BackboneAdapter(
+    "idefics3",
+    ("idefics3", "smolvlm"),
+    language_model_paths=("model.text_model",),
+    vision_paths=("model.vision_model",),
+    projector_paths=("model.connector",),
+    image_input_keys=("pixel_values", "pixel_attention_mask"),
+)
+
+ADAPTERS: tuple[BackboneAdapter, ...] = (LLAVA, QWEN2_VL, IDEFICS3)
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ADAPTERS for t in a.model_types)
+
+
+def adapter_for(model_type: str) -> BackboneAdapter:
+    """The adapter for a config's `model_type`; a clear error naming the supported list otherwise."""
+    for a in ADAPTERS:
+        if model_type in a.model_types:
+            return a
+    raise UnsupportedModelError(
+        f"unsupported model_type {model_type!r}: vladva has adapters for {', '.join(SUPPORTED_MODEL_TYPES)}"
+    )

@@ -1,0 +1,29 @@
+"""Pooling the summary token: the final hidden state of each row's last real token."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """`(batch,)` index of the last position whose mask is 1, for left, right or no padding."""
+    positions = torch.arange(1, attention_mask.shape[1] + 1, device=attention_mask.device)
+    return (attention_mask.long() * positions).argmax(dim=1)
+
+
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """`hidden` `(batch, seq, dim)`, `attention_mask` `(batch, seq)` -> `(batch, dim)`.
+
+    Takes the last real (mask 1) token of each row, so mixed-length batches padded on either side
+    give the same vectors as one-at-a-time inputs. L2-normalised unless `normalize=False`.
+    """
+    idx = last_token_index(attention_mask)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+    return F.normalize(pooled.float(), dim=-1) if normalize else pooled
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """`(batch, seq)` positions counting only real tokens, so left padding does not shift them."""
+    pos = attention_mask.long().cumsum(dim=1) - 1
+    return pos.clamp(min=0)

@@ -1,0 +1,111 @@
+"""Tiny random LVLMs built from configs, for tests and examples (no downloads, a few MB each).
+
+Each builder writes a `save_pretrained` folder (model + processor with a word-level tokenizer)
+that `AutoModelForImageTextToText` / `AutoProcessor` load offline, exactly like a real checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = (
+    "a an the image shows of on and with is are in left right above below next to black background "
+    "red green blue yellow purple orange white pink circle square triangle cross small large object objects "
+    "summary sentence one word : . , two three there picture photo describe what colour shape"
+).split()
+
+
+def _word_tokenizer(special: list[str], extra_words: tuple[str, ...] = ()):
+    """A `PreTrainedTokenizerFast` over a whitespace word vocabulary plus `special` tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for w in [*special, *WORDS, *extra_words]:
+        vocab.setdefault(w, len(vocab))
+    vocab.update({w.capitalize(): len(vocab) + i for i, w in enumerate(["summary", "the", "a"])})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(special)
+    return tok, len(vocab)
+
+
+def build_tiny_llava(out_dir: Path | str, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """LLaVA-1.5 architecture: CLIP vision tower (32 px, patch 4 -> 64 image tokens), Llama LM."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    out_dir = Path(out_dir)
+    tok, vocab_size = _word_tokenizer(["<pad>", "<unk>", "<s>", "</s>", "<image>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=4
+        ),
+        text_config=LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+        image_token_id=image_token_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        patch_size=4,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def write_tiny_manifest(out_dir: Path | str, n_train: int = 64, n_val: int = 16, seed: int = 0) -> Path:
+    """A small shapes data set in the manifest layout (`train.jsonl`, `val.jsonl`, `images/`),
+    with short captions naming every object and a long caption describing sizes and positions."""
+    import random
+
+    from vladva.data.manifest import Record, write_manifest
+    from vladva.data.scene import SceneConfig, render_scene, sample_scene
+
+    out_dir = Path(out_dir)
+    rng = random.Random(seed)
+    cfg = SceneConfig(min_objects=1, max_objects=2)
+    for split, n in (("train", n_train), ("val", n_val)):
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        records = []
+        for i in range(n):
+            scene = sample_scene(rng, cfg)
+            path = out_dir / "images" / split / f"{i:06d}.png"
+            render_scene(scene).save(path)
+            names = [o.phrase() for o in scene.objects]
+            short = "a " + " and a ".join(names)
+            parts = [f"a {o.phrase(with_size=True)} on the {'left' if o.x < 16 else 'right'}" for o in scene.objects]
+            long = f"the image shows {len(names)} objects on a black background . there is " + " and ".join(parts) + " ."
+            records.append(Record(f"{split}-{i:06d}", path, [short, " and a ".join(reversed(names)).join(["a ", ""])], long))
+        write_manifest(out_dir / f"{split}.jsonl", records)
+    return out_dir

@@ -1,0 +1,117 @@
+"""The training recipe: dataclass configs read from YAML (`vladva.config.load_config(TrainConfig, ...)`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vladva.model.vladva import VladVAConfig
+from vladva.train.losses import ContrastiveLossConfig
+
+DEFAULT_BASE = "default"
+
+
+def default_base_dir() -> Path:
+    """The embedded default base LVLM shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "pretrained" / "base-lvlm"
+
+
+@dataclass
+class DataConfig:
+    """JSONL manifests (docs/data-layouts.md). Batch sizes are per process and per micro-step."""
+
+    train: str = ""
+    val: str | None = None
+    contrastive_batch_size: int = 32
+    # Images of the contrastive batch that also get a next-token loss on their long caption.
+    ntp_batch_size: int = 16
+    # "random": one of the image's short captions per step (seeded); "first": always the first.
+    caption_choice: str = "random"
+    # Unreadable images and bad manifest lines: skipped and counted (false) or an error (true).
+    strict: bool = False
+
+    def validate(self) -> None:
+        if self.contrastive_batch_size < 2:
+            raise ValueError(f"data.contrastive_batch_size must be >= 2, got {self.contrastive_batch_size}")
+        if not 0 <= self.ntp_batch_size <= self.contrastive_batch_size:
+            raise ValueError("data.ntp_batch_size must be between 0 and data.contrastive_batch_size")
+        if self.caption_choice not in ("random", "first"):
+            raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.caption_choice!r}")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to `min_lr_ratio` of each group's peak."""
+
+    max_steps: int = 300
+    lr_lora: float = 5e-4
+    lr_soft_prompt: float = 1e-3
+    lr_projector: float = 1e-4
+    lr_temperature: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+
+    def validate(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"optim.max_steps must be >= 1, got {self.max_steps}")
+        if self.grad_accum < 1:
+            raise ValueError(f"optim.grad_accum must be >= 1, got {self.grad_accum}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if len(self.betas) != 2:
+            raise ValueError("optim.betas must be two numbers")
+
+
+@dataclass
+class LossConfig:
+    contrastive: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    # total = contrastive + ntp_weight * next-token loss
+    ntp_weight: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    """Held-out retrieval on `data.val` (first `max_images` records, all their captions)."""
+
+    every: int = 100
+    at_start: bool = True
+    max_images: int = 200
+    batch_size: int = 64
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 100
+    keep_last: int = 2
+
+
+@dataclass
+class TrainConfig:
+    # A Hugging Face LVLM folder, or "default" for the embedded base (vladva/pretrained/base-lvlm).
+    base_model: str = DEFAULT_BASE
+    output_dir: str = "runs/vladva"
+    seed: int = 0
+    model: VladVAConfig = field(default_factory=VladVAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # "auto": bf16 autocast on CUDA with bf16 support, full precision otherwise.
+    mixed_precision: str = "auto"
+    # CPU threads for torch (0: leave torch's default).
+    num_threads: int = 0
+    log_every: int = 10
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+
+    def base_dir(self) -> Path:
+        return default_base_dir() if self.base_model == DEFAULT_BASE else Path(self.base_model)
