@@ -1,0 +1,187 @@
+"""Model specs -> `Embedder`s, plus what a report needs to know about each model.
+
+Specs:
+- `vladva:BASE_DIR[:ADAPTER_DIR]`  a VladVA model (`vladva.model.VladVA.from_pretrained`)
+- `zeroshot:BASE_DIR`              the same class with no adapter (the zero-shot prompt baseline)
+- `clip:DIR`                       the CLIP-style baseline (`vladva.base`)
+- `python:MODULE:ATTR[:ARG]`       any factory `ATTR(ARG)` / `ATTR()` returning an Embedder
+A spec may be prefixed by a display name: `name=spec`. Model code is imported only when used,
+so the harness runs with whichever model packages exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Files a model folder may carry that describe the compute spent to make it.
+COMPUTE_FILES = ("train_compute.json", "pretrain_report.json", "train_report.json")
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be parsed or loaded; the message names the spec."""
+
+
+@dataclass
+class LoadedModel:
+    """An embedder with its report metadata. `identity` keys the embedding cache: the spec
+    plus a fingerprint of every file in the model folders, so retrained weights re-encode."""
+
+    name: str
+    spec: str
+    embedder: object
+    identity: str
+    params: int | None = None
+    train_compute: dict = field(default_factory=dict)
+
+
+def _vladva(args: list[str]):
+    if not 1 <= len(args) <= 2:
+        raise ModelSpecError("expected vladva:BASE_DIR[:ADAPTER_DIR]")
+    from vladva.model import VladVA
+
+    return VladVA.from_pretrained(args[0], args[1] if len(args) == 2 else None), [Path(a) for a in args]
+
+
+def _zeroshot(args: list[str]):
+    if len(args) != 1:
+        raise ModelSpecError("expected zeroshot:BASE_DIR")
+    from vladva.model import VladVA
+
+    return VladVA.from_pretrained(args[0], None), [Path(args[0])]
+
+
+def _clip(args: list[str]):
+    if len(args) != 1:
+        raise ModelSpecError("expected clip:DIR")
+    import vladva.base as base
+
+    # The baseline's embedder class; the first name that exists is used.
+    for name in ("CLIPEmbedder", "ClipEmbedder", "CLIPBaseline", "ClipBaseline"):
+        if hasattr(base, name):
+            return getattr(base, name).from_pretrained(args[0]), [Path(args[0])]
+    raise ModelSpecError("vladva.base provides no CLIP embedder class (CLIPEmbedder) in this installation")
+
+
+def _python(args: list[str]):
+    if len(args) not in (2, 3):
+        raise ModelSpecError("expected python:MODULE:ATTR[:ARG]")
+    factory = getattr(importlib.import_module(args[0]), args[1])
+    embedder = factory(args[2]) if len(args) == 3 else factory()
+    return embedder, [Path(args[2])] if len(args) == 3 and Path(args[2]).exists() else []
+
+
+# prefix -> builder(args) -> (embedder, model folders). Tests and plugins may add entries.
+MODEL_KINDS: dict[str, Callable[[list[str]], tuple[object, list[Path]]]] = {
+    "vladva": _vladva,
+    "zeroshot": _zeroshot,
+    "clip": _clip,
+    "python": _python,
+}
+
+
+def parse_model_arg(arg: str) -> tuple[str | None, str]:
+    """`"name=spec"` -> (name, spec); `"spec"` -> (None, spec)."""
+    head, sep, tail = arg.partition("=")
+    if sep and ":" not in head and head.strip():
+        return head.strip(), tail.strip()
+    return None, arg.strip()
+
+
+def folder_fingerprint(folders: list[Path]) -> str:
+    """SHA-256 over (relative path, size, mtime) of every file under `folders`."""
+    h = hashlib.sha256()
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder] if folder.is_file() else []
+        for p in files:
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def count_parameters(embedder) -> int | None:
+    """Total parameters of the embedder's torch module(s), or None if it has none we can see."""
+    import torch
+
+    if hasattr(embedder, "num_parameters") and callable(embedder.num_parameters):
+        try:
+            return int(embedder.num_parameters())
+        except TypeError:
+            pass
+    for candidate in (embedder, getattr(embedder, "model", None)):
+        if isinstance(candidate, torch.nn.Module):
+            return sum(p.numel() for p in candidate.parameters())
+    return None
+
+
+def read_train_compute(folders: list[Path]) -> dict:
+    """Compute metadata found in the model folders: `{"files": {path: content}, "cpu_minutes":
+    total}`. CPU-minutes come from a `cpu_minutes` key, else `cpu_seconds / 60`, else
+    `wall_seconds * threads / 60` (threads default 1), summed over base and adapter folders."""
+    out: dict = {"files": {}}
+    total, known = 0.0, False
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for name in COMPUTE_FILES:
+            path = folder / name
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                continue  # a malformed report must not stop an evaluation; it is simply absent
+            if not isinstance(data, dict):
+                continue
+            out["files"][str(path)] = data
+            minutes = cpu_minutes(data)
+            if minutes is not None:
+                total += minutes
+                known = True
+    if known:
+        out["cpu_minutes"] = total
+    return out if out["files"] else {}
+
+
+def cpu_minutes(report: dict) -> float | None:
+    """CPU-minutes stated by one compute report (see `read_train_compute`), else None."""
+    for key in ("cpu_minutes", "train_cpu_minutes"):
+        if isinstance(report.get(key), (int, float)):
+            return float(report[key])
+    if isinstance(report.get("cpu_seconds"), (int, float)):
+        return report["cpu_seconds"] / 60
+    wall = report.get("wall_seconds", report.get("wall_s", report.get("train_seconds")))
+    if isinstance(wall, (int, float)):
+        threads = report.get("threads", report.get("num_threads", 1))
+        return wall * (threads if isinstance(threads, (int, float)) else 1) / 60
+    return None
+
+
+def load_model(arg: str) -> LoadedModel:
+    """Parse `[name=]spec`, build the embedder, and collect identity, parameters and compute."""
+    name, spec = parse_model_arg(arg)
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in MODEL_KINDS:
+        raise ModelSpecError(f"model spec {spec!r}: expected one of {', '.join(k + ':...' for k in MODEL_KINDS)}")
+    args = rest.split(":") if rest else []
+    try:
+        embedder, folders = MODEL_KINDS[kind](args)
+    except ModelSpecError as e:
+        raise ModelSpecError(f"model spec {spec!r}: {e}") from None
+    except ImportError as e:
+        raise ModelSpecError(f"model spec {spec!r}: cannot import the model code ({e})") from None
+    for method in ("encode_images", "encode_texts"):
+        if not callable(getattr(embedder, method, None)):
+            raise ModelSpecError(f"model spec {spec!r}: the loaded object has no {method}() (not an Embedder)")
+    display = name or getattr(embedder, "name", None) or spec
+    identity = f"{spec}|{getattr(embedder, 'name', '')}|{folder_fingerprint(folders)}"
+    return LoadedModel(display, spec, embedder, identity, count_parameters(embedder), read_train_compute(folders))
+
+
+def load_embedder(spec: str):
+    """Just the `Embedder` for `spec` (see the module docstring for spec forms)."""
+    return load_model(spec).embedder

@@ -1,0 +1,235 @@
+"""results.json / results.md / results.png for one `vladva eval` run or several merged runs.
+
+A report is `{"schema", "runs": [provenance of each run], "models": [entry + "run": index]}`;
+a single run's results.json is its own report with one run. The markdown puts one row per
+model in a summary table (the numbers a person compares), then detail tables per suite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from vladva.eval.loaders import SUGARCREPE_CATEGORIES
+
+REPORT_SCHEMA = "vladva.eval.report/1"
+RUN_KEYS = ("created", "data", "seed", "config", "versions", "git_commit", "git_dirty", "python", "platform",
+            "torch_threads", "total_seconds")
+
+
+def as_report(results: dict, path: str | None = None) -> dict:
+    """A run's results dict (from `run_evaluation`) or an already-merged report -> a report."""
+    if results.get("schema") == REPORT_SCHEMA:
+        return results
+    if "models" not in results:
+        raise ValueError(f"{path or 'results'}: not a vladva results file (no 'models' key)")
+    run = {k: results.get(k) for k in RUN_KEYS} | {"path": path}
+    return {"schema": REPORT_SCHEMA, "runs": [run], "models": [dict(m, run=0) for m in results["models"]]}
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """Concatenate the models of several reports; a repeated model name gets `@<run folder>`."""
+    runs, models, seen = [], [], set()
+    for rep in reports:
+        offset = len(runs)
+        runs.extend(rep["runs"])
+        for m in rep["models"]:
+            m = dict(m, run=m.get("run", 0) + offset)
+            if m["name"] in seen:
+                where = Path(runs[m["run"]].get("path") or f"run{m['run']}").name
+                m["name"] = f"{m['name']}@{where}"
+            seen.add(m["name"])
+            models.append(m)
+    return {"schema": REPORT_SCHEMA, "runs": runs, "models": models}
+
+
+def read_report(run_dir: Path) -> dict:
+    """The report in `run_dir/results.json` (a run or a merged report)."""
+    path = Path(run_dir) / "results.json" if Path(run_dir).is_dir() else Path(run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results.json (run `vladva eval --out {run_dir}` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return as_report(data, str(path.parent))
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def _get(d: dict, *keys):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+Column = tuple[str, Callable[[dict], object]]
+
+
+def _metric(*keys) -> Callable[[dict], object]:
+    return lambda m: _get(m, "metrics", *keys)
+
+
+def summary_columns(models: list[dict]) -> list[Column]:
+    """The summary table's columns, in a fixed order, keeping those some model has a value for."""
+    cols: list[Column] = [
+        ("params", lambda m: None if m.get("params") is None else human_count(m["params"])),
+        ("train CPU-min", lambda m: _get(m, "train_compute", "cpu_minutes")),
+    ]
+    for direction, label in (("t2i", "T→I"), ("i2t", "I→T")):
+        for k in (1, 5, 10):
+            cols.append((f"{label} R@{k}", _metric("retrieval", f"{direction}_R@{k}")))
+    cols.append(("T→I valid R@1", _metric("retrieval", "t2i_valid_R@1")))
+    cols.append(("T→I unique R@1", _metric("retrieval", "t2i_unique_R@1")))
+    cols += [(f"SC {c}", _metric("sugarcrepe", c)) for c in SUGARCREPE_CATEGORIES]
+    cols += [("SC++ ITT", _metric("sugarcrepe_pp", "mean", "ITT")), ("SC++ TOT", _metric("sugarcrepe_pp", "mean", "TOT"))]
+    cols += [(f"Wino {s}", _metric("winoground", s)) for s in ("text", "image", "group")]
+    cols += [("ARO rel", _metric("aro", "relation", "macro")), ("ARO attr", _metric("aro", "attribution", "macro"))]
+    tasks = sorted({t for m in models for t in (_get(m, "metrics", "zeroshot") or {})})
+    cols += [(f"ZS {t} top1", _metric("zeroshot", t, "top1")) for t in tasks]
+    return [c for c in cols if any(c[1](m) is not None for m in models)]
+
+
+def human_count(n: int) -> str:
+    """3670016 -> "3.67M"; 8 -> "8"."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(n)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 0.1 or value == 0 else f"{value:.2g}"
+    return str(value)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of the summary table (one row per model)."""
+    cols = summary_columns(report["models"])
+    header = ["model"] + [c[0] for c in cols]
+    rows = [[m["name"]] + [_fmt(c[1](m)) for c in cols] for m in report["models"]]
+    return header, rows
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """{"zeroshot": {"colours": {"images": 4}}} -> {"zeroshot colours images": 4}."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix} {k}".strip()
+        out |= _flatten(v, key) if isinstance(v, dict) else {key: v}
+    return out
+
+
+def _detail_sections(models: list[dict]) -> list[str]:
+    out = []
+
+    def section(title: str, header: list[str], rows: list[list[str]]):
+        if rows:
+            out.append(f"### {title}\n\n" + _md_table(header, rows))
+
+    ret = [(m["name"], _get(m, "metrics", "retrieval")) for m in models if _get(m, "metrics", "retrieval")]
+    if ret:
+        keys = sorted({k for _, r in ret for k in r}, key=lambda k: (k.split("_R@")[0], int(k.split("@")[1])))
+        section("Retrieval (recall %, ties against the model)", ["model"] + keys, [[n] + [_fmt(r.get(k)) for k in keys] for n, r in ret])
+    pp = [(m["name"], _get(m, "metrics", "sugarcrepe_pp")) for m in models if _get(m, "metrics", "sugarcrepe_pp")]
+    if pp:
+        cats = [c for c in list(SUGARCREPE_CATEGORIES) + ["mean"] if any(c in r for _, r in pp)]
+        header = ["model"] + [f"{c} {s}" for c in cats for s in ("ITT", "TOT")]
+        section("SugarCrepe++ (accuracy %)", header, [[n] + [_fmt(_get(r, c, s)) for c in cats for s in ("ITT", "TOT")] for n, r in pp])
+    aro = [(m["name"], _get(m, "metrics", "aro")) for m in models if _get(m, "metrics", "aro")]
+    if aro:
+        header = ["model"] + [f"{s} {a}" for s in ("relation", "attribution") for a in ("macro", "micro")]
+        section("ARO (accuracy %; macro = mean over relations / attribute pairs)", header,
+                [[n] + [_fmt(_get(r, s, a)) for s in ("relation", "attribution") for a in ("macro", "micro")] for n, r in aro])
+    zs = [(m["name"], _get(m, "metrics", "zeroshot")) for m in models if _get(m, "metrics", "zeroshot")]
+    if zs:
+        keys = sorted({(t, k) for _, r in zs for t, v in r.items() for k in v})
+        section("Zero-shot classification (accuracy %)", ["model"] + [f"{t} {k}" for t, k in keys],
+                [[n] + [_fmt(_get(r, t, k)) for t, k in keys] for n, r in zs])
+    flat = [_flatten(m.get("counts") or {}) for m in models]
+    count_keys = sorted({k for f in flat for k in f})
+    if count_keys:
+        section("Items evaluated", ["model"] + count_keys, [[m["name"]] + [_fmt(f.get(k)) for k in count_keys] for m, f in zip(models, flat)])
+    section("Timings (seconds)", ["model", "total", "encode images", "encode texts"],
+            [[m["name"], _fmt(float(sum(v for k, v in m.get("timings_s", {}).items() if not k.startswith("encode")))),
+              _fmt(_get(m, "timings_s", "encode_images")), _fmt(_get(m, "timings_s", "encode_texts"))] for m in models])
+    return out
+
+
+def render_markdown(report: dict, chart_name: str | None = "results.png") -> str:
+    header, rows = summary_rows(report)
+    parts = ["# vladva evaluation", "",
+             "Percentages; ties count against the model (see docs/evaluation.md). "
+             "SC = SugarCrepe (chance 50), Wino = Winoground (chance 25 / 25 / 16.7), ARO macro (chance 50).", "",
+             _md_table(header, rows), ""]
+    if chart_name:
+        parts += [f"![compositional accuracy per category]({chart_name})", ""]
+    parts += [s + "\n" for s in _detail_sections(report["models"])]
+    parts.append("### Runs\n")
+    run_rows = []
+    for i, r in enumerate(report["runs"]):
+        versions = r.get("versions") or {}
+        commit = (r.get("git_commit") or "?")[:10] + ("+dirty" if r.get("git_dirty") else "")
+        data = "; ".join(f"{k}: {v}" for k, v in (r.get("data") or {}).items())
+        run_rows.append([str(i), r.get("created") or "?", commit, str(r.get("seed")),
+                         f"torch {versions.get('torch')}, transformers {versions.get('transformers')}", data])
+    parts.append(_md_table(["run", "created", "commit", "seed", "versions", "data"], run_rows))
+    parts.append("")
+    parts.append(_md_table(["model", "run", "spec"], [[m["name"], str(m.get("run", 0)), f"`{m['spec']}`"] for m in report["models"]]))
+    return "\n".join(parts) + "\n"
+
+
+def print_summary(report: dict) -> None:
+    """The summary table in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    header, rows = summary_rows(report)
+    table = Table(title="vladva evaluation (%)", show_lines=False)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+    for r in rows:
+        table.add_row(*r)
+    Console().print(table)
+
+
+def _finite(obj):
+    """NaN (a metric over zero items) -> null, so results.json stays strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write results.json, results.md and (when there are compositional scores) results.png."""
+    from vladva.eval.plot import compositional_chart
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
+    chart = compositional_chart(report["models"], out_dir / "results.png")
+    if chart is not None:
+        paths["png"] = chart
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(paths["json"])
+    paths["md"].write_text(render_markdown(report, "results.png" if chart else None), encoding="utf-8")
+    return paths

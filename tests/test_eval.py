@@ -1,0 +1,287 @@
+"""Evaluation harness: metrics on hand-made scores, loaders on fixtures in the real benchmark
+layouts, the embedding cache, reports and the `vladva eval` / `vladva report` commands.
+
+The end-to-end checks use `ColourWordsEmbedder`: images -> histogram of palette colours,
+texts -> counts of colour words, both in one 8-dim space. It is a perfect bag of words, so its
+scores are known in advance: right on "replace attribute" (a colour that is not there), tied
+and therefore wrong on every swap, and perfect on retrieval when captions name different colours.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vladva.cli import app
+from vladva.data.scene import COLOURS, Scene, SceneObject, render_scene
+from vladva.eval import metrics as M
+from vladva.eval import models as eval_models
+from vladva.eval.cache import CachedEncoder
+from vladva.eval.loaders import (BenchmarkFormatError, ImageRef, load_aro, load_karpathy, load_sugarcrepe,
+                                 load_sugarcrepe_pp, load_winoground, load_zeroshot, zeroshot_task_dirs)
+from vladva.eval.models import LoadedModel, load_model, parse_model_arg
+from vladva.eval.report import as_report, merge_reports, write_report
+from vladva.eval.runner import EvalConfig, run_evaluation
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+PALETTE = list(COLOURS)
+
+
+class ColourWordsEmbedder:
+    """Deterministic toy Embedder over the shapes world; counts how many items it encoded."""
+
+    name = "colour-words"
+
+    def __init__(self):
+        self.calls = {"images": 0, "texts": 0}
+
+    def encode_images(self, images, batch_size=32, show_progress=False):
+        self.calls["images"] += len(images)
+        pal = np.array([COLOURS[c] for c in PALETTE], dtype=np.float32)
+        rows = []
+        for im in images:
+            px = np.asarray(im.convert("RGB"), dtype=np.float32).reshape(-1, 3)
+            dist = ((px[:, None, :] - pal[None]) ** 2).sum(-1)
+            solid = dist.min(1) < 30**2  # anti-aliased edges and the black background do not count
+            rows.append(np.bincount(dist.argmin(1)[solid], minlength=len(PALETTE)))
+        return torch.nn.functional.normalize(torch.tensor(np.array(rows), dtype=torch.float32), dim=-1)
+
+    def encode_texts(self, texts, batch_size=64, show_progress=False):
+        self.calls["texts"] += len(texts)
+        rows = [[t.lower().replace(".", " ").split().count(c) for c in PALETTE] for t in texts]
+        return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    """The fixture benchmarks copied to a temp folder, with their PNGs rendered from scenes.json."""
+    root = tmp_path_factory.mktemp("bench")
+    shutil.copytree(FIXTURES, root, dirs_exist_ok=True)
+    scenes = json.loads((root / "scenes.json").read_text())
+    for rel, objects in scenes.items():
+        if rel.startswith("_"):
+            continue
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        render_scene(Scene(tuple(SceneObject(*o) for o in objects), 32)).save(path)
+    return root
+
+
+def _toy_model(name="toy", embedder=None) -> LoadedModel:
+    return LoadedModel(name, "toy:", embedder or ColourWordsEmbedder(), identity=f"toy|{name}", params=8)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_retrieval_recalls_by_hand_with_multi_caption_images():
+    # 3 images x 2 captions (caption j belongs to image j // 2).
+    sim = torch.tensor([
+        [0.9, 0.1, 0.8, 0.2, 0.0, 0.0],  # image 0: best caption is its own -> i2t rank 0
+        [0.5, 0.6, 0.1, 0.2, 0.3, 0.0],  # image 1: best own caption (0.2) is beaten by 0.5, 0.6, 0.3 -> rank 3
+        [0.1, 0.1, 0.1, 0.1, 0.7, 0.4],  # image 2: own caption 0.7 is the best -> rank 0
+    ])
+    caption_image = torch.tensor([0, 0, 1, 1, 2, 2])
+    ranks = M.best_positive_rank(sim, torch.nn.functional.one_hot(caption_image, 3).T.bool())
+    assert ranks.tolist() == [0, 3, 0]
+    r = M.retrieval_recalls(sim, caption_image, ks=(1, 2, 5))
+    assert r["i2t_R@1"] == pytest.approx(200 / 3) and r["i2t_R@5"] == 100
+    # text->image, column by column: c0 own 0.9 is best -> 0; c1 own 0.1 < 0.6 and ties 0.1 -> 2;
+    # c2 own 0.1 < 0.8 and ties 0.1 -> 2; c3 own 0.2 ties image 0's 0.2 -> 1 (against the model); c4, c5 -> 0.
+    t2i_ranks = M.best_positive_rank(sim.T, torch.nn.functional.one_hot(caption_image, 3).bool())
+    assert t2i_ranks.tolist() == [0, 2, 2, 1, 0, 0]
+    assert r["t2i_R@1"] == 50 and r["t2i_R@2"] == pytest.approx(400 / 6) and r["t2i_R@5"] == 100
+
+
+def test_ties_count_against_the_model():
+    sim = torch.zeros(4, 4)  # a constant embedder
+    r = M.retrieval_recalls(sim, torch.arange(4), ks=(1, 3, 4))
+    assert r["i2t_R@1"] == 0 and r["i2t_R@3"] == 0 and r["i2t_R@4"] == 100  # 3 negatives tie with the positive
+    assert M.pair_accuracy(torch.tensor([0.5, 0.6]), torch.tensor([0.5, 0.1])) == 50
+
+
+def test_valid_text_to_image_counts_any_image_the_caption_is_true_for():
+    sim = torch.tensor([[0.1, 0.9], [0.8, 0.2]])  # caption 0 prefers image 1, caption 1 prefers image 0
+    true_for = torch.tensor([[True, True], [False, True]])  # caption 0 is also true for image 1
+    r = M.retrieval_recalls(sim, torch.tensor([0, 1]), ks=(1,), caption_true_for=true_for)
+    assert r["t2i_R@1"] == 0 and r["t2i_valid_R@1"] == 50
+
+
+def test_winoground_scores_on_hand_made_cases():
+    # sim[e, caption, image]
+    sim = torch.tensor([
+        [[0.9, 0.1], [0.2, 0.8]],  # both right: text, image, group
+        [[0.5, 0.4], [0.6, 0.7]],  # image 0 prefers caption 1 -> text fails; each caption prefers its image
+        [[0.5, 0.5], [0.1, 0.9]],  # caption 0 ties across images -> image fails; text ok
+        [[0.1, 0.9], [0.9, 0.1]],  # all wrong
+    ])
+    s = M.winoground_scores(sim)
+    assert s == {"text": 50.0, "image": 50.0, "group": 25.0}
+
+
+def test_sugarcrepe_pp_and_aro_macro_micro_by_hand():
+    s = M.sugarcrepe_pp_scores(
+        img_p1=torch.tensor([0.9, 0.9, 0.3]), img_p2=torch.tensor([0.8, 0.2, 0.3]), img_neg=torch.tensor([0.5, 0.5, 0.1]),
+        p1_p2=torch.tensor([0.9, 0.9, 0.4]), p1_neg=torch.tensor([0.5, 0.95, 0.2]), p2_neg=torch.tensor([0.5, 0.1, 0.4]),
+    )
+    assert s["ITT"] == pytest.approx(200 / 3) and s["TOT"] == pytest.approx(100 / 3)
+    pos, neg = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0.0, 1.0, 0.0, 0.0])
+    r = M.macro_micro_accuracy(pos, neg, ["on", "on", "on", "under"])
+    assert r["micro"] == 75 and r["macro"] == pytest.approx((200 / 3 + 100) / 2)
+
+
+def test_zeroshot_topk_and_prototypes_by_hand():
+    logits = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 1, 1])
+    # sample 1: class 1 is 5th best -> top5 hit; sample 2: class 1 ties with class 0 -> rank 1.
+    assert M.topk_accuracy(logits, labels, (1, 2, 5)) == {"top1": pytest.approx(100 / 3), "top2": pytest.approx(200 / 3), "top5": 100.0}
+    assert M.zeroshot_ks(1000) == (1, 5) and M.zeroshot_ks(5) == (1, 4) and M.zeroshot_ks(3) == (1, 2) and M.zeroshot_ks(2) == (1,)
+    proto = M.class_prototypes(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
+    assert torch.allclose(proto, torch.tensor([[2**-0.5, 2**-0.5]]))
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def test_karpathy_loader_keeps_split_and_reads_caption_truth(bench):
+    rs = load_karpathy(bench / "retrieval" / "dataset_tiny.json")
+    assert [r.path.name for r in rs.images] == ["000000.png", "000001.png", "000002.png"]  # the val image is dropped
+    assert len(rs.captions) == 6 and rs.caption_image == [0, 0, 1, 1, 2, 2]
+    assert rs.caption_true_for == [[0], [0], [1], [1], [2], [2]] and rs.name == "tiny"
+    assert len(load_karpathy(bench / "retrieval" / "dataset_tiny.json", split="val").images) == 1
+    # A user's COCO copy: images elsewhere, found through --images.
+    moved = load_karpathy(bench / "retrieval" / "dataset_tiny.json", image_root=bench / "retrieval")
+    assert moved.images[0].path == bench / "retrieval" / "images" / "000000.png"
+
+
+def test_compositional_loaders(bench):
+    sc = {s.name: s for s in load_sugarcrepe(bench / "sugarcrepe")}
+    assert set(sc) == {"replace_att", "swap_att"}
+    assert sc["replace_att"].negatives == ["a green circle", "a purple cross"]
+    pp = load_sugarcrepe_pp(bench / "sugarcrepe_pp")
+    assert [p.name for p in pp] == ["replace_att", "swap_att"] and pp[0].captions2[0].startswith("a blue square")
+    wg = load_winoground(bench / "winoground")
+    assert wg.images_1[0].path.name == "ex0_img_1.png" and wg.tags == ["Object"]
+    aro = {s.name: s for s in load_aro(bench / "aro")}
+    assert aro["relation"].groups == ["left of", "left of", "on"]
+    assert aro["attribution"].groups == ["red_blue", "red_blue"]
+    crop = aro["attribution"].images[0].load()
+    assert crop.size == (16, 32)
+    zs = load_zeroshot(zeroshot_task_dirs(bench / "zeroshot")[0])
+    assert zs.classnames == ["red", "green", "blue"] and zs.labels == [2, 2, 1, 0]
+
+
+def test_loader_errors_name_file_entry_and_key(bench, tmp_path):
+    shutil.copytree(bench / "sugarcrepe", tmp_path / "sc")
+    (tmp_path / "sc" / "swap_att.json").write_text(json.dumps({"7": {"filename": "000000.png", "caption": "x"}}))
+    with pytest.raises(BenchmarkFormatError, match=r"swap_att.json: entry 7: missing key 'negative_caption'"):
+        load_sugarcrepe(tmp_path / "sc")
+    (tmp_path / "sc" / "swap_att.json").write_text(json.dumps({"0": {"filename": "nope.png", "caption": "x", "negative_caption": "y"}}))
+    with pytest.raises(BenchmarkFormatError, match=r"entry 0: image not found: .*nope.png"):
+        load_sugarcrepe(tmp_path / "sc")
+    bad = tmp_path / "wg"
+    shutil.copytree(bench / "winoground", bad)
+    (bad / "examples.jsonl").write_text('{"id": 0}\n')
+    with pytest.raises(BenchmarkFormatError, match=r"examples.jsonl:1: missing key 'image_0'"):
+        load_winoground(bad)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def test_cache_reuses_embeddings_and_notices_changed_files(bench, tmp_path):
+    shutil.copytree(bench / "sugarcrepe", tmp_path / "sc")
+    sets = load_sugarcrepe(tmp_path / "sc")
+    refs = [r for s in sets for r in s.images]  # 3 references, 2 distinct files
+    toy = ColourWordsEmbedder()
+    first = CachedEncoder(toy, "toy", tmp_path / "cache", batch_size=2).images(refs)
+    assert toy.calls["images"] == 2  # deduplicated
+    again = CachedEncoder(toy, "toy", tmp_path / "cache").images(refs)
+    assert toy.calls["images"] == 2 and torch.equal(first, again)  # served from disk
+    CachedEncoder(toy, "other-model", tmp_path / "cache").images(refs)
+    assert toy.calls["images"] == 4  # another model identity is another key
+    render_scene(Scene((SceneObject("circle", "green", "large", 16, 16),), 32)).save(tmp_path / "sc" / "images" / "000000.png")
+    changed = CachedEncoder(toy, "toy", tmp_path / "cache").images(refs)
+    assert toy.calls["images"] == 6 and not torch.equal(changed, first)
+    CachedEncoder(toy, "toy", tmp_path / "cache").texts(["a red x", "a red x", "b"])
+    CachedEncoder(toy, "toy", tmp_path / "cache").texts(["a red x", "b"])
+    assert toy.calls["texts"] == 2
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_run_evaluation_scores_the_toy_embedder_as_a_bag_of_words(bench, tmp_path):
+    cfg = EvalConfig(data=str(bench), cache_dir=str(tmp_path / "cache"), show_progress=False)
+    res = run_evaluation([_toy_model()], cfg, log=lambda _: None)
+    m = res["models"][0]["metrics"]
+    assert set(m) == {"retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"}
+    assert m["retrieval"]["t2i_R@1"] == 100 and m["retrieval"]["i2t_R@1"] == 100 and m["retrieval"]["t2i_valid_R@1"] == 100
+    assert m["sugarcrepe"] == {"replace_att": 100.0, "swap_att": 0.0}  # a swap ties -> wrong
+    assert m["sugarcrepe_pp"]["replace_att"] == {"ITT": 100.0, "TOT": 100.0}
+    assert m["sugarcrepe_pp"]["mean"] == {"ITT": 50.0, "TOT": 50.0}
+    assert m["winoground"] == {"text": 0.0, "image": 0.0, "group": 0.0}
+    assert m["aro"]["relation"]["micro"] == pytest.approx(200 / 3) and m["aro"]["relation"]["macro"] == 75
+    assert m["aro"]["attribution"]["micro"] == 100  # only because the box crops isolate each object
+    assert m["zeroshot"]["colours"] == {"top1": 75.0, "top2": 75.0}  # one red circle filed under blue
+    assert res["models"][0]["counts"]["retrieval"] == {"images": 3, "captions": 6, "unique_captions": 6}
+    assert res["seed"] == 0 and torch.__version__.startswith(res["versions"]["torch"])
+
+    paths = write_report(as_report(res, str(tmp_path)), tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["schema"] == "vladva.eval.report/1" and saved["runs"][0]["data"]["aro"].endswith("aro")
+    assert saved["runs"][0]["config"]["batch_size"] == 32 and saved["models"][0]["params"] == 8
+    md = paths["md"].read_text()
+    print(md)
+    assert "| toy | 8 | 100.0 | 100.0 | 100.0 | 100.0 |" in md  # params, then T→I and I→T R@1/5/10
+    assert "SC swap_att" in md and "Wino group" in md and "ZS colours top1" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_limit_subsamples_deterministically(bench, tmp_path):
+    cfg = EvalConfig(data=str(bench), suites=["retrieval"], limit=2, seed=3, use_cache=False, show_progress=False)
+    a = run_evaluation([_toy_model()], cfg, log=lambda _: None)["models"][0]["counts"]["retrieval"]
+    b = run_evaluation([_toy_model()], cfg, log=lambda _: None)["models"][0]["counts"]["retrieval"]
+    assert a == b == {"images": 2, "captions": 4}
+
+
+def test_model_specs_and_train_compute(tmp_path, monkeypatch):
+    assert parse_model_arg("mine=vladva:/a:/b") == ("mine", "vladva:/a:/b")
+    assert parse_model_arg("vladva:/a=b") == (None, "vladva:/a=b")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "train_compute.json").write_text(json.dumps({"wall_seconds": 120, "threads": 2}))
+    monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), [Path(a) for a in args]))
+    loaded = load_model(f"c=toy:{tmp_path / 'm'}")
+    assert loaded.name == "c" and loaded.train_compute["cpu_minutes"] == 4.0
+    with pytest.raises(ValueError, match="expected one of"):
+        load_model("nonsense")
+
+
+def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
+    monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), []))
+    runner = CliRunner()
+    common = ["--data", str(bench), "--cache-dir", str(tmp_path / "cache")]
+    r = runner.invoke(app, ["eval", "--model", "a=toy:", "--suite", "sugarcrepe,winoground", "--out", str(tmp_path / "run1"), *common])
+    assert r.exit_code == 0, r.output
+    assert "swap_att" in r.output  # the rich table
+    r = runner.invoke(app, ["eval", "-m", "b=toy:", "-s", "zeroshot", "-o", str(tmp_path / "run2"), *common])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run1" / "eval_config.yaml").is_file()
+    r = runner.invoke(app, ["report", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "merged")])
+    assert r.exit_code == 0, r.output
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert [m["name"] for m in merged["models"]] == ["a", "b"] and len(merged["runs"]) == 2
+    assert merged["models"][1]["run"] == 1 and merged["models"][1]["metrics"]["zeroshot"]["colours"]["top1"] == 75
+    md = (tmp_path / "merged" / "results.md").read_text()
+    assert "| a |" in md and "| b |" in md
+
+    r = runner.invoke(app, ["eval", "-m", "toy:", "-s", "nonsense", "-o", str(tmp_path / "x"), *common])
+    assert r.exit_code == 2 and "unknown suite 'nonsense'" in r.output
+    r = runner.invoke(app, ["eval", "-m", "toy:", "-s", "winoground", "-o", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "suite 'winoground': no data" in r.output
+    r = runner.invoke(app, ["eval", "-m", "nope:x", "--data", str(bench), "-o", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "model spec 'nope:x'" in r.output
