@@ -1,5 +1,7 @@
 """Evaluation splits of the shapes data set, in the public benchmarks' layouts.
 
+Beside each split's files, `scenes.json` maps every image (its path relative to the split's image
+folder) to its scene, so any caption can be re-checked later with `vladva.data.captions`.
 Each split draws scenes from its own seed namespace (disjoint from train/val) and checks every
 caption it writes: positives are parsed back from their text and must be true for their image,
 negatives must be false. A scene that cannot give a checked example is skipped, not forced.
@@ -121,6 +123,7 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
                            "sentids": [s["sentid"] for s in sents], "sentences": sents})
             bar.update()
     _write_json(out / "dataset_shapes.json", {"dataset": "shapes", "images": images})
+    _write_json(out / "scenes.json", {im["filename"]: s.to_dict() for im, s in zip(images, scenes)})
     index: dict[tuple, set[int]] = defaultdict(set)
     for i, s in enumerate(scenes):
         for o in s.objects:
@@ -225,6 +228,7 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
     `n_sugarcrepe` scenes: each scene gives at most one example per category."""
     thr = cfg.relation_threshold_px
     sc = {c: {} for c in SUGARCREPE_CATEGORIES}
+    scenes = {}
     pp = {c: {} for c in SUGARCREPE_PP_CATEGORIES}
     with _progress(cfg.n_sugarcrepe, "sugarcrepe", progress) as bar:
         for i in range(cfg.n_sugarcrepe):
@@ -232,6 +236,7 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
             scene = sample_world_scene(rng, world, "sugarcrepe", cfg.image_size)
             name = f"{i:06d}.png"
             image = render_scene(scene)
+            scenes[name] = scene.to_dict()
             _save_png(image, root / "sugarcrepe" / "images" / name)
             _save_png(image, root / "sugarcrepe_pp" / "images" / name)
             for category in SUGARCREPE_CATEGORIES:
@@ -256,6 +261,8 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
         _write_json(root / "sugarcrepe" / f"{c}.json", items)
     for c, items in pp.items():
         _write_json(root / "sugarcrepe_pp" / f"{c}.json", items)
+    for folder in ("sugarcrepe", "sugarcrepe_pp"):
+        _write_json(root / folder / "scenes.json", scenes)
     return {"sugarcrepe": {c: len(v) for c, v in sc.items()}, "sugarcrepe_pp": {c: len(v) for c, v in pp.items()}}
 
 
@@ -314,7 +321,8 @@ def winoground_pair(scene: Scene, swap: str, rng: random.Random, thr: float):
     scene_1 = Scene(tuple(objs), scene.image_size)
     if not _fits(scene_1):
         return None
-    style = Style("is" if swap == "position" else rng.choice(FRAMES), rng.randrange(3))
+    # Definite articles throughout: "a"/"an" would change with the colour after it.
+    style = Style("is", rng.randrange(3))
     t0, t1 = render_claim(c0, style), render_claim(c1, style)
     ok = (sorted(tokenize(t0)) == sorted(tokenize(t1)) and t0 != t1
           and text_truth(t0, scene, thr) is True and text_truth(t0, scene_1, thr) is False
@@ -326,7 +334,7 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
     thr = cfg.relation_threshold_px
     out = root / "winoground"
     swaps = list(WINOGROUND_SWAPS)
-    lines, by_tag = [], defaultdict(int)
+    lines, by_tag, scenes = [], defaultdict(int), {}
     with _progress(cfg.n_winoground, "winoground", progress) as bar:
         for i in range(cfg.n_winoground):
             rng = item_rng(cfg.seed, "winoground", i)
@@ -342,6 +350,7 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
             t0, t1, scene_1 = made
             for k, s in ((0, scene), (1, scene_1)):
                 _save_png(render_scene(s), out / "images" / f"ex{i}_img_{k}.png")
+                scenes[f"ex{i}_img_{k}"] = s.to_dict()
             tag, collapsed = WINOGROUND_SWAPS[swap]
             lines.append({"id": i, "image_0": f"ex{i}_img_0", "image_1": f"ex{i}_img_1", "caption_0": t0,
                           "caption_1": t1, "tag": tag, "secondary_tag": swap, "num_main_preds": 1,
@@ -350,6 +359,7 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
             bar.update()
     out.mkdir(parents=True, exist_ok=True)
     (out / "examples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    _write_json(out / "scenes.json", scenes)
     return {"examples": len(lines), "by_swap": dict(by_tag)}
 
 
@@ -361,13 +371,14 @@ def write_aro(root: Path, cfg: ShapesDataConfig, world: World, progress: bool) -
     swapped between two objects), one shared image per index, boxes covering the whole image."""
     thr = cfg.relation_threshold_px
     out = root / "aro"
-    rel_items, att_items = [], []
+    rel_items, att_items, scenes = [], [], {}
     with _progress(cfg.n_aro, "aro", progress) as bar:
         for i in range(cfg.n_aro):
             rng = item_rng(cfg.seed, "aro", i)
             scene = sample_world_scene(rng, world, "aro", cfg.image_size)
             stem = f"{i:06d}"
             _save_png(render_scene(scene), out / "images" / f"{stem}.png")
+            scenes[f"{stem}.png"] = scene.to_dict()
             box = {"bbox_x": 0, "bbox_y": 0, "bbox_w": scene.image_size, "bbox_h": scene.image_size}
             si, rel, sj = rng.choice(relation_pairs(scene, thr))
             a, b = scene.objects[si], scene.objects[sj]
@@ -385,6 +396,7 @@ def write_aro(root: Path, cfg: ShapesDataConfig, world: World, progress: bool) -
             bar.update()
     _write_json(out / "visual_genome_relation.json", rel_items)
     _write_json(out / "visual_genome_attribution.json", att_items)
+    _write_json(out / "scenes.json", scenes)
     return {"relation": len(rel_items), "attribution": len(att_items)}
 
 
@@ -423,15 +435,17 @@ def write_zeroshot(root: Path, cfg: ShapesDataConfig, world: World, progress: bo
         out.mkdir(parents=True, exist_ok=True)
         (out / "classnames.txt").write_text("".join(c + "\n" for c in classes), encoding="utf-8")
         (out / "templates.txt").write_text("".join(t + "\n" for t in ZEROSHOT_TEMPLATES[task]), encoding="utf-8")
-        per_class = defaultdict(int)
+        per_class, scenes = defaultdict(int), {}
         with _progress(cfg.n_zeroshot, f"zeroshot/{task}", progress) as bar:
             for i in range(cfg.n_zeroshot):
                 rng = item_rng(cfg.seed, f"zeroshot/{task}", i)
                 target = classes[i % len(classes)]
                 scene = sample_world_scene(rng, world, "zeroshot", cfg.image_size, accept=lambda s: label(s) == target)
                 _save_png(render_scene(scene), out / "test" / target / f"{i:06d}.png")
+                scenes[f"test/{target}/{i:06d}.png"] = scene.to_dict()
                 per_class[target] += 1
                 bar.update()
+        _write_json(out / "scenes.json", scenes)
         summary[task] = {"classes": len(classes), "images": cfg.n_zeroshot, "per_class": dict(per_class)}
     return summary
 
