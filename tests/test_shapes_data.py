@@ -322,3 +322,21 @@ def test_cli_help_run_skip_and_errors(tmp_path):
     assert forced.exit_code == 0 and "wrote" in forced.output and (out / "train.jsonl").stat().st_mtime_ns >= stamp
     bad = runner.invoke(app, ["data", "shapes", "--out", str(out), "--set", "n_trian=3"])
     assert bad.exit_code == 2 and "n_train" in bad.output
+
+
+def test_never_deletes_a_folder_it_did_not_write(tmp_path):
+    mine = tmp_path / "user" / "images"
+    mine.mkdir(parents=True)
+    (mine / "holiday.png").write_bytes(b"not ours")
+    with pytest.raises(ValueError, match="not written by"):
+        generate_shapes_dataset(tmp_path / "user", ShapesDataConfig(n_train=2, n_val=1, n_retrieval=2, n_sugarcrepe=1,
+                                                                    n_winoground=1, n_aro=1, n_zeroshot=1), progress=False)
+    assert (mine / "holiday.png").read_bytes() == b"not ours"
+
+
+def test_changed_config_replaces_stale_files(tmp_path):
+    small = dict(n_val=1, n_retrieval=2, n_sugarcrepe=1, n_winoground=1, n_aro=1, n_zeroshot=1)
+    generate_shapes_dataset(tmp_path, ShapesDataConfig(n_train=5, **small), progress=False)
+    summary = generate_shapes_dataset(tmp_path, ShapesDataConfig(n_train=3, **small), progress=False)
+    assert summary["replaced"] and not summary["skipped"]
+    assert sorted(p.name for p in (tmp_path / "images/train").iterdir()) == ["000000.png", "000001.png", "000002.png"]

@@ -46,6 +46,8 @@ def shapes(
     if summary.get("skipped"):
         typer.echo(f"{out} already holds this data set (same config); nothing written. Use --force to regenerate.")
         return
+    if summary.get("replaced"):
+        typer.echo(f"replaced the earlier shapes data set in {out} (its config differed or --force was given)")
     r = summary["retrieval"]
     typer.echo(f"wrote the {cfg.world} shapes data set to {out} in {summary['seconds']:.1f} s: "
                f"{summary['train']['images']} train, {summary['val']['images']} val, "

@@ -437,6 +437,13 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
         summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
         summary["skipped"] = True
         return summary
+    ours = (out_dir / CONFIG_FILE).is_file() or (out_dir / SUMMARY_FILE).is_file()
+    foreign = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if foreign and not ours:
+        # Never delete what this generator did not write (e.g. a user's own images/ folder).
+        raise ValueError(f"{out_dir} already holds {', '.join(foreign)} but no {CONFIG_FILE}: it was not written by "
+                         "`vladva data shapes`; choose an empty or new folder")
+    replaced = ours
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out_dir)
     world = WORLDS[cfg.world]
@@ -446,16 +453,18 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
                      "seed_namespaces": "item seed = 'vladva-shapes/<seed>/<split>/<index>'; one namespace per split"}
     if world.heldout:
         summary["heldout_combinations"] = [list(c) for c in world.heldout]
+    # Config first: an interrupted run still marks the folder as this generator's to replace.
+    save_config(cfg, out_dir / CONFIG_FILE)
     summary["train"] = write_train_split(out_dir, "train", cfg.n_train, cfg, world, progress)
     summary["val"] = write_train_split(out_dir, "val", cfg.n_val, cfg, world, progress)
     vocab = set(summary["train"].pop("vocabulary")) | set(summary["val"].pop("vocabulary"))
     summary["vocabulary_size"] = len(vocab)
     summary.update(splits.write_eval_splits(out_dir, cfg, world, progress))
-    save_config(cfg, out_dir / CONFIG_FILE)
     # The summary is written last: its presence marks a complete data set. No timings in it, so
     # the same config gives the same bytes.
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     summary["skipped"] = False
+    summary["replaced"] = replaced
     summary["seconds"] = round(time.perf_counter() - start, 2)
     return summary
 

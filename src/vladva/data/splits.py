@@ -40,6 +40,7 @@ from vladva.data.shapes import (
     World,
     _progress,
     _save_png,
+    has_heldout,
     identifying_claim,
     item_rng,
     pair_claim,
@@ -139,6 +140,8 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
     summary = {"images": len(scenes), "captions": len(all_caps),
                "fraction_true_for_exactly_one_image": round(exactly_one / n, 4),
                "mean_images_caption_true_for": round(total_true / n, 4)}
+    if world.heldout:
+        summary["images_with_heldout_combination"] = sum(has_heldout(s, world) for s in scenes)
     _write_json(out / "caption_truth.json", {"summary": summary, "captions": truth})
     return summary
 
