@@ -420,3 +420,37 @@ def test_cli_errors_are_one_line(colour_dir, tmp_path, args, message):
     r = CliRunner().invoke(app, [a.format(**fill) for a in args])
     assert r.exit_code == 2 and message in r.stderr, r.output
     assert "Traceback" not in r.output
+
+
+# ---- the real model -------------------------------------------------------------------------
+
+def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
+    """`vladva:BASE` on a tiny random LLaVA: the same index, search and service code, no changes."""
+    tiny = pytest.importorskip("vladva.model.tiny", reason="the VladVA model package is not in this checkout")
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+    from vladva.serve.models import load_embedder
+    from vladva.serve.service import create_app
+
+    torch.set_num_threads(1)
+    base = tiny.build_tiny_llava(tmp_path / "tiny-llava")
+    spec = f"vladva:{base}"
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", "build", "--model", spec, "--images", str(colour_dir), "--out", str(tmp_path / "ix"),
+                            "--batch-size", "4"])
+    assert r.exit_code == 0, r.output
+    index = EmbeddingIndex.load(tmp_path / "ix")
+    assert index.meta.model == spec and len(index) == 8 and index.meta.dim == 64  # the tiny Llama's hidden size
+    # The model spec is read back from index.json; an indexed image finds itself.
+    r = runner.invoke(app, ["search", "--index", str(tmp_path / "ix"), "--image", str(colour_dir / "blue.png"), "-k", "1", "--json"])
+    top = json.loads(r.stdout)["results"][0]
+    assert top["path"].endswith("blue.png") and top["score"] == pytest.approx(1.0, abs=1e-4)
+
+    embedder = load_embedder(spec)
+    with TestClient(create_app(index, embedder)) as client:
+        r = client.post("/search", json={"text": "a red square", "k": 3})
+        assert r.status_code == 200 and len(r.json()["results"]) == 3
+        emb = np.array(client.post("/embed/text", json={"texts": ["a red square"]}).json()["embeddings"])
+        assert emb.shape == (1, 64) and np.allclose(emb, embedder.encode_texts(["a red square"]).numpy(), atol=1e-5)

@@ -34,14 +34,15 @@ def index_build(
     kind: str = typer.Option("flat", "--kind", help="flat (exact), hnsw or ivf (approximate, for large collections)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
     nlist: int = typer.Option(0, "--nlist", min=0, help="IVF cells (0 = automatic)."),
-    nprobe: int = typer.Option(16, "--nprobe", min=1, help="IVF cells visited per query."),
+    nprobe: int = typer.Option(0, "--nprobe", min=0, help="IVF cells visited per query (0 = automatic, 1/8 of the cells)."),
     hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="HNSW neighbours per node."),
+    ef_search: int = typer.Option(128, "--ef-search", min=1, help="HNSW candidates explored per query."),
 ) -> None:
     """Embed every readable image of a folder or manifest into a new index folder."""
     from vladva.serve.build import build_index
     from vladva.serve.index import IndexConfig
 
-    config = IndexConfig(kind=kind, ivf_nlist=nlist, ivf_nprobe=nprobe, hnsw_m=hnsw_m)
+    config = IndexConfig(kind=kind, ivf_nlist=nlist, ivf_nprobe=nprobe, hnsw_m=hnsw_m, hnsw_ef_search=ef_search)
     embedder = _open_model(model)
     index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=True)
     _print_report(report)
@@ -176,7 +177,7 @@ def serve(
         max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s, max_body_bytes=int(max_body_mb * 1024 * 1024)
     )
     app = create_app(index, embedder, settings)
-    typer.echo(f"serving {len(index)} images from {index_dir} at http://{host}:{port}/ (API docs at /docs)", err=True)
+    typer.echo(f"serving {len(index)} images from {index_dir} at http://{host}:{port}/ (OpenAPI spec at /openapi.json)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

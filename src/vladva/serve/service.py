@@ -207,6 +207,9 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
 
     app = FastAPI(
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc pages load scripts from a CDN; the service stays offline.
+        docs_url=None,
+        redoc_url=None,
         title="vladva",
         summary="Search images by text or by example with a VladVA embedding model.",
         version=_version(),
