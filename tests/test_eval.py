@@ -252,11 +252,18 @@ def test_limit_subsamples_deterministically(bench, tmp_path):
 def test_model_specs_and_train_compute(tmp_path, monkeypatch):
     assert parse_model_arg("mine=vladva:/a:/b") == ("mine", "vladva:/a:/b")
     assert parse_model_arg("vladva:/a=b") == (None, "vladva:/a=b")
-    (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "train_compute.json").write_text(json.dumps({"wall_seconds": 120, "threads": 2}))
+    (tmp_path / "base").mkdir()
+    (tmp_path / "adapter").mkdir()
+    # the base's compute.json: 2 CPU stages (seconds x threads) and a GPU stage that is not CPU time
+    (tmp_path / "base" / "compute.json").write_text(json.dumps({"stages": [
+        {"stage": "vision", "device": "cpu", "seconds": 60, "threads": 2, "device_seconds": 120},
+        {"stage": "lvlm", "device": "cpu", "seconds": 30, "threads": 1},
+        {"stage": "extra", "device": "cuda", "seconds": 600, "device_seconds": 600}]}))
+    (tmp_path / "adapter" / "train_compute.json").write_text(json.dumps({"wall_seconds": 120, "threads": 2}))
     monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), [Path(a) for a in args]))
-    loaded = load_model(f"c=toy:{tmp_path / 'm'}")
-    assert loaded.name == "c" and loaded.train_compute["cpu_minutes"] == 4.0
+    loaded = load_model(f"c=toy:{tmp_path / 'base'}:{tmp_path / 'adapter'}")
+    assert loaded.name == "c" and loaded.train_compute["cpu_minutes"] == 2.5 + 4.0
+    assert len(loaded.train_compute["files"]) == 2
     with pytest.raises(ValueError, match="expected one of"):
         load_model("nonsense")
 

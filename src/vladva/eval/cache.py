@@ -101,7 +101,8 @@ class CachedEncoder:
         if self.show_progress and n > self.batch_size:
             from tqdm import tqdm
 
-            return tqdm(starts, desc=f"encode {desc}", unit="batch", leave=False)
+            # disable=None: no bar when stderr is not a terminal (logs, CI)
+            return tqdm(starts, desc=f"encode {desc}", unit="batch", leave=False, disable=None)
         return starts
 
     def _check(self, out: torch.Tensor, n: int, what: str) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Specs:
 - `vladva:BASE_DIR[:ADAPTER_DIR]`  a VladVA model (`vladva.model.VladVA.from_pretrained`)
 - `zeroshot:BASE_DIR`              the same class with no adapter (the zero-shot prompt baseline)
-- `clip:DIR`                       the CLIP-style baseline (`vladva.base`)
+- `clip:DIR`                       the CLIP-style baseline (`vladva.base.clip_baseline`)
 - `python:MODULE:ATTR[:ARG]`       any factory `ATTR(ARG)` / `ATTR()` returning an Embedder
 A spec may be prefixed by a display name: `name=spec`. Model code is imported only when used,
 so the harness runs with whichever model packages exist.
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Files a model folder may carry that describe the compute spent to make it.
-COMPUTE_FILES = ("train_compute.json", "pretrain_report.json", "train_report.json")
+COMPUTE_FILES = ("compute.json", "train_compute.json", "pretrain_report.json", "train_report.json")
 
 
 class ModelSpecError(ValueError):
@@ -58,13 +58,9 @@ def _zeroshot(args: list[str]):
 def _clip(args: list[str]):
     if len(args) != 1:
         raise ModelSpecError("expected clip:DIR")
-    import vladva.base as base
+    from vladva.base.clip_baseline import ClipBaselineEmbedder
 
-    # The baseline's embedder class; the first name that exists is used.
-    for name in ("CLIPEmbedder", "ClipEmbedder", "CLIPBaseline", "ClipBaseline"):
-        if hasattr(base, name):
-            return getattr(base, name).from_pretrained(args[0]), [Path(args[0])]
-    raise ModelSpecError("vladva.base provides no CLIP embedder class (CLIPEmbedder) in this installation")
+    return ClipBaselineEmbedder.from_pretrained(args[0]), [Path(args[0])]
 
 
 def _python(args: list[str]):
@@ -119,12 +115,17 @@ def count_parameters(embedder) -> int | None:
 
 
 def read_train_compute(folders: list[Path]) -> dict:
-    """Compute metadata found in the model folders: `{"files": {path: content}, "cpu_minutes":
-    total}`. CPU-minutes come from a `cpu_minutes` key, else `cpu_seconds / 60`, else
-    `wall_seconds * threads / 60` (threads default 1), summed over base and adapter folders."""
+    """Compute metadata found in the model folders (and a checkpoint's run folder):
+    `{"files": {path: content}, "cpu_minutes": total}`, CPU-minutes (see `cpu_minutes`) summed
+    over every report found, so a VladVA model counts its base's pretraining too."""
     out: dict = {"files": {}}
     total, known = 0.0, False
+    search = []
     for folder in folders:
+        search.append(folder)
+        if folder.parent.name == "checkpoints":  # a trainer checkpoint: its run folder too
+            search.append(folder.parent.parent)
+    for folder in dict.fromkeys(search):
         if not folder.is_dir():
             continue
         for name in COMPUTE_FILES:
@@ -148,12 +149,24 @@ def read_train_compute(folders: list[Path]) -> dict:
 
 
 def cpu_minutes(report: dict) -> float | None:
-    """CPU-minutes stated by one compute report (see `read_train_compute`), else None."""
+    """CPU-minutes stated by one compute report, else None. Understood forms: `cpu_minutes`;
+    `cpu_seconds`; `{"stages": [{"device": "cpu", "device_seconds" | "seconds", "threads"}]}`
+    (what `vladva base` writes to compute.json; GPU stages are not CPU time and are skipped);
+    `wall_seconds` x `threads` (threads default 1)."""
     for key in ("cpu_minutes", "train_cpu_minutes"):
         if isinstance(report.get(key), (int, float)):
             return float(report[key])
     if isinstance(report.get("cpu_seconds"), (int, float)):
         return report["cpu_seconds"] / 60
+    if isinstance(report.get("stages"), list):
+        seconds = 0.0
+        for st in report["stages"]:
+            if isinstance(st, dict) and st.get("device", "cpu") == "cpu":
+                if isinstance(st.get("device_seconds"), (int, float)):
+                    seconds += st["device_seconds"]
+                elif isinstance(st.get("seconds"), (int, float)):
+                    seconds += st["seconds"] * (st.get("threads") or 1)
+        return seconds / 60
     wall = report.get("wall_seconds", report.get("wall_s", report.get("train_seconds")))
     if isinstance(wall, (int, float)):
         threads = report.get("threads", report.get("num_threads", 1))

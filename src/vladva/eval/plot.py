@@ -46,7 +46,7 @@ def compositional_chart(models: list[dict], path: Path) -> Path | None:
     ax.set_ylim(0, 100)
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Compositional accuracy per category")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

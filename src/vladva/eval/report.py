@@ -194,16 +194,18 @@ def render_markdown(report: dict, chart_name: str | None = "results.png") -> str
 
 
 def print_summary(report: dict) -> None:
-    """The summary table in the terminal (rich)."""
+    """The summary table in the terminal (rich), transposed to fit: one row per metric, one
+    column per model."""
     from rich.console import Console
     from rich.table import Table
 
     header, rows = summary_rows(report)
-    table = Table(title="vladva evaluation (%)", show_lines=False)
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+    table = Table(title="vladva evaluation (%)")
+    table.add_column("metric")
     for r in rows:
-        table.add_row(*r)
+        table.add_column(r[0], justify="right")
+    for i, name in enumerate(header[1:], start=1):
+        table.add_row(name, *[r[i] for r in rows])
     Console().print(table)
 
 
