@@ -1,0 +1,35 @@
+"""`vladva demo --quick` end to end: data, pretraining, fine-tuning, three-model evaluation, report, index."""
+
+import json
+
+from typer.testing import CliRunner
+
+from vladva.cli import app
+
+
+def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--from-scratch", "--out", str(out)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    results = json.loads((out / "eval" / "results.json").read_text())
+    names = [m["name"] for m in results["models"]]
+    assert names == ["zero-shot base", "CLIP-style", "VladVA"]
+    for m in results["models"]:
+        assert set(m["metrics"]) == {"retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"}
+        assert set(m["metrics"]["sugarcrepe"]) == {"replace_obj", "replace_att", "replace_rel", "swap_obj",
+                                                   "swap_att", "add_obj", "add_att"}
+        assert all(0.0 <= acc <= 100.0 for acc in m["metrics"]["sugarcrepe"].values())
+    table = (out / "eval" / "results.md").read_text()
+    assert "VladVA" in table and "CLIP-style" in table
+    assert (out / "eval" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "index" / "index.json").is_file()
+    # The fine-tuned adapter records its compute so the report can show it.
+    vladva = results["models"][2]["train_compute"]["files"]
+    assert any(f["stage"] == "vladva-finetune" and f["steps"] == 3 for f in vladva.values() if "stage" in f)
+
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "data:" in second.output and "(reused)" in second.output
+    assert "reusing the finished run" in second.output
+    assert "index: reusing" in second.output
