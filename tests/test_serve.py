@@ -454,3 +454,27 @@ def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
         assert r.status_code == 200 and len(r.json()["results"]) == 3
         emb = np.array(client.post("/embed/text", json={"texts": ["a red square"]}).json()["embeddings"])
         assert emb.shape == (1, 64) and np.allclose(emb, embedder.encode_texts(["a red square"]).numpy(), atol=1e-5)
+
+
+def test_cli_serve_binds_localhost_and_warns_on_public_bind(colour_dir, tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+
+    build_index(ColourHistogramEmbedder(), TOY_SPEC, colour_dir, tmp_path / "ix")
+    runs = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: runs.append((app, kw)))
+    r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "ix"), "--port", "8123"])
+    assert r.exit_code == 0 and "WARNING" not in r.stderr, r.output
+    served, kw = runs[0]
+    assert kw["host"] == "127.0.0.1" and kw["port"] == 8123 and len(served.state.index) == 8
+    r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "ix"), "--host", "0.0.0.0"])
+    assert r.exit_code == 0 and "WARNING: binding 0.0.0.0" in r.stderr and runs[1][1]["host"] == "0.0.0.0"
+
+    class Wide(ColourHistogramEmbedder):
+        dim = 12
+
+    monkeypatch.setattr("vladva.serve.models.ColourHistogramEmbedder", Wide)
+    r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "ix")])
+    assert r.exit_code == 2 and "12-dim vectors" in r.stderr and len(runs) == 2
