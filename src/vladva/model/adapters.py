@@ -8,7 +8,9 @@ count positions from 0 even on left-padded rows; Qwen2-VL computes its own M-RoP
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -54,6 +56,16 @@ class BackboneAdapter:
     def projector(self, model: nn.Module) -> nn.Module:
         return self._get(model, self.projector_paths, "projector")
 
+    def load_processor(self, folder: Path | str):
+        """The checkpoint's processor. Without torchvision, transformers falls back to the PIL image
+        processors; Qwen2-VL's processor also insists on a video processor, so there we build one
+        without it (images only)."""
+        from transformers import AutoProcessor
+
+        if self.family == "qwen2_vl" and importlib.util.find_spec("torchvision") is None:
+            return qwen2_vl_image_only_processor().from_pretrained(folder)
+        return AutoProcessor.from_pretrained(folder)
+
     def core(self, model: nn.Module) -> nn.Module:
         """The LVLM without its LM head (returns `last_hidden_state`)."""
         return model.model
@@ -73,13 +85,30 @@ class BackboneAdapter:
         return {k: out[k] for k in keep if k in out}
 
 
+def qwen2_vl_image_only_processor():
+    """`Qwen2VLProcessor` without the video processor (which needs torchvision); saves as the
+    regular `Qwen2VLProcessor` so other tools still load the folder."""
+    from transformers import Qwen2VLProcessor
+
+    class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+        def to_dict(self):
+            out = super().to_dict()
+            out["processor_class"] = "Qwen2VLProcessor"
+            return out
+
+    return Qwen2VLImageOnlyProcessor
+
+
 LLAVA = BackboneAdapter("llava", ("llava", "llava_next"), image_input_keys=("pixel_values", "image_sizes"))
 QWEN2_VL = BackboneAdapter(
     "qwen2_vl",
     ("qwen2_vl", "qwen2_5_vl"),
     vision_paths=("model.visual",),
     projector_paths=("model.visual.merger",),
-    image_input_keys=("pixel_values", "image_grid_thw"),
+    image_input_keys=("pixel_values", "image_grid_thw", "mm_token_type_ids"),
     image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
     explicit_positions=False,
 )

@@ -109,3 +109,87 @@ def write_tiny_manifest(out_dir: Path | str, n_train: int = 64, n_val: int = 16,
             records.append(Record(f"{split}-{i:06d}", path, [short, " and a ".join(reversed(names)).join(["a ", ""])], long))
         write_manifest(out_dir / f"{split}.jsonl", records)
     return out_dir
+
+
+def build_tiny_qwen2_vl(out_dir: Path | str, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Qwen2-VL architecture with dynamic resolution: patch 4, 2x2 merge, so a 32x32 image gives
+    16 image tokens and a 48x32 one 24. Uses the PIL image processor (no torchvision)."""
+    import torch
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
+
+    from vladva.model.adapters import qwen2_vl_image_only_processor
+
+    out_dir = Path(out_dir)
+    special = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+               "<|image_pad|>", "<|video_pad|>"]
+    tok, vocab_size = _word_tokenizer(special)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", unk_token="<unk>",
+                                        eos_token="<|im_end|>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": hidden * 2,
+            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "max_position_embeddings": 512, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                                "mrope_section": [2, 3, 3]},
+            "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "bos_token_id": None,
+        },
+        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": hidden, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 4, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2,
+                                               temporal_patch_size=2)
+    processor = qwen2_vl_image_only_processor()(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_idefics3(out_dir: Path | str, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """Idefics3 / SmolVLM architecture: SigLIP-style tower (32 px, patch 4), pixel-shuffle 2 -> 16
+    image tokens, Llama LM; no image splitting. Uses the PIL image processor (no torchvision)."""
+    import torch
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+        Idefics3VisionConfig,
+        LlamaConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    out_dir = Path(out_dir)
+    rowcol = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    special = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<end_of_utterance>",
+               "<global-img>", *rowcol]
+    tok, vocab_size = _word_tokenizer(special)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                        eos_token="</s>")
+    config = Idefics3Config(
+        vision_config=Idefics3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, image_size=32, patch_size=4),
+        text_config=LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+                                num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                                max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=3),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config).eval()
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
+                                                do_image_splitting=False)
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=16)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vladva.config import _build, config_to_dict
-from vladva.model.adapters import BackboneAdapter, adapter_for
+from vladva.model.adapters import BackboneAdapter, UnsupportedModelError, adapter_for
 from vladva.model.lora import LoraSettings, apply_lora
 from vladva.model.pooling import last_token_index, last_token_pool, position_ids_from_mask
 from vladva.model.prompts import PromptConfig, PromptLayout, measure_layout
@@ -76,6 +76,53 @@ def read_vladva_config(folder: Path) -> tuple[VladVAConfig, dict]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     return _build(VladVAConfig, meta.get("vladva", {}), "vladva.", str(path)), meta
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """`load_file` with an error naming the file when it is missing, truncated or corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); it is truncated or corrupt") from None
+
+
+def check_adapter_dir(folder: Path) -> None:
+    """Raise a clear error naming the file when a saved adapter folder (or checkpoint) lacks a file
+    or holds a truncated / corrupt safetensors file. Reads only headers and slices; cheap."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: incomplete vladva checkpoint, {name} is missing")
+    files = [folder / WEIGHTS_FILE]
+    if read_vladva_config(folder)[0].lora.enabled:
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            if not (folder / ADAPTER_SUBDIR / name).is_file():
+                raise FileNotFoundError(f"{folder}: incomplete vladva checkpoint, {ADAPTER_SUBDIR}/{name} is missing")
+        files.append(folder / ADAPTER_SUBDIR / "adapter_model.safetensors")
+    for path in files:
+        try:
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    f.get_tensor(key)
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{path}: not a readable safetensors file ({e}); it is truncated or corrupt") from None
+
+
+def read_model_type(base_dir: Path) -> str:
+    """The `model_type` of a HF folder's config.json, read as plain JSON (no code is imported)."""
+    path = Path(base_dir) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        raise ValueError(f"{path}: no 'model_type' string; not a Hugging Face model config")
+    return data["model_type"]
 
 
 class VladVA(nn.Module):
@@ -200,6 +247,13 @@ class VladVA(nn.Module):
         attn = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
         lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
         mi = dict(base.model_inputs, input_ids=input_ids, attention_mask=attn)
+        for key, value in base.model_inputs.items():  # per-token extras (e.g. mm_token_type_ids): zeros for the caption
+            if key not in ("input_ids", "attention_mask") and torch.is_tensor(value) and value.shape == ids.shape:
+                grown = value.new_zeros(input_ids.shape)
+                for i in range(len(rows)):
+                    real = value[i][mask[i].bool()]
+                    grown[i, : len(real)] = real
+                mi[key] = grown
         return TowerInputs(mi, base.prompt_starts, lab)
 
     # ---- forward ---------------------------------------------------------------------------------
@@ -395,21 +449,27 @@ class VladVA(nn.Module):
         `config` applies only to a plain base (zero-shot or before training); saved folders carry
         their own. `trainable=True` keeps LoRA weights trainable (to continue training).
         """
-        from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoConfig, AutoModelForImageTextToText
 
         base_dir = Path(base_dir)
         if not (base_dir / "config.json").is_file():
             raise FileNotFoundError(f"{base_dir}: not a Hugging Face model folder (no config.json)")
-        adapter_for(AutoConfig.from_pretrained(base_dir).model_type)  # clear error before loading weights
-        model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype or torch.float32)
-        processor = AutoProcessor.from_pretrained(base_dir)
+        # The model_type is checked before transformers sees the folder: an unsupported or custom
+        # (auto_map) architecture is refused by name, and no code from the folder is ever run.
+        try:
+            adapter = adapter_for(read_model_type(base_dir))
+        except UnsupportedModelError as e:
+            raise UnsupportedModelError(f"{base_dir / 'config.json'}: {e}") from None
+        AutoConfig.from_pretrained(base_dir, trust_remote_code=False)
+        model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype or torch.float32, trust_remote_code=False)
+        processor = adapter.load_processor(base_dir)
         weights_dir, name = None, f"vladva:{base_dir.name}"
         if (base_dir / CONFIG_FILE).is_file():  # a merged folder
             config, _ = read_vladva_config(base_dir)
             weights_dir = base_dir
         if adapter_dir is not None:
             adapter_dir = resolve_adapter_dir(adapter_dir)
+            check_adapter_dir(adapter_dir)  # a missing or truncated file is named before loading
             config, _ = read_vladva_config(adapter_dir)
             weights_dir = adapter_dir
             name += f"+{adapter_dir.name}"
@@ -419,7 +479,7 @@ class VladVA(nn.Module):
 
             self.peft_model = PeftModel.from_pretrained(self.model, adapter_dir / ADAPTER_SUBDIR, is_trainable=trainable)
         if weights_dir is not None and (weights_dir / WEIGHTS_FILE).is_file():
-            self.load_trained_tensors(load_file(weights_dir / WEIGHTS_FILE))
+            self.load_trained_tensors(read_safetensors(weights_dir / WEIGHTS_FILE))
         if device is not None:
             self.to(device)
         self.eval()

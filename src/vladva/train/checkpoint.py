@@ -9,7 +9,8 @@ Layout of `RUN/checkpoints/step-000100/`:
 
 A checkpoint is written into `.tmp-step-...`, fsynced, then renamed; `RUN/checkpoints/latest`
 (the name of the newest complete checkpoint) is replaced last, so a crash at any point leaves
-the previous checkpoint usable.
+the previous checkpoint usable. `trainer_state.pt` holds only tensors and plain Python values and
+is read with `torch.load(weights_only=True)` (no pickled code runs on resume).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,20 @@ from vladva.config import save_config
 from vladva.model.vladva import LATEST_FILE
 
 TRAINER_STATE = "trainer_state.pt"
+# Test hook for the kill-and-resume tests: "POINT:STEP" makes the process stop and sleep at POINT of
+# step STEP, after writing `<run>/checkpoints/PAUSED-POINT`, so a test can kill -9 it exactly there.
+# Points: "step" (gradients computed, optimizer not stepped), "files" (checkpoint adapter written,
+# trainer state not yet), "rename" (checkpoint folder complete, `latest` not yet updated).
+PAUSE_ENV = "VLADVA_TEST_PAUSE_AT"
+
+
+def pause_for_tests(root: Path, point: str, step: int) -> None:
+    """Sleep until killed when `VLADVA_TEST_PAUSE_AT` is `point:step`; otherwise do nothing."""
+    if os.environ.get(PAUSE_ENV) == f"{point}:{step}":
+        Path(root).mkdir(parents=True, exist_ok=True)
+        (Path(root) / f"PAUSED-{point}").write_text(str(step), encoding="utf-8")
+        while True:
+            time.sleep(1)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -38,7 +54,11 @@ def _fsync_tree(root: Path) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain values (loadable with `weights_only=True`)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -46,7 +66,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -70,6 +91,7 @@ def save_checkpoint(run_dir: Path, step: int, model, logit_scale: torch.Tensor, 
     tmp, final = root / f".tmp-{name}", root / name
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_adapter(tmp, base_model=base_model, extra={"logit_scale": logit_scale.detach().float().cpu().reshape(1)})
+    pause_for_tests(root, "files", step)
     torch.save(trainer_state, tmp / TRAINER_STATE)
     save_config(cfg, tmp / "config.yaml")
     _fsync_tree(tmp)
@@ -77,6 +99,7 @@ def save_checkpoint(run_dir: Path, step: int, model, logit_scale: torch.Tensor, 
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_tree(root)
+    pause_for_tests(root, "rename", step)
     write_latest(root, name)
     if keep_last > 0:
         done = sorted(p for p in root.glob("step-*") if p.is_dir())
@@ -92,8 +115,24 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
     if not (path / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
+    check_checkpoint(path)
     return path
 
 
+def check_checkpoint(ckpt: Path) -> None:
+    """Raise a clear error naming the file when a checkpoint folder lacks a file or holds a
+    truncated / corrupt safetensors file (reads headers only; cheap)."""
+    from vladva.model.vladva import check_adapter_dir
+
+    if not (Path(ckpt) / TRAINER_STATE).is_file():
+        raise FileNotFoundError(f"{ckpt}: incomplete checkpoint, {TRAINER_STATE} is missing")
+    check_adapter_dir(ckpt)
+
+
 def load_trainer_state(ckpt: Path) -> dict:
-    return torch.load(Path(ckpt) / TRAINER_STATE, map_location="cpu", weights_only=False)
+    """The optimizer / scheduler / RNG / step state; `weights_only=True` so no pickled code runs."""
+    path = Path(ckpt) / TRAINER_STATE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
+        raise ValueError(f"{path}: cannot load the trainer state ({type(e).__name__}: {str(e).splitlines()[0]})") from None

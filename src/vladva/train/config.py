@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vladva.model.vladva import VladVAConfig
+from vladva.train.distributed import DistributedConfig
+from vladva.train.grad_cache import GradCacheConfig
 from vladva.train.losses import ContrastiveLossConfig
 
 DEFAULT_BASE = "default"
@@ -18,8 +20,10 @@ def default_base_dir() -> Path:
 
 @dataclass
 class DataConfig:
-    """JSONL manifests (docs/data-layouts.md). Batch sizes are per process and per micro-step."""
+    """JSONL manifests (docs/data-layouts.md) or webdataset shards (docs/distributed.md). Batch
+    sizes are per process and per micro-step."""
 
+    # A .jsonl manifest, or shards: a folder of .tar files, one .tar, or a brace pattern "DIR/train-{000000..000063}.tar".
     train: str = ""
     val: str | None = None
     contrastive_batch_size: int = 32
@@ -29,8 +33,12 @@ class DataConfig:
     caption_choice: str = "random"
     # Unreadable images and bad manifest lines: skipped and counted (false) or an error (true).
     strict: bool = False
+    # Shards only: DataLoader worker processes reading shards (0: read in the training process).
+    num_workers: int = 0
 
     def validate(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.contrastive_batch_size < 2:
             raise ValueError(f"data.contrastive_batch_size must be >= 2, got {self.contrastive_batch_size}")
         if not 0 <= self.ntp_batch_size <= self.contrastive_batch_size:
@@ -65,6 +73,18 @@ class OptimConfig:
             raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if len(self.betas) != 2:
             raise ValueError("optim.betas must be two numbers")
+        for name in ("lr_lora", "lr_soft_prompt", "lr_projector", "lr_temperature", "weight_decay"):
+            value = getattr(self, name)
+            if not 0 <= value < float("inf"):  # also refuses NaN
+                raise ValueError(f"optim.{name} must be a finite number >= 0, got {value}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must each be in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not self.max_grad_norm > 0:
+            raise ValueError(f"optim.max_grad_norm must be > 0, got {self.max_grad_norm}")
 
 
 @dataclass
@@ -72,6 +92,10 @@ class LossConfig:
     contrastive: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
     # total = contrastive + ntp_weight * next-token loss
     ntp_weight: float = 1.0
+
+    def validate(self) -> None:
+        if not 0 <= self.ntp_weight < float("inf"):
+            raise ValueError(f"loss.ntp_weight must be a finite number >= 0, got {self.ntp_weight}")
 
 
 @dataclass
@@ -83,11 +107,23 @@ class EvalConfig:
     max_images: int = 200
     batch_size: int = 64
 
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0 (0: only at the end), got {self.every}")
+        if self.max_images < 1 or self.batch_size < 1:
+            raise ValueError(f"eval.max_images and eval.batch_size must be >= 1, got {self.max_images}, {self.batch_size}")
+
 
 @dataclass
 class CheckpointConfig:
     every: int = 100
     keep_last: int = 2
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"checkpoint.every must be >= 0 (0: only at the end), got {self.every}")
+        if self.keep_last < 0:
+            raise ValueError(f"checkpoint.keep_last must be >= 0 (0: keep all), got {self.keep_last}")
 
 
 @dataclass
@@ -102,6 +138,10 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    # Multi-process: global negatives through a gather with gradient (docs/distributed.md).
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    # Contrastive batches larger than memory: chunked forward with cached embedding gradients.
+    grad_cache: GradCacheConfig = field(default_factory=GradCacheConfig)
     # "auto": bf16 autocast on CUDA with bf16 support, full precision otherwise.
     mixed_precision: str = "auto"
     # CPU threads for torch (0: leave torch's default).
@@ -112,6 +152,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {self.num_threads}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 
     def base_dir(self) -> Path:
         return default_base_dir() if self.base_model == DEFAULT_BASE else Path(self.base_model)

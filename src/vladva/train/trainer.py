@@ -26,6 +26,7 @@ from vladva.model.vladva import VladVA
 from vladva.train.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
+    pause_for_tests,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -261,13 +262,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             accelerator.backward(out["loss"] / cfg.optim.grad_accum)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.optim.grad_accum
+        pause_for_tests(run_dir / "checkpoints", "step", step + 1)  # kill-and-resume tests stop here
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         last = {"step": step, **{k: round(v, 5) for k, v in sums.items()},
-                "logit_scale": round(float(inner.contrastive.scale()), 3),
+                "logit_scale": round(float(inner.contrastive.scale().detach()), 3),
                 "grad_norm": round(float(grad_norm), 4),
                 "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
                 "skipped": skipped_total, "step_seconds": round(time.perf_counter() - t0, 3)}

@@ -1,0 +1,114 @@
+"""`vladva embed` (images or texts -> an embedding file) and `vladva merge` (fold LoRA into a folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from vladva.cli.errors import UserError, friendly_errors
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed_command)
+    app.command("merge")(merge_command)
+
+
+def _base(model: str) -> Path:
+    from vladva.train.config import DEFAULT_BASE, default_base_dir
+
+    return default_base_dir() if model == DEFAULT_BASE else Path(model)
+
+
+def image_items(source: Path) -> tuple[list[Path], list[str]]:
+    """Images of a folder (recursive, sorted) or of a JSONL manifest; returns paths and item names."""
+    if source.is_dir():
+        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not paths:
+            raise UserError(f"--images {source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return paths, [p.relative_to(source).as_posix() for p in paths]
+    if source.suffix == ".jsonl":
+        from vladva.data.manifest import read_manifest
+
+        records, _ = read_manifest(source)
+        return [r.image for r in records], [r.id for r in records]
+    raise UserError(f"--images {source}: give a folder of images or a .jsonl manifest")
+
+
+def text_items(source: Path) -> list[str]:
+    if not source.is_file():
+        raise UserError(f"--texts {source}: file not found")
+    texts = []
+    for i, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            texts.append(line.strip())
+    if not texts:
+        raise UserError(f"--texts {source}: no non-empty lines")
+    return texts
+
+
+def write_embeddings(out: Path, embeddings, items: list[str], meta: dict) -> None:
+    """`.safetensors`: tensor `embeddings` + metadata (`items` JSON list, model); `.npy`: the array
+    plus `OUT.items.txt` (one item per line, row order)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"embeddings": embeddings.contiguous()}, out, metadata={"items": json.dumps(items), **meta})
+    elif out.suffix == ".npy":
+        import numpy as np
+
+        np.save(out, embeddings.numpy())
+        out.with_suffix(".items.txt").write_text("".join(i.replace("\n", " ") + "\n" for i in items), encoding="utf-8")
+    else:
+        raise UserError(f"--out {out}: must end in .safetensors or .npy")
+
+
+@friendly_errors
+def embed_command(
+    model: str = typer.Option("default", "--model", "-m", help="Base LVLM folder, a merged VladVA folder, or 'default'."),
+    adapter: Path | None = typer.Option(None, "--adapter", "-a", help="Trained adapter: a checkpoint folder or a run folder."),
+    images: Path | None = typer.Option(None, "--images", help="Folder of images or a JSONL manifest."),
+    texts: Path | None = typer.Option(None, "--texts", help="Text file, one sentence per line."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output FILE.safetensors or FILE.npy."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Items per forward pass."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)."),
+) -> None:
+    """Embed images or texts (L2-normalised rows) into a file."""
+    if (images is None) == (texts is None):
+        raise UserError("give exactly one of --images or --texts")
+    if out.suffix not in (".safetensors", ".npy"):
+        raise UserError(f"--out {out}: must end in .safetensors or .npy")
+    import torch
+
+    from vladva.model import VladVA
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    m = VladVA.from_pretrained(_base(model), adapter, device=device)
+    if images is not None:
+        paths, items = image_items(images)
+        emb = m.encode_images(paths, batch_size=batch_size, show_progress=True)
+    else:
+        items = text_items(texts)
+        emb = m.encode_texts(items, batch_size=batch_size, show_progress=True)
+    write_embeddings(out, emb, items, {"model": m.name, "kind": "images" if images is not None else "texts"})
+    typer.echo(f"wrote {tuple(emb.shape)} embeddings to {out}")
+
+
+@friendly_errors
+def merge_command(
+    model: str = typer.Option("default", "--model", "-m", help="Base LVLM folder or 'default'."),
+    adapter: Path = typer.Option(..., "--adapter", "-a", help="Trained adapter: a checkpoint folder or a run folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the standalone merged model."),
+) -> None:
+    """Merge LoRA into the base weights and write a standalone folder (soft prompts included)."""
+    from vladva.model import VladVA
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out} exists and is not empty")
+    m = VladVA.from_pretrained(_base(model), adapter)
+    m.merge(out)
+    typer.echo(f"wrote merged model to {out} (load with VladVA.from_pretrained({str(out)!r}))")

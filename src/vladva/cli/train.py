@@ -1,0 +1,42 @@
+"""`vladva train`: fine-tune an LVLM into a VladVA embedder from a YAML recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vladva.cli.errors import friendly_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+
+
+def default_recipe() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+@friendly_errors
+def train_command(
+    overrides: list[str] = typer.Argument(None, help="Recipe overrides key=value, e.g. optim.max_steps=100 data.train=DATA/train.jsonl."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML recipe (default: the packaged configs/default.yaml)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue output_dir's run from its latest checkpoint."),
+) -> None:
+    """Train soft prompts + LoRA with contrastive (short captions) and next-token (long captions) losses."""
+    import logging
+
+    from vladva.config import load_config
+    from vladva.train.config import TrainConfig
+    from vladva.train.trainer import train
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(TrainConfig, config or default_recipe(), overrides or [])
+    result = train(cfg, resume=resume)
+    typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s; checkpoint: {result.checkpoint}")
+    if result.evals:
+        first, last = result.evals[0], result.evals[-1]
+        typer.echo(
+            f"held-out R@1 text->image {first['eval']['t2i_r1']:.1f} -> {last['eval']['t2i_r1']:.1f}, "
+            f"image->text {first['eval']['i2t_r1']:.1f} -> {last['eval']['i2t_r1']:.1f} (steps {first['step']} -> {last['step']})"
+        )

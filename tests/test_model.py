@@ -1,0 +1,237 @@
+"""The VladVA embedder on tiny random LVLMs: pooling, prompts, soft prompts, adapters, save/load, merge."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from vladva.model import VladVA, VladVAConfig, last_token_pool
+from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
+from vladva.model.tiny import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_vl
+
+torch.set_num_threads(2)
+
+TEXTS = ["a red circle", "a small blue square left of a large green triangle", "two objects", "pink cross"]
+
+
+def _images():
+    # different colours and, for dynamic-resolution models, different sizes
+    return [Image.new("RGB", (32, 32), (220, 30, 30)), Image.new("RGB", (48, 32), (30, 30, 220)),
+            Image.new("RGB", (32, 32), (30, 200, 60))]
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    return build_tiny_llava(tmp_path_factory.mktemp("llava"))
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("qwen"))
+
+
+@pytest.fixture(scope="module")
+def idefics_dir(tmp_path_factory):
+    return build_tiny_idefics3(tmp_path_factory.mktemp("idefics"))
+
+
+def _perturb(m: VladVA, seed: int = 1) -> None:
+    """Move every trained part away from its initial value, as training would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def test_last_token_pool_left_and_right_padding():
+    hidden = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert last_token_pool(hidden, right, normalize=False).tolist() == [[2.0, 3.0], [14.0, 15.0]]
+    assert last_token_pool(hidden, left, normalize=False).tolist() == [[6.0, 7.0], [14.0, 15.0]]
+    assert torch.allclose(last_token_pool(hidden, right).norm(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batched_text_embeddings_equal_one_at_a_time(llava_dir, side):
+    m = VladVA.from_pretrained(llava_dir)
+    m.config.prompts.padding_side = side
+    batched = m.encode_texts(TEXTS, batch_size=4)
+    single = torch.cat([m.encode_texts([t]) for t in TEXTS])
+    assert batched.shape == (4, 64) and batched.dtype == torch.float32
+    assert torch.allclose(batched.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(batched, single, atol=1e-5)
+    # distinct sentences give distinct embeddings
+    assert (batched @ batched.T - torch.eye(4)).max() < 0.999
+
+
+def test_prompt_layout_and_soft_prompt_injection(llava_dir):
+    m = VladVA.from_pretrained(llava_dir)
+    tok = m.tokenizer
+    assert tok.convert_ids_to_tokens(m.image_layout.prompt_ids) == ["Summary", "above", "image", "in", "one", "word", ":"]
+    assert m.text_layout.n_suffix == 0  # the tiny model has no chat template: the prompt ends the sequence
+    batch = m.text_inputs(["a red circle", "a small blue square left of a large green triangle"])
+    ids, starts = batch.model_inputs["input_ids"], batch.prompt_starts
+    for row in range(2):
+        got = ids[row, starts[row] : starts[row] + 7].tolist()
+        assert tok.convert_ids_to_tokens(got)[0] == "Summary" and got == m.text_layout.prompt_ids
+    before = m.encode_texts(TEXTS)
+    # soft prompts start at the handcrafted prompt: identical to the model without them
+    from vladva.config import _build
+
+    plain = VladVA.from_pretrained(llava_dir, config=_build(VladVAConfig, {"soft_prompt": {"enabled": False}}, "", "t"))
+    assert plain.soft_prompts is None
+    assert torch.allclose(before, plain.encode_texts(TEXTS), atol=1e-6)
+    with torch.no_grad():
+        m.soft_prompts.text[-1] += 1.0
+    after = m.encode_texts(TEXTS)
+    assert (after - before).abs().max() > 1e-3
+    # the image soft prompt is separate: image embeddings unchanged by the text prompt edit
+    imgs = _images()
+    e1 = m.encode_images(imgs)
+    with torch.no_grad():
+        m.soft_prompts.image[0] += 1.0
+    assert (m.encode_images(imgs) - e1).abs().max() > 1e-3
+
+
+def test_extra_soft_tokens_extend_the_prompt(llava_dir):
+    from vladva.config import _build
+
+    cfg = _build(VladVAConfig, {"soft_prompt": {"extra_tokens": 3}}, "", "test")
+    m = VladVA.from_pretrained(llava_dir, config=cfg)
+    assert m.image_layout.n_prompt == 7 + 3 and m.soft_prompts.image.shape == (10, 64)
+    assert m.encode_texts(TEXTS).shape == (4, 64)
+
+
+def test_next_token_labels_cover_only_the_caption(llava_dir):
+    m = VladVA.from_pretrained(llava_dir)
+    imgs = _images()[:2]
+    caps = ["the image shows a red circle", "two objects"]
+    batch = m.ntp_inputs(imgs, caps)
+    labels, mask = batch.labels, batch.model_inputs["attention_mask"]
+    eos = m.tokenizer.eos_token_id
+    for row, cap in enumerate(caps):
+        kept = labels[row][labels[row] != -100].tolist()
+        assert kept == m.tokenizer(cap, add_special_tokens=False)["input_ids"] + [eos]
+    assert (labels[mask == 0] == -100).all()
+    # the loss equals plain cross-entropy on the full model's logits
+    from vladva.train.losses import next_token_loss
+
+    mi = dict(batch.model_inputs)
+    mi["position_ids"] = torch.cumsum(mi["attention_mask"], 1) - 1
+    with torch.no_grad():
+        logits = m.model(**mi).logits
+        assert torch.allclose(m.next_token_loss(batch), next_token_loss(logits, labels), atol=1e-5)
+
+
+def test_trainable_parts(llava_dir):
+    from vladva.config import _build
+
+    m = VladVA.from_pretrained(llava_dir, config=_build(VladVAConfig, {"train_projector": True}, "", "test"))
+    n = m.prepare_for_training()
+    names = [k for k, p in m.named_parameters() if p.requires_grad]
+    assert any("lora_A" in k for k in names) and any("soft_prompts" in k for k in names)
+    assert not any("vision_tower" in k for k in names)
+    assert any("multi_modal_projector" in k for k in names)
+    lm_layers = 2 * 7  # 2 layers x 7 target projections, r=16: A (r x in) + B (out x r)
+    assert sum(1 for k in names if "lora_A" in k) == lm_layers
+    assert n == sum(p.numel() for k, p in m.named_parameters() if p.requires_grad)
+
+
+def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path):
+    m = VladVA.from_pretrained(llava_dir)
+    m.prepare_for_training()
+    _perturb(m)
+    imgs = _images()
+    want_i, want_t = m.encode_images(imgs), m.encode_texts(TEXTS)
+    m.save_adapter(tmp_path / "adapter", base_model=str(llava_dir))
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter", "vladva_config.json",
+                                                                        "vladva_weights.safetensors"]
+    loaded = VladVA.from_pretrained(llava_dir, tmp_path / "adapter")
+    assert torch.equal(loaded.encode_images(imgs), want_i)
+    assert torch.equal(loaded.encode_texts(TEXTS), want_t)
+    # the LoRA really matters: the base alone differs
+    assert (VladVA.from_pretrained(llava_dir).encode_texts(TEXTS) - want_t).abs().max() > 1e-3
+    loaded.merge(tmp_path / "merged")
+    merged = VladVA.from_pretrained(tmp_path / "merged")
+    assert merged.peft_model is None
+    assert torch.allclose(merged.encode_images(imgs), want_i, atol=1e-5)
+    assert torch.allclose(merged.encode_texts(TEXTS), want_t, atol=1e-5)
+    meta = json.loads((tmp_path / "merged" / "vladva_config.json").read_text())
+    assert meta["format"] == "vladva-merged" and meta["vladva"]["lora"]["enabled"] is False
+
+
+def test_similarity_and_embedder_protocol(llava_dir):
+    from vladva.embedder import Embedder
+
+    m = VladVA.from_pretrained(llava_dir)
+    assert isinstance(m, Embedder) and m.name.startswith("vladva:")
+    a, b = m.encode_texts(TEXTS[:2]), m.encode_texts(TEXTS)
+    sim = m.similarity(a, b)
+    assert sim.shape == (2, 4) and torch.allclose(sim.diagonal(), torch.ones(2), atol=1e-5)
+
+
+def test_encode_images_accepts_paths_and_names_bad_files(llava_dir, tmp_path):
+    from vladva.data.images import ImageLoadError
+
+    m = VladVA.from_pretrained(llava_dir)
+    imgs = _images()
+    imgs[0].save(tmp_path / "a.png")
+    assert torch.allclose(m.encode_images([tmp_path / "a.png"]), m.encode_images(imgs[:1]), atol=1e-6)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ImageLoadError, match="bad.png"):
+        m.encode_images([tmp_path / "bad.png"])
+
+
+@pytest.mark.parametrize("builder", ["qwen_dir", "idefics_dir"])
+def test_other_backbones(builder, request, tmp_path):
+    """Qwen2-VL (dynamic resolution: images of different sizes -> different token counts) and
+    Idefics3/SmolVLM: batched == one-at-a-time for both padding sides; training parts and save/load."""
+    folder = request.getfixturevalue(builder)
+    m = VladVA.from_pretrained(folder)
+    imgs = _images()
+    single = torch.cat([m.encode_images([im]) for im in imgs])
+    for side in ("right", "left"):
+        m.config.prompts.padding_side = side
+        assert torch.allclose(m.encode_images(imgs), single, atol=1e-5)
+        assert torch.allclose(m.encode_texts(TEXTS), torch.cat([m.encode_texts([t]) for t in TEXTS]), atol=1e-5)
+    m.config.prompts.padding_side = "right"
+    if builder == "qwen_dir":  # dynamic resolution really happened
+        grid = m.image_inputs(imgs).model_inputs["image_grid_thw"]
+        assert grid.tolist() == [[1, 8, 8], [1, 8, 12], [1, 8, 8]]
+    m.prepare_for_training()
+    batch = m.ntp_inputs(imgs[:2], ["the image shows a red circle", "two objects"])
+    loss = m.next_token_loss(batch)
+    loss.backward()
+    assert m.soft_prompts.image.grad.abs().sum() > 0
+    _perturb(m)
+    want = m.encode_images(imgs)
+    m.save_adapter(tmp_path / "ad")
+    assert torch.allclose(VladVA.from_pretrained(folder, tmp_path / "ad").encode_images(imgs), want, atol=1e-6)
+
+
+def test_unsupported_model_type_is_a_clear_error(tmp_path):
+    with pytest.raises(UnsupportedModelError, match=r"unsupported model_type 'paligemma'.*llava.*qwen2_vl.*idefics3"):
+        adapter_for("paligemma")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "paligemma"}))
+    with pytest.raises(UnsupportedModelError, match="paligemma"):
+        VladVA.from_pretrained(tmp_path)
+    assert {"llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm"} <= set(SUPPORTED_MODEL_TYPES)
+
+
+def test_docs_python_snippet_runs(llava_dir, tmp_path, monkeypatch):
+    """The first ```python block of docs/core.md, with BASE pointing at a tiny model."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "core.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    Image.new("RGB", (32, 32), (220, 30, 30)).save(tmp_path / "cat.png")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code.replace('"path/to/base-lvlm"', repr(str(llava_dir))), "docs/core.md", "exec"), scope)
+    assert scope["scores"].shape == (1, 2)

@@ -1,0 +1,194 @@
+"""Training on tiny data: losses fall, checkpoints resume exactly, the CLI runs end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vladva.config import load_config
+from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+from vladva.train.config import TrainConfig
+from vladva.train.data import BatchCollator, BatchOrder, load_records
+from vladva.train.trainer import train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_tiny_llava(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_tiny_manifest(tmp_path_factory.mktemp("data"), n_train=16, n_val=8)
+
+
+def config(base, data, out, *extra) -> TrainConfig:
+    return load_config(TrainConfig, None, [
+        f"base_model={base}", f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
+        f"output_dir={out}", "data.contrastive_batch_size=8", "data.ntp_batch_size=4", "eval.every=0",
+        "eval.at_start=false", "checkpoint.every=0", "log_every=1", "progress=false", "num_threads=1", *extra,
+    ])
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_batch_order_is_deterministic_and_sharded():
+    order = BatchOrder(n=10, batch_size=2, seed=3)
+    assert order.batches_per_epoch == 5
+    epoch0 = [order.batch(i)[1] for i in range(5)]
+    assert sorted(sum(epoch0, [])) == list(range(10))  # an epoch covers every record once
+    assert order.batch(5)[0] == 1 and order.batch(7) == BatchOrder(10, 2, 3).batch(7)
+    r0, r1 = BatchOrder(10, 2, 3, rank=0, world=2), BatchOrder(10, 2, 3, rank=1, world=2)
+    both = r0.batch(1)[1] + r1.batch(1)[1]
+    assert len(set(both)) == 4 and set(both) == set(BatchOrder(10, 4, 3).batch(1)[1])
+
+
+def test_collator_skips_unreadable_images_and_strict_raises(data, tmp_path, caplog):
+    from vladva.data.images import ImageLoadError
+
+    records = load_records(data / "train.jsonl", strict=True)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG truncated")
+    records[1].image = broken
+    batch = BatchCollator(records, 2, "first", 0, strict=False)(0, [0, 1, 2])
+    assert len(batch.images) == 2 and batch.captions == [records[0].captions[0], records[2].captions[0]]
+    assert batch.image_ids.tolist() == [0, 2] and len(batch.ntp_images) == 2
+    assert len(batch.skipped) == 1 and "broken.png" in batch.skipped[0] and "broken.png" in caplog.text
+    with pytest.raises(ImageLoadError, match="broken.png"):
+        BatchCollator(records, 2, "first", 0, strict=True)(0, [0, 1, 2])
+
+
+def test_short_run_lowers_both_losses_and_raises_batch_accuracy(base, data, tmp_path):
+    cfg = config(base, data, tmp_path / "run", "optim.max_steps=30", "optim.warmup_steps=0", "optim.schedule=constant",
+                 "optim.lr_lora=5e-3", "optim.lr_soft_prompt=1e-2", "optim.lr_temperature=0")
+    result = train(cfg)
+    rows = [r for r in metrics(tmp_path / "run") if "loss" in r]
+    assert len(rows) == 30 and result.steps == 30
+
+    def mean(key, part):
+        return float(np.mean([r[key] for r in part]))
+
+    first, last = rows[:5], rows[-5:]
+    assert mean("contrastive", last) < mean("contrastive", first) - 0.2
+    assert mean("ntp", last) < mean("ntp", first) - 0.1
+    assert mean("batch_acc", last) > mean("batch_acc", first)
+    # LoRA r16 per Llama layer (hidden 64, MLP 128): 4 x (16*64 + 64*16) + 3 x (16*64 + 128*16) = 17,408;
+    # soft prompts: 7 tokens x 64 dims for each tower
+    assert result.trainable_params == 2 * 17_408 + 2 * 7 * 64
+
+
+def test_resume_continues_exactly(base, data, tmp_path):
+    extra = ("optim.max_steps=6", "checkpoint.every=3", "checkpoint.keep_last=5", "model.lora.dropout=0.1",
+             "eval.every=3")
+    full = train(config(base, data, tmp_path / "full", *extra))
+    # crash simulation: a second run whose last checkpoint is step 3 (step 6 never written)
+    train(config(base, data, tmp_path / "cut", *extra))
+    ckpts = tmp_path / "cut" / "checkpoints"
+    shutil.rmtree(ckpts / "step-000006")
+    (ckpts / "latest").write_text("step-000003\n")
+    resumed = train(config(base, data, tmp_path / "cut", *extra), resume=True)
+    assert resumed.steps == 6
+    a, b = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("step_seconds", "eval_seconds")} for r in rows]  # noqa: E731
+    assert strip(a) == strip(b)  # same losses at every step, and no duplicated lines for steps 4-6
+    from safetensors.torch import load_file
+
+    wa = load_file(full.checkpoint / "adapter" / "adapter_model.safetensors")
+    wb = load_file(resumed.checkpoint / "adapter" / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # no half-written checkpoint folders are left behind
+    assert not list(ckpts.glob(".tmp-*"))
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(config(base, data, tmp_path / "cut", *extra))
+
+
+def test_checkpoint_layout_and_pruning(base, data, tmp_path):
+    result = train(config(base, data, tmp_path / "run", "optim.max_steps=4", "checkpoint.every=1",
+                          "checkpoint.keep_last=2"))
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step-000003", "step-000004"]
+    assert (ckpts / "latest").read_text().strip() == "step-000004" == result.checkpoint.name
+    assert sorted(p.name for p in result.checkpoint.iterdir()) == [
+        "adapter", "config.yaml", "trainer_state.pt", "vladva_config.json", "vladva_weights.safetensors"]
+    from safetensors.torch import load_file
+
+    w = load_file(result.checkpoint / "vladva_weights.safetensors")
+    assert set(w) == {"soft_prompt.image", "soft_prompt.text", "logit_scale"}
+    assert w["soft_prompt.image"].shape == (7, 64)
+
+
+def test_bad_samples_are_counted(base, data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    (copy / "images" / "train" / "000003.png").write_bytes(b"")
+    # one batch of 16 = every record, so the empty image is drawn at each of the 2 steps
+    train(config(base, copy, tmp_path / "run", "optim.max_steps=2", "data.contrastive_batch_size=16"))
+    last = [r for r in metrics(tmp_path / "run") if "loss" in r][-1]
+    assert last["skipped"] == 2
+    with pytest.raises(ValueError, match="000003.png: image file is empty"):
+        train(config(base, copy, tmp_path / "strict", "optim.max_steps=2", "data.strict=true",
+                     "data.contrastive_batch_size=16"))
+
+
+def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
+    from safetensors.torch import load_file
+
+    from vladva.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    args = ["train", f"base_model={base}", f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
+            f"output_dir={run}", "optim.max_steps=3", "data.contrastive_batch_size=8", "data.ntp_batch_size=4",
+            "eval.every=0", "progress=false", "num_threads=1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trained 3 steps" in res.output and "held-out R@1" in res.output
+    evals = [r for r in metrics(run) if "eval" in r]
+    assert [r["step"] for r in evals] == [0, 3] and evals[0]["eval"]["n_images"] == 8
+
+    res = runner.invoke(app, ["embed", "--model", str(base), "--adapter", str(run), "--images",
+                              str(data / "images" / "val"), "--out", str(tmp_path / "img.safetensors")])
+    assert res.exit_code == 0, res.output
+    emb = load_file(tmp_path / "img.safetensors")["embeddings"]
+    assert emb.shape == (8, 64) and torch.allclose(emb.norm(dim=1), torch.ones(8), atol=1e-5)
+
+    (tmp_path / "texts.txt").write_text("a red circle\n\na blue square\n")
+    res = runner.invoke(app, ["embed", "--model", str(base), "--adapter", str(run), "--texts",
+                              str(tmp_path / "texts.txt"), "--out", str(tmp_path / "txt.npy")])
+    assert res.exit_code == 0, res.output
+    assert np.load(tmp_path / "txt.npy").shape == (2, 64)
+    assert (tmp_path / "txt.items.txt").read_text() == "a red circle\na blue square\n"
+
+    res = runner.invoke(app, ["merge", "--model", str(base), "--adapter", str(run), "--out", str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["embed", "--model", str(tmp_path / "merged"), "--images", str(data / "val.jsonl"),
+                              "--out", str(tmp_path / "merged.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert torch.allclose(load_file(tmp_path / "merged.safetensors")["embeddings"], emb, atol=1e-5)
+
+
+def test_cli_errors_are_one_line(base, tmp_path):
+    from vladva.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "optim.max_stepz=3"])
+    assert res.exit_code == 2 and "unknown config key 'optim.max_stepz'; did you mean 'optim.max_steps'?" in res.output
+    res = runner.invoke(app, ["train", f"base_model={base}", "data.train=", f"output_dir={tmp_path}"])
+    assert res.exit_code == 2 and "data.train" in res.output
+    res = runner.invoke(app, ["embed", "--model", str(base), "--out", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "exactly one of --images or --texts" in res.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "paligemma"}')
+    (tmp_path / "t.txt").write_text("a\n")
+    res = runner.invoke(app, ["embed", "--model", str(tmp_path / "other"), "--texts", str(tmp_path / "t.txt"),
+                              "--out", str(tmp_path / "x.npy")])
+    assert res.exit_code == 2 and "unsupported model_type 'paligemma'" in res.output
