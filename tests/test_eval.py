@@ -292,3 +292,21 @@ def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "suite 'winoground': no data" in r.output
     r = runner.invoke(app, ["eval", "-m", "nope:x", "--data", str(bench), "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "model spec 'nope:x'" in r.output
+
+
+def test_zeroshot_spec_runs_a_real_tiny_lvlm_through_the_harness(bench, tmp_path):
+    """The `zeroshot:` spec loads vladva.model.VladVA on a tiny random LLaVA; every score is a
+    percentage over the fixture's items and the second run is served entirely from the cache."""
+    from vladva.model.tiny import build_tiny_llava
+
+    base = build_tiny_llava(tmp_path / "tiny_llava")
+    model = load_model(f"zs=zeroshot:{base}")
+    assert model.params and model.params > 1000
+    cfg = EvalConfig(data=str(bench), suites=["sugarcrepe", "winoground"], cache_dir=str(tmp_path / "cache"), show_progress=False)
+    first = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
+    assert first["counts"]["sugarcrepe"] == {"replace_att": 2, "swap_att": 1}
+    values = list(first["metrics"]["sugarcrepe"].values()) + list(first["metrics"]["winoground"].values())
+    assert all(0 <= v <= 100 for v in values)
+    again = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
+    assert again["encoded"] == {"images": 0, "texts": 0, "from_cache": first["encoded"]["images"] + first["encoded"]["texts"]}
+    assert again["metrics"] == first["metrics"]
