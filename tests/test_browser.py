@@ -66,7 +66,9 @@ def live_service(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     for i, colour in enumerate(names):
-        scene = Scene((SceneObject("square", colour, "large", 10, 10), SceneObject("circle", names[(i + 1) % 8], "small", 24, 24)))
+        scene = Scene(
+            (SceneObject("square", colour, "large", 10, 10), SceneObject("circle", names[(i + 1) % 8], "small", 24, 24))
+        )
         render_scene(scene).save(images / f"{colour}.png")
     embedder = ColourHistogramEmbedder()
     index, _ = build_index(embedder, TOY_SPEC, images, tmp_path / "index")
@@ -91,9 +93,19 @@ def live_service(tmp_path):
 
 def _chromium_args(chromium: str, profile) -> list[str]:
     return [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--window-size=1100,800", "--hide-scrollbars",
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--window-size=1100,800",
+        "--hide-scrollbars",
     ]
 
 
@@ -102,7 +114,10 @@ def test_search_page_shows_the_red_image_first(chromium, live_service, tmp_path)
     url = f"{base}/?q=red&k=5"
 
     dom = subprocess.run(
-        [*_chromium_args(chromium, tmp_path / "profile-dom"), "--dump-dom", url], capture_output=True, text=True, timeout=120
+        [*_chromium_args(chromium, tmp_path / "profile-dom"), "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     assert 'data-state="done"' in dom, dom[-2000:]  # the page's script ran the query from ?q=
     results = [
@@ -120,7 +135,8 @@ def test_search_page_shows_the_red_image_first(chromium, live_service, tmp_path)
     shot = tmp_path / "search.png"
     subprocess.run(
         [*_chromium_args(chromium, tmp_path / "profile-shot"), f"--screenshot={shot}", url],
-        capture_output=True, timeout=120,
+        capture_output=True,
+        timeout=120,
     )
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(shot) as im:

@@ -81,7 +81,9 @@ def test_id_map_round_trip(toy, colour_dir, tmp_path):
     index, _ = build_index(toy, TOY_SPEC, colour_dir, tmp_path / "ix")
     back = EmbeddingIndex.load(tmp_path / "ix")
     assert [(e.id, e.path, e.captions) for e in back.entries] == [(e.id, e.path, e.captions) for e in index.entries]
-    assert back.meta.model == TOY_SPEC and back.meta.dim == 9 and back.meta.count == 8 and back.meta.config.kind == "flat"
+    assert (
+        back.meta.model == TOY_SPEC and back.meta.dim == 9 and back.meta.count == 8 and back.meta.config.kind == "flat"
+    )
     q = toy.encode_texts(["purple"]).numpy()
     assert [h.id for h in back.search(q, 8)[0]] == [h.id for h in index.search(q, 8)[0]]
     meta = json.loads((tmp_path / "ix" / "index.json").read_text())
@@ -158,6 +160,7 @@ def test_bad_index_config_and_mismatched_vectors(toy, colour_dir, tmp_path):
 
 # ---- micro-batcher --------------------------------------------------------------------------
 
+
 def test_micro_batcher_batches_concurrent_submits():
     seen = []
 
@@ -191,6 +194,7 @@ def test_micro_batcher_passes_errors_to_every_waiter():
 
 # ---- HTTP service ---------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def service(toy, colour_dir, tmp_path):
     from fastapi.testclient import TestClient
@@ -215,7 +219,7 @@ def test_health_page_static_and_openapi(service):
     assert h == {"status": "ok", "model": TOY_SPEC, "embedder": TOY_SPEC, "dim": 9, "kind": "flat", "images": 8}
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'id="results"' in page.text
-    assert "fetch(\"/search\"" in client.get("/static/app.js").text
+    assert 'fetch("/search"' in client.get("/static/app.js").text
     spec = client.get("/openapi.json").json()
     assert {"/search", "/embed/text", "/embed/image", "/health", "/images/{image_id}"} <= set(spec["paths"])
 
@@ -229,14 +233,17 @@ def test_embed_text(service, toy):
     assert np.allclose(body["embeddings"], toy.encode_texts(["red", "blue square"]).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("payload,status,message", [
-    ({"texts": []}, 422, "non-empty list"),
-    ({"texts": "red"}, 422, "non-empty list"),
-    ({"texts": ["red", "  "]}, 422, "texts[1] must be a non-empty string"),
-    ({"texts": ["a"] * 5}, 413, "limit is 4"),
-    ({"texts": ["red"], "extra": 1}, 422, "unknown field(s) ['extra']"),
-    ({"texts": ["x" * 2001]}, 413, "2001 characters"),
-])
+@pytest.mark.parametrize(
+    "payload,status,message",
+    [
+        ({"texts": []}, 422, "non-empty list"),
+        ({"texts": "red"}, 422, "non-empty list"),
+        ({"texts": ["red", "  "]}, 422, "texts[1] must be a non-empty string"),
+        ({"texts": ["a"] * 5}, 413, "limit is 4"),
+        ({"texts": ["red"], "extra": 1}, 422, "unknown field(s) ['extra']"),
+        ({"texts": ["x" * 2001]}, 413, "2001 characters"),
+    ],
+)
 def test_embed_text_rejects_bad_input(service, payload, status, message):
     client, _, _ = service
     r = client.post("/embed/text", json=payload)
@@ -294,13 +301,16 @@ def test_search_by_text_and_image(service):
     assert r.status_code == 200 and len(r.json()["results"]) == 8  # default k 10, capped at the index size
 
 
-@pytest.mark.parametrize("payload,message", [
-    ({"text": "red", "k": 0}, "k must be between 1 and 20, got 0"),
-    ({"text": "red", "k": 21}, "k must be between 1 and 20, got 21"),
-    ({"text": "red", "k": "many"}, "k must be an integer"),
-    ({"k": 3}, "no query"),
-    ({"text": ""}, "texts[0] must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        ({"text": "red", "k": 0}, "k must be between 1 and 20, got 0"),
+        ({"text": "red", "k": 21}, "k must be between 1 and 20, got 21"),
+        ({"text": "red", "k": "many"}, "k must be an integer"),
+        ({"k": 3}, "no query"),
+        ({"text": ""}, "texts[0] must be a non-empty string"),
+    ],
+)
 def test_search_rejects_bad_input(service, payload, message):
     client, _, _ = service
     r = client.post("/search", json=payload)
@@ -369,6 +379,7 @@ def test_concurrent_requests_share_model_calls(toy, colour_dir, tmp_path):
 
 # ---- CLI end to end -------------------------------------------------------------------------
 
+
 def test_cli_index_build_add_and_search_json(colour_dir, tmp_path):
     from typer.testing import CliRunner
 
@@ -384,11 +395,24 @@ def test_cli_index_build_add_and_search_json(colour_dir, tmp_path):
     body = json.loads(r.stdout)
     assert body["query"] == {"text": "a white circle"} and [x["rank"] for x in body["results"]] == [1, 2]
     assert body["results"][0]["path"].endswith("white.png")
-    r = runner.invoke(app, ["search", "--index", str(out), "--image", str(colour_dir / "blue.png"), "--json", "-k", "1"])
+    r = runner.invoke(
+        app, ["search", "--index", str(out), "--image", str(colour_dir / "blue.png"), "--json", "-k", "1"]
+    )
     assert json.loads(r.stdout)["results"][0]["path"].endswith("blue.png")
     (tmp_path / "caps.txt").write_text("a green square\na blue square\n\na pink cross\n")
-    r = runner.invoke(app, ["search", "--index", str(out), "--image", str(colour_dir / "blue.png"),
-                            "--captions", str(tmp_path / "caps.txt"), "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "search",
+            "--index",
+            str(out),
+            "--image",
+            str(colour_dir / "blue.png"),
+            "--captions",
+            str(tmp_path / "caps.txt"),
+            "--json",
+        ],
+    )
     assert [x["caption"] for x in json.loads(r.stdout)["results"]][0] == "a blue square"
     more = tmp_path / "more"
     more.mkdir()
@@ -399,16 +423,22 @@ def test_cli_index_build_add_and_search_json(colour_dir, tmp_path):
     assert r.exit_code == 0 and "red.png" in r.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["search", "--index", "{out}", "red", "--image", "{img}"], "exactly one"),
-    (["search", "--index", "{tmp}/nowhere", "red"], "not found"),
-    (["search", "--index", "{out}", "--image", "{tmp}/missing.png"], "image file not found"),
-    (["search", "--index", "{out}", "red", "--target", "captions"], "no captions to rank"),
-    (["index", "build", "--model", "nosuch:x", "--images", "{tmp}", "--out", "{tmp}/o"], "nosuch"),
-    (["index", "build", "--model", TOY_SPEC, "--images", "{tmp}/none", "--out", "{tmp}/o"], "no such folder"),
-    (["index", "build", "--model", TOY_SPEC, "--images", "{img}", "--out", "{tmp}/o", "--kind", "lsh"], "unknown index kind"),
-    (["index", "add", "{out}", "--images", "{tmp}", "--model", "clip:x"], "mix two embedding spaces"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "--index", "{out}", "red", "--image", "{img}"], "exactly one"),
+        (["search", "--index", "{tmp}/nowhere", "red"], "not found"),
+        (["search", "--index", "{out}", "--image", "{tmp}/missing.png"], "image file not found"),
+        (["search", "--index", "{out}", "red", "--target", "captions"], "no captions to rank"),
+        (["index", "build", "--model", "nosuch:x", "--images", "{tmp}", "--out", "{tmp}/o"], "nosuch"),
+        (["index", "build", "--model", TOY_SPEC, "--images", "{tmp}/none", "--out", "{tmp}/o"], "no such folder"),
+        (
+            ["index", "build", "--model", TOY_SPEC, "--images", "{img}", "--out", "{tmp}/o", "--kind", "lsh"],
+            "unknown index kind",
+        ),
+        (["index", "add", "{out}", "--images", "{tmp}", "--model", "clip:x"], "mix two embedding spaces"),
+    ],
+)
 def test_cli_errors_are_one_line(colour_dir, tmp_path, args, message):
     from typer.testing import CliRunner
 
@@ -424,6 +454,7 @@ def test_cli_errors_are_one_line(colour_dir, tmp_path, args, message):
 
 # ---- the real model -------------------------------------------------------------------------
 
+
 def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
     """`vladva:BASE` on a tiny random LLaVA: the same index, search and service code, no changes."""
     tiny = pytest.importorskip("vladva.model.tiny", reason="the VladVA model package is not in this checkout")
@@ -438,13 +469,28 @@ def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
     base = tiny.build_tiny_llava(tmp_path / "tiny-llava")
     spec = f"vladva:{base}"
     runner = CliRunner()
-    r = runner.invoke(app, ["index", "build", "--model", spec, "--images", str(colour_dir), "--out", str(tmp_path / "ix"),
-                            "--batch-size", "4"])
+    r = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            "--model",
+            spec,
+            "--images",
+            str(colour_dir),
+            "--out",
+            str(tmp_path / "ix"),
+            "--batch-size",
+            "4",
+        ],
+    )
     assert r.exit_code == 0, r.output
     index = EmbeddingIndex.load(tmp_path / "ix")
     assert index.meta.model == spec and len(index) == 8 and index.meta.dim == 64  # the tiny Llama's hidden size
     # The model spec is read back from index.json; an indexed image finds itself.
-    r = runner.invoke(app, ["search", "--index", str(tmp_path / "ix"), "--image", str(colour_dir / "blue.png"), "-k", "1", "--json"])
+    r = runner.invoke(
+        app, ["search", "--index", str(tmp_path / "ix"), "--image", str(colour_dir / "blue.png"), "-k", "1", "--json"]
+    )
     top = json.loads(r.stdout)["results"][0]
     assert top["path"].endswith("blue.png") and top["score"] == pytest.approx(1.0, abs=1e-4)
 

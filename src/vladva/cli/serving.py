@@ -19,6 +19,13 @@ def _open_model(spec: str):
     return load_embedder(spec)
 
 
+def _width_mismatch(dim: int, index_dir: Path, index) -> None:
+    raise UserError(
+        f"model gives {dim}-dim vectors but {index_dir} holds {index.meta.dim}-dim ones "
+        f"(built with {index.meta.model!r})"
+    )
+
+
 def _print_report(report) -> None:
     typer.echo(report.summary(), err=True)
     for path, why in report.skipped[3:]:
@@ -28,13 +35,17 @@ def _print_report(report) -> None:
 @index_app.command("build")
 @friendly_errors
 def index_build(
-    model: str = typer.Option(..., "--model", help="Model spec: vladva:BASE[:ADAPTER], zeroshot:BASE, clip:DIR or toy:colours."),
+    model: str = typer.Option(
+        ..., "--model", help="Model spec: vladva:BASE[:ADAPTER], zeroshot:BASE, clip:DIR or toy:colours."
+    ),
     images: Path = typer.Option(..., "--images", help="A folder of images (searched recursively) or a JSONL manifest."),
     out: Path = typer.Option(..., "--out", help="Index folder to create."),
     kind: str = typer.Option("flat", "--kind", help="flat (exact), hnsw or ivf (approximate, for large collections)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
     nlist: int = typer.Option(0, "--nlist", min=0, help="IVF cells (0 = automatic)."),
-    nprobe: int = typer.Option(0, "--nprobe", min=0, help="IVF cells visited per query (0 = automatic, 1/8 of the cells)."),
+    nprobe: int = typer.Option(
+        0, "--nprobe", min=0, help="IVF cells visited per query (0 = automatic, 1/8 of the cells)."
+    ),
     hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="HNSW neighbours per node."),
     ef_search: int = typer.Option(128, "--ef-search", min=1, help="HNSW candidates explored per query."),
 ) -> None:
@@ -53,7 +64,9 @@ def index_build(
 @friendly_errors
 def index_add(
     index_dir: Path = typer.Argument(..., help="Index folder made by `vladva index build`."),
-    images: Path = typer.Option(..., "--images", help="A folder of images or a JSONL manifest; already indexed images are skipped."),
+    images: Path = typer.Option(
+        ..., "--images", help="A folder of images or a JSONL manifest; already indexed images are skipped."
+    ),
     model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
 ) -> None:
@@ -63,7 +76,9 @@ def index_add(
 
     spec = EmbeddingIndex.load(index_dir).meta.model
     if model is not None and model != spec:
-        raise UserError(f"{index_dir} was built with model {spec!r}; adding vectors of {model!r} would mix two embedding spaces")
+        raise UserError(
+            f"{index_dir} was built with model {spec!r}; adding vectors of {model!r} would mix two embedding spaces"
+        )
     index, report = update_index(index_dir, _open_model(spec), images, batch_size, show_progress=True)
     _print_report(report)
     typer.echo(f"index now holds {len(index)} images")
@@ -78,7 +93,11 @@ def search(
     captions: Path | None = typer.Option(
         None, "--captions", help="Rank the lines of this text file instead of the indexed images (image → text)."
     ),
-    target: str = typer.Option("images", "--target", help="images, or captions (the --captions file, else the manifest captions stored in the index)."),
+    target: str = typer.Option(
+        "images",
+        "--target",
+        help="images, or captions (the --captions file, else the manifest captions stored in the index).",
+    ),
     model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -101,7 +120,7 @@ def search(
             raise UserError("the text query is empty")
         vector = embedder.encode_texts([query])
     if vector.shape[1] != index.meta.dim:
-        raise UserError(f"model gives {vector.shape[1]}-dim vectors but {index_dir} holds {index.meta.dim}-dim ones (built with {index.meta.model!r})")
+        _width_mismatch(vector.shape[1], index_dir, index)
     query_json = {"image": str(image)} if image is not None else {"text": query}
     label = f"image {image}" if image is not None else repr(query)
 
@@ -115,7 +134,9 @@ def search(
             texts = sorted({c for _, c in index.captions})
             source = f"{index_dir} captions"
         if not texts:
-            raise UserError(f"no captions to rank in {source} (the index stores captions only when built from a manifest)")
+            raise UserError(
+                f"no captions to rank in {source} (the index stores captions only when built from a manifest)"
+            )
         ranked = rank_texts(vector[0].numpy(), texts, embedder.encode_texts(texts).numpy(), k)
         rows = [{"rank": r, "score": round(s, 6), "caption": t} for r, s, t in ranked]
         if as_json:
@@ -125,7 +146,9 @@ def search(
         return
 
     hits = index.search(vector.numpy(), k)[0]
-    rows = [{"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "captions": h.captions} for h in hits]
+    rows = [
+        {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "captions": h.captions} for h in hits
+    ]
     if as_json:
         typer.echo(json.dumps({"query": query_json, "target": "images", "results": rows}, indent=1))
     else:
@@ -151,7 +174,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 127.0.0.1 keeps it on this machine."),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Items per batched model call."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0.0, help="How long a request waits to share a model call."),
+    max_wait_ms: float = typer.Option(
+        5.0, "--max-wait-ms", min=0.0, help="How long a request waits to share a model call."
+    ),
     timeout_s: float = typer.Option(60.0, "--timeout", min=0.1, help="Per-request time limit in seconds."),
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", min=0.001, help="Request body limit in MiB."),
 ) -> None:
@@ -166,7 +191,7 @@ def serve(
     embedder = _open_model(model or index.meta.model)
     dim = embedding_dim(embedder)
     if dim != index.meta.dim:
-        raise UserError(f"model gives {dim}-dim vectors but {index_dir} holds {index.meta.dim}-dim ones (built with {index.meta.model!r})")
+        _width_mismatch(dim, index_dir, index)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"WARNING: binding {host} exposes the service (and every indexed image) to the network, "
@@ -174,10 +199,16 @@ def serve(
             file=sys.stderr,
         )
     settings = ServiceSettings(
-        max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s, max_body_bytes=int(max_body_mb * 1024 * 1024)
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        request_timeout_s=timeout_s,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
     )
     app = create_app(index, embedder, settings)
-    typer.echo(f"serving {len(index)} images from {index_dir} at http://{host}:{port}/ (OpenAPI spec at /openapi.json)", err=True)
+    typer.echo(
+        f"serving {len(index)} images from {index_dir} at http://{host}:{port}/ (OpenAPI spec at /openapi.json)",
+        err=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -27,7 +27,12 @@ class MicroBatcher:
     model never runs two batches at once). `calls` counts batches and `batch_sizes` records them.
     """
 
-    def __init__(self, fn: Callable[[list], Sequence[Any]], config: BatcherConfig | None = None, lock: threading.Lock | None = None):
+    def __init__(
+        self,
+        fn: Callable[[list], Sequence[Any]],
+        config: BatcherConfig | None = None,
+        lock: threading.Lock | None = None,
+    ):
         self.fn = fn
         self.config = config or BatcherConfig()
         self.lock = lock or threading.Lock()

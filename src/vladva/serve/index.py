@@ -96,7 +96,9 @@ def _now() -> str:
 def _as_matrix(vectors, dim: int) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
     if x.ndim != 2 or x.shape[1] != dim:
-        raise IndexFolderError(f"expected vectors of shape (n, {dim}), got {tuple(x.shape)}; was the index built with another model?")
+        raise IndexFolderError(
+            f"expected vectors of shape (n, {dim}), got {tuple(x.shape)}; was the index built with another model?"
+        )
     return x
 
 
@@ -135,7 +137,9 @@ class EmbeddingIndex:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise IndexFolderError(f"{meta_path}: bad index meta ({type(e).__name__}: {e})") from None
         if meta.format_version != FORMAT_VERSION:
-            raise IndexFolderError(f"{meta_path}: index format {meta.format_version}, this vladva reads {FORMAT_VERSION}")
+            raise IndexFolderError(
+                f"{meta_path}: index format {meta.format_version}, this vladva reads {FORMAT_VERSION}"
+            )
         try:
             entries = [IndexEntry(**e) for e in json.loads(ids_path.read_text())["entries"]]
         except (json.JSONDecodeError, KeyError, TypeError) as e:

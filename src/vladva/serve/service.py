@@ -150,7 +150,9 @@ def _content_kind(request) -> str:
         return "json"
     if ctype == "multipart/form-data":
         return "multipart"
-    raise HTTPException(415, f"content type {ctype or '(none)'!r} not supported; send application/json or multipart/form-data")
+    raise HTTPException(
+        415, f"content type {ctype or '(none)'!r} not supported; send application/json or multipart/form-data"
+    )
 
 
 def _check_k(k, settings: ServiceSettings) -> int:
@@ -244,7 +246,9 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
         if not raw:
             return [], [], fields
         if len(raw) > (settings.max_images if allow_many else 1):
-            raise HTTPException(413, f"{len(raw)} images in one request; the limit is {settings.max_images if allow_many else 1}")
+            raise HTTPException(
+                413, f"{len(raw)} images in one request; the limit is {settings.max_images if allow_many else 1}"
+            )
         images = [await asyncio.to_thread(decode_image, data, name, settings.max_image_pixels) for data, name in raw]
         return images, [name for _, name in raw], fields
 
@@ -264,7 +268,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
     async def embed_text(request: Request) -> dict:
         """Body `{"texts": ["...", ...]}` → `{"embeddings": (n, dim) L2-normalised}`."""
         if _content_kind(request) != "json":
-            raise HTTPException(415, "send texts as application/json: {\"texts\": [...]}")
+            raise HTTPException(415, 'send texts as application/json: {"texts": [...]}')
         body = await _read_json(request, {"texts"})
         texts = _check_texts(body.get("texts"), settings)
         vectors = await text_batcher.submit_many(texts)
@@ -279,7 +283,12 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
         if not images:
             raise HTTPException(422, "no image given: upload field 'file' or JSON 'image_base64'")
         vectors = await image_batcher.submit_many(images)
-        return {"model": index.meta.model, "dim": len(vectors[0]), "names": names, "embeddings": [v.tolist() for v in vectors]}
+        return {
+            "model": index.meta.model,
+            "dim": len(vectors[0]),
+            "names": names,
+            "embeddings": [v.tolist() for v in vectors],
+        }
 
     @app.post("/search", openapi_extra=_JSON_OR_UPLOAD)
     async def search(request: Request) -> dict:
@@ -300,7 +309,14 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
             raise HTTPException(422, "no query: give 'text' or an image ('file' upload or 'image_base64')")
         hits = index.search(np.asarray(vector, dtype=np.float32)[None], k)[0]
         results = [
-            {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "url": f"/images/{h.id}", "captions": h.captions}
+            {
+                "rank": h.rank,
+                "score": round(h.score, 6),
+                "id": h.id,
+                "path": h.path,
+                "url": f"/images/{h.id}",
+                "captions": h.captions,
+            }
             for h in hits
         ]
         return {"query": query, "k": k, "results": results}

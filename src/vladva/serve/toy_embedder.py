@@ -62,7 +62,9 @@ class ColourHistogramEmbedder:
         v[-1] = _BIAS
         return v
 
-    def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
+    def encode_images(
+        self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False
+    ) -> torch.Tensor:
         """`(len(images), 9)` float32, L2-normalised rows."""
         self.calls.append(("image", len(images)))
         return _normalise(np.stack([self._image_vector(im) for im in images]) if images else np.zeros((0, self.dim)))
