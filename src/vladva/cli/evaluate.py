@@ -19,7 +19,7 @@ def eval_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model spec, repeatable: [NAME=]vladva:BASE[:ADAPTER] | zeroshot:BASE | clip:DIR | python:MODULE:ATTR[:ARG]."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder for results.json, results.md, results.png and eval_config.yaml."),
     data: Path | None = typer.Option(None, "--data", help="Folder in the `vladva data shapes` layout; its benchmark subfolders are discovered."),
-    suite: list[str] = typer.Option(["all"], "--suite", "-s", help="retrieval | sugarcrepe | sugarcrepe_pp | winoground | aro | zeroshot | all (repeatable or comma-separated)."),
+    suite: list[str] | None = typer.Option(None, "--suite", "-s", help="retrieval | sugarcrepe | sugarcrepe_pp | winoground | aro | zeroshot | all (repeatable or comma-separated; default all)."),
     coco_json: Path | None = typer.Option(None, "--coco-json", help="Karpathy-split JSON (COCO or Flickr30k) for retrieval."),
     images: Path | None = typer.Option(None, "--images", help="Image root for --coco-json (default: the JSON's folder)."),
     split: str | None = typer.Option(None, "--split", help="Karpathy split / zero-shot split folder (default: test)."),
@@ -41,10 +41,9 @@ def eval_command(
 ) -> None:
     """Evaluate one or more models on retrieval, compositionality and zero-shot benchmarks."""
     # _build applies a partial mapping onto a config with the same strict key/type checks as YAML.
-    from vladva.config import ConfigError, _build, load_config, parse_overrides, save_config
-    from vladva.eval.models import ModelSpecError, load_model
-    from vladva.eval.report import as_report, print_summary, write_report
-    from vladva.eval.runner import EvalConfig, run_evaluation
+    from vladva.config import ConfigError, _build, load_config, parse_overrides
+    from vladva.eval.models import ModelSpecError
+    from vladva.eval.runner import EvalConfig, evaluate_to_dir
 
     flags = {"data": data, "retrieval_json": coco_json, "retrieval_images": images, "split": split,
              "sugarcrepe": sugarcrepe, "sugarcrepe_images": sugarcrepe_images, "sugarcrepe_pp": sugarcrepe_pp,
@@ -52,7 +51,8 @@ def eval_command(
              "aro_images": aro_images, "zeroshot": zeroshot, "limit": limit, "seed": seed,
              "batch_size": batch_size, "cache_dir": cache_dir}
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
-    flags["suites"] = [s.strip() for item in suite for s in item.split(",") if s.strip()]
+    if suite:
+        flags["suites"] = [s.strip() for item in suite for s in item.split(",") if s.strip()]
     if no_cache:
         flags["use_cache"] = False
     try:
@@ -63,15 +63,9 @@ def eval_command(
     except ConfigError as e:
         raise UserError(str(e)) from None
     try:
-        models = [load_model(m) for m in model]
+        paths = evaluate_to_dir(model, cfg, out, log=lambda msg: typer.echo(msg, err=True))
     except ModelSpecError as e:
         raise UserError(str(e)) from None
-    results = run_evaluation(models, cfg, log=lambda msg: typer.echo(msg, err=True))
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "eval_config.yaml")
-    report = as_report(results, str(out))
-    paths = write_report(report, out)
-    print_summary(report)
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

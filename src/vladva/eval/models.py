@@ -66,6 +66,10 @@ def _clip(args: list[str]):
 def _python(args: list[str]):
     if len(args) not in (2, 3):
         raise ModelSpecError("expected python:MODULE:ATTR[:ARG]")
+    import sys
+
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.append(str(Path.cwd()))  # a module in the current folder, as `python -m` would find it
     factory = getattr(importlib.import_module(args[0]), args[1])
     embedder = factory(args[2]) if len(args) == 3 else factory()
     return embedder, [Path(args[2])] if len(args) == 3 and Path(args[2]).exists() else []

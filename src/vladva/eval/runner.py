@@ -178,3 +178,23 @@ def run_evaluation(models: list[LoadedModel], cfg: EvalConfig, log=print) -> dic
         "total_seconds": round(time.perf_counter() - t0, 3),
         "models": entries,
     }
+
+
+def evaluate_to_dir(model_args: list[str], cfg: EvalConfig, out_dir: Path, log=print, show_table: bool = True) -> dict[str, Path]:
+    """What `vladva eval` does, for callers such as the demo: load `[name=]spec` models, run,
+    write eval_config.yaml, results.json/.md/.png into `out_dir`; returns the written paths."""
+    from vladva.config import save_config
+    from vladva.eval.models import load_model
+    from vladva.eval.report import as_report, print_summary, write_report
+
+    cfg.validate()
+    models = [load_model(m) for m in model_args]
+    results = run_evaluation(models, cfg, log=log)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "eval_config.yaml")
+    report = as_report(results, str(out_dir))
+    paths = write_report(report, out_dir)
+    if show_table:
+        print_summary(report)
+    return paths
