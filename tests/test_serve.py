@@ -456,18 +456,22 @@ def test_cli_errors_are_one_line(colour_dir, tmp_path, args, message):
 
 
 def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
-    """`vladva:BASE` on a tiny random LLaVA: the same index, search and service code, no changes."""
-    tiny = pytest.importorskip("vladva.model.tiny", reason="the VladVA model package is not in this checkout")
+    """`vladva:BASE:ADAPTER` on a tiny random LLaVA: the same index, search and service code, no changes."""
     from fastapi.testclient import TestClient
     from typer.testing import CliRunner
 
     from vladva.cli import app
+    from vladva.model.tiny import build_tiny_llava
     from vladva.serve.models import load_embedder
     from vladva.serve.service import create_app
 
-    torch.set_num_threads(1)
-    base = tiny.build_tiny_llava(tmp_path / "tiny-llava")
-    spec = f"vladva:{base}"
+    from vladva.model import VladVA
+
+    base = build_tiny_llava(tmp_path / "tiny-llava")
+    model = VladVA.from_pretrained(base)
+    model.prepare_for_training()  # soft prompts + LoRA, saved untrained: the adapter path of a trained model
+    adapter = model.save_adapter(tmp_path / "adapter", base_model=str(base))
+    spec = f"vladva:{base}:{adapter}"
     runner = CliRunner()
     r = runner.invoke(
         app,
