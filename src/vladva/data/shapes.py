@@ -80,7 +80,7 @@ class World:
 
 WORLDS: dict[str, World] = {
     "default": World("default", 2, 3),
-    "hard": World("hard", 3, 4, partial_captions=True, heldout=HARD_HELDOUT, heldout_eval_fraction=0.5),
+    "hard": World("hard", 3, 4, partial_captions=True, heldout=HARD_HELDOUT),
 }
 
 
