@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from vladva.config import save_config
+from vladva.data.shards import is_shard_spec
 from vladva.model.vladva import VladVA
 from vladva.train.checkpoint import (
     latest_checkpoint,
@@ -33,7 +34,10 @@ from vladva.train.checkpoint import (
 )
 from vladva.train.config import TrainConfig
 from vladva.train.data import BatchCollator, BatchOrder, StepBatch, load_records
+from vladva.train.distributed import average_gradients, gather_with_grad, negatives_per_query
+from vladva.train.grad_cache import check_grad_cache_supported, grad_cache_step
 from vladva.train.losses import ContrastiveLoss
+from vladva.train.shard_batches import ShardBatches
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +189,36 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), cpu=not torch.cuda.is_available())
     _seed_everything(cfg.seed)
-    records = load_records(cfg.data.train, strict=cfg.data.strict)
     val_records = load_records(cfg.data.val, strict=cfg.data.strict)[: cfg.eval.max_images] if cfg.data.val else []
-    order = BatchOrder(len(records), cfg.data.contrastive_batch_size, cfg.seed,
-                       accelerator.process_index, accelerator.num_processes)
-    collate = BatchCollator(records, cfg.data.ntp_batch_size, cfg.data.caption_choice, cfg.seed, cfg.data.strict)
+    shards = None  # webdataset shards stream instead of a manifest's seeded order (docs/distributed.md)
+    if is_shard_spec(cfg.data.train):
+        saved = load_trainer_state(ckpt).get("data", {}).get("shards") if ckpt is not None else None
+        shards = ShardBatches(cfg.data.train, cfg.data.contrastive_batch_size, cfg.data.ntp_batch_size,
+                              cfg.data.caption_choice, cfg.seed, accelerator.process_index,
+                              accelerator.num_processes, cfg.data.num_workers, saved)
+    else:
+        records = load_records(cfg.data.train, strict=cfg.data.strict)
+        order = BatchOrder(len(records), cfg.data.contrastive_batch_size, cfg.seed,
+                           accelerator.process_index, accelerator.num_processes)
+        collate = BatchCollator(records, cfg.data.ntp_batch_size, cfg.data.caption_choice, cfg.seed, cfg.data.strict)
 
     vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
     n_trainable = vladva.prepare_for_training()
     n_total = sum(p.numel() for p in vladva.parameters())
     accelerator.print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)")
-    module = TrainingModule(vladva, ContrastiveLoss(cfg.loss.contrastive), cfg.loss.ntp_weight)
+    # Global negatives: every process scores its queries against all processes' candidates.
+    global_negatives = accelerator.num_processes > 1 and cfg.distributed.global_negatives
+    gather = gather_with_grad if global_negatives else None
+    module = TrainingModule(vladva, ContrastiveLoss(cfg.loss.contrastive, gather=gather), cfg.loss.ntp_weight)
+    if cfg.grad_cache.chunk_size > 0:
+        check_grad_cache_supported(str(accelerator.distributed_type).split(".")[-1])
+    b = cfg.data.contrastive_batch_size
+    negatives = negatives_per_query(b, global_negatives)  # a collective when distributed: every process runs it
+    accelerator.print(
+        f"contrastive batch: {accelerator.num_processes} process(es) x {b} pairs; each query is scored against "
+        f"{negatives + 1} candidates ({negatives} negatives, {'global' if global_negatives else 'per-process'})"
+        + (f"; GradCache chunks of {cfg.grad_cache.chunk_size}" if cfg.grad_cache.chunk_size > 0 else "")
+    )
     optimizer = torch.optim.AdamW(_param_groups(module, cfg), betas=tuple(cfg.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     module, optimizer = accelerator.prepare(module, optimizer)
@@ -233,11 +256,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         accelerator.print(f"step {step}: held-out R@1 text->image {result['t2i_r1']:.1f}  image->text {result['i2t_r1']:.1f}")
 
     def checkpoint() -> Path | None:
+        shard_state = shards.state_all_processes() if shards is not None else None  # collective: before the rank check
         if not accelerator.is_main_process:
             return None
+        data_state = {"micro_batch": step * cfg.optim.grad_accum}
+        data_state.update({"shards": shard_state} if shards is not None else {"batches_per_epoch": order.batches_per_epoch})
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                 "step": step, "data": {"micro_batch": step * cfg.optim.grad_accum,
-                                        "batches_per_epoch": order.batches_per_epoch}}
+                 "step": step, "data": data_state}
         return save_checkpoint(run_dir, step, vladva, inner.contrastive.logit_scale, state, cfg, str(base_dir),
                                cfg.checkpoint.keep_last)
 
@@ -252,17 +277,26 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         for micro in range(cfg.optim.grad_accum):
-            epoch, indices = order.batch(step * cfg.optim.grad_accum + micro)
-            batch = collate(epoch, indices)
+            if shards is not None:
+                batch = shards.next_batch()
+            else:
+                epoch, indices = order.batch(step * cfg.optim.grad_accum + micro)
+                batch = collate(epoch, indices)
             skipped_total += len(batch.skipped)
             if len(batch.images) < 2:
                 raise ValueError(f"step {step}: fewer than 2 readable images in the batch ({len(batch.skipped)} skipped)")
-            with accelerator.autocast():
-                out = module(batch)
-            accelerator.backward(out["loss"] / cfg.optim.grad_accum)
+            if cfg.grad_cache.chunk_size > 0:  # chunked forward/backward outside DDP's reducer
+                out = grad_cache_step(inner, batch, cfg.grad_cache.chunk_size, accelerator.backward,
+                                      1.0 / cfg.optim.grad_accum, accelerator.autocast)
+            else:
+                with accelerator.autocast():
+                    out = module(batch)
+                accelerator.backward(out["loss"] / cfg.optim.grad_accum)
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.optim.grad_accum
         pause_for_tests(run_dir / "checkpoints", "step", step + 1)  # kill-and-resume tests stop here
+        if cfg.grad_cache.chunk_size > 0:
+            average_gradients(p for p in module.parameters() if p.requires_grad)
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -272,7 +306,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 "logit_scale": round(float(inner.contrastive.scale().detach()), 3),
                 "grad_norm": round(float(grad_norm), 4),
                 "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
-                "skipped": skipped_total, "step_seconds": round(time.perf_counter() - t0, 3)}
+                "skipped": skipped_total, "negatives": negatives, "step_seconds": round(time.perf_counter() - t0, 3)}
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps or step == 1:
             metrics.write(last)
         bar.update(1)
