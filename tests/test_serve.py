@@ -528,3 +528,30 @@ def test_cli_serve_binds_localhost_and_warns_on_public_bind(colour_dir, tmp_path
     monkeypatch.setattr("vladva.serve.models.ColourHistogramEmbedder", Wide)
     r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "ix")])
     assert r.exit_code == 2 and "12-dim vectors" in r.stderr and len(runs) == 2
+
+
+def test_cli_image_to_index_captions(toy, colour_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+    from vladva.data.manifest import Record, write_manifest
+
+    recs = [Record(c, colour_dir / f"{c}.png", [f"a large {c} square", "two shapes"]) for c in COLOUR_NAMES]
+    write_manifest(colour_dir / "m.jsonl", recs)
+    build_index(toy, TOY_SPEC, colour_dir / "m.jsonl", tmp_path / "ix")
+    args = [
+        "search",
+        "--index",
+        str(tmp_path / "ix"),
+        "--image",
+        str(colour_dir / "orange.png"),
+        "--target",
+        "captions",
+    ]
+    r = CliRunner().invoke(app, [*args, "--json", "-k", "9"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["results"]
+    assert rows[0]["caption"] == "a large orange square" and rows[0]["ids"] == [COLOUR_NAMES.index("orange")]
+    assert len(rows) == 9 and [x["ids"] for x in rows if x["caption"] == "two shapes"] == [list(range(8))]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "a large orange square" in r.stdout

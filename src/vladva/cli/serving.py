@@ -131,7 +131,10 @@ def search(
             texts = [line.strip() for line in captions.read_text(encoding="utf-8").splitlines() if line.strip()]
             source = str(captions)
         else:
-            texts = sorted({c for _, c in index.captions})
+            owners: dict[str, list[int]] = {}  # a caption may describe several indexed images
+            for entry_id, caption in index.captions:
+                owners.setdefault(caption, []).append(entry_id)
+            texts = sorted(owners)
             source = f"{index_dir} captions"
         if not texts:
             raise UserError(
@@ -139,10 +142,15 @@ def search(
             )
         ranked = rank_texts(vector[0].numpy(), texts, embedder.encode_texts(texts).numpy(), k)
         rows = [{"rank": r, "score": round(s, 6), "caption": t} for r, s, t in ranked]
+        columns = ["rank", "score", "caption"]
+        if captions is None:  # index captions: say which images each one came from
+            for row in rows:
+                row["ids"] = owners[row["caption"]]
+            columns.append("ids")
         if as_json:
             typer.echo(json.dumps({"query": query_json, "target": "captions", "results": rows}, indent=1))
         else:
-            _table(f"captions for {label} from {source}", ["rank", "score", "caption"], rows)
+            _table(f"captions for {label} from {source}", columns, rows)
         return
 
     hits = index.search(vector.numpy(), k)[0]
