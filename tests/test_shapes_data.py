@@ -340,3 +340,16 @@ def test_changed_config_replaces_stale_files(tmp_path):
     summary = generate_shapes_dataset(tmp_path, ShapesDataConfig(n_train=3, **small), progress=False)
     assert summary["replaced"] and not summary["skipped"]
     assert sorted(p.name for p in (tmp_path / "images/train").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+
+
+def test_generated_claims_read_back_to_the_same_meaning():
+    from vladva.data.captions import random_style
+    from vladva.data.shapes import WORLDS, _short_claim, sample_world_scene
+
+    rng = random.Random(7)
+    for k in range(300):
+        world = WORLDS[("default", "hard")[k % 2]]
+        scene = sample_world_scene(rng, world, "train")
+        for claim in (_short_claim(scene, rng, 4.0, world.partial_captions), identifying_claim(scene, rng, 4.0)):
+            text = render_claim(claim, random_style(rng))
+            assert parse_caption(text).meaning() == claim.meaning(), text

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import permutations
 
 from vladva.data.scene import Scene, SceneObject

@@ -15,6 +15,16 @@ class ImageLoadError(ValueError):
     """An image that cannot be used; the message names the file and the reason."""
 
 
+def _sixteen_bit_to_rgb(im: Image.Image) -> Image.Image:
+    """16-bit greyscale (PNG "I;16" / "I") to 8-bit RGB by scaling 0..65535 to 0..255; PIL's own
+    `convert("RGB")` clips instead, turning every pixel above 255 white."""
+    import numpy as np
+
+    grey = np.asarray(im, dtype=np.float64)
+    grey = np.clip(np.rint(grey / 257.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")  # uint8 (h, w) -> mode "L"
+
+
 def load_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open `path` as an RGB image (greyscale, palette, CMYK and alpha are converted; alpha is
     composited on black). Raises `ImageLoadError` for missing, empty, corrupt, truncated or huge files."""
@@ -36,6 +46,8 @@ def load_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
                     out = Image.new("RGB", rgba.size, (0, 0, 0))
                     out.paste(rgba, mask=rgba.getchannel("A"))
                     return out
+                if im.mode.startswith("I;16") or im.mode == "I":
+                    return _sixteen_bit_to_rgb(im)
                 return im.convert("RGB")
     except ImageLoadError:
         raise

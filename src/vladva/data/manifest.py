@@ -79,6 +79,10 @@ def _check_caption(text, what: str) -> str:
         raise ValueError(f"{what} must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError(f"{what} is empty")
+    try:  # JSON escapes can spell lone surrogates ("\\udc80"), which no tokenizer can encode
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} is not valid Unicode (lone surrogate at character {e.start})") from None
     return text.strip()
 
 
@@ -93,6 +97,8 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
         raise ValueError("missing key 'image'")
     if not isinstance(obj["image"], str) or not obj["image"]:
         raise ValueError("'image' must be a non-empty string path")
+    if "\x00" in obj["image"]:
+        raise ValueError("'image' path contains a NUL character")
     raw = Path(obj["image"])
     path = raw if raw.is_absolute() else root / raw
     if not allow_outside_root:
@@ -146,6 +152,12 @@ def iter_manifest(
                 continue
             try:
                 rec = parse_record(json.loads(text), root, line_no, allow_outside_root)
+            except RecursionError:
+                err = "JSON nested too deeply"
+                if strict:
+                    raise ManifestError(path, line_no, err) from None
+                report.skipped.append((line_no, err))
+                continue
             except (ValueError, json.JSONDecodeError) as e:
                 if strict:
                     raise ManifestError(path, line_no, str(e)) from None

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Literal
 
 from vladva.data.captions import (
-    INVERSE,
     LONG_MAX_TOKENS,
     LONG_MIN_TOKENS,
     NUMBER_WORDS,
@@ -30,7 +29,6 @@ from vladva.data.captions import (
     Claim,
     ObjectRef,
     Relation,
-    Style,
     claim_holds,
     count_tokens,
     from_object,
@@ -41,7 +39,7 @@ from vladva.data.captions import (
     true_relations,
 )
 from vladva.data.manifest import Record, write_manifest
-from vladva.data.scene import COLOURS, SHAPES, Scene, SceneConfig, SceneObject, render_scene, sample_scene
+from vladva.data.scene import Scene, SceneConfig, SceneObject, render_scene, sample_scene
 
 SUMMARY_FILE = "dataset_summary.json"
 CONFIG_FILE = "data_config.yaml"
@@ -470,7 +468,7 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
 
 
 __all__ = [
-    "COLOURS", "SHAPES", "HARD_HELDOUT", "WORLDS", "World", "ShapesDataConfig", "generate_shapes_dataset",
-    "short_captions", "long_caption", "make_instructions", "identifying_claim", "pair_claim", "item_rng",
-    "sample_world_scene", "has_heldout", "position_phrase", "INVERSE", "Style",
+    "HARD_HELDOUT", "WORLDS", "World", "ShapesDataConfig", "generate_shapes_dataset", "short_captions", "long_caption",
+    "make_instructions", "identifying_claim", "pair_claim", "item_rng", "sample_world_scene", "has_heldout",
+    "position_phrase",
 ]

@@ -27,7 +27,6 @@ from vladva.data.captions import (
     Style,
     claim_holds,
     count_tokens,
-    from_object,
     parse_caption,
     random_style,
     render_claim,
