@@ -353,3 +353,25 @@ def test_generated_claims_read_back_to_the_same_meaning():
         for claim in (_short_claim(scene, rng, 4.0, world.partial_captions), identifying_claim(scene, rng, 4.0)):
             text = render_claim(claim, random_style(rng))
             assert parse_caption(text).meaning() == claim.meaning(), text
+
+
+def test_check_passes_on_generated_data_and_names_a_tampered_entry(default_ds, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+    from vladva.data.splits import check_dataset
+
+    result = check_dataset(default_ds)
+    assert result["problems"] == [] and result["checked"] > 500
+    copy = tmp_path / "copy"
+    shutil.copytree(default_ds, copy)
+    path = copy / "sugarcrepe/swap_att.json"
+    items = json.loads(path.read_text())
+    items["2"]["negative_caption"] = items["2"]["caption"]  # a "negative" that is true
+    path.write_text(json.dumps(items))
+    problems = check_dataset(copy)["problems"]
+    assert len(problems) == 1 and "swap_att.json: entry 2 negative_caption" in problems[0]
+    cli = CliRunner().invoke(app, ["data", "check", str(copy)])
+    assert cli.exit_code == 1 and "1 problem(s)" in cli.output

@@ -58,5 +58,21 @@ def shapes(
                f"zero-shot {len(summary['zeroshot'])} tasks. Summary: {out / 'dataset_summary.json'}")
 
 
+@data_app.command("check")
+@friendly_errors
+def check(folder: Path = typer.Argument(..., help="A folder written by `vladva data shapes`.")) -> None:
+    """Re-check every caption of a shapes data set against its scenes: positives true, negatives
+    false, Winoground captions true for exactly their own image. Exit 1 if any check fails."""
+    from vladva.data.splits import check_dataset
+
+    result = check_dataset(folder)
+    for p in result["problems"][:20]:
+        typer.echo(f"problem: {p}")
+    n = len(result["problems"])
+    typer.echo(f"{folder}: {result['checked']} caption checks, {n} problem(s)")
+    if n:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

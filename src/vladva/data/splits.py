@@ -460,3 +460,78 @@ def write_eval_splits(root: Path, cfg: ShapesDataConfig, world: World, progress:
     out["aro"] = write_aro(root, cfg, world, progress)
     out["zeroshot"] = write_zeroshot(root, cfg, world, progress)
     return out
+
+
+# ----------------------------------------------------------------------------- checking a data set
+
+
+def check_dataset(root: Path) -> dict:
+    """Re-check every caption of a shapes data set from its files alone (manifests and
+    `scenes.json`): positives true, negatives false, Winoground captions true for exactly their
+    own image with the same words, retrieval captions true for their image. Returns
+    `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
+    from vladva.data.manifest import read_manifest
+
+    root = Path(root)
+    problems: list[str] = []
+    checked = 0
+
+    def scenes_of(folder: Path) -> dict[str, Scene]:
+        path = folder / "scenes.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (is {root} a `vladva data shapes` folder?)")
+        return {k: Scene.from_dict(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+
+    def expect(ok: bool, where: str, text: str) -> None:
+        nonlocal checked
+        checked += 1
+        if not ok:
+            problems.append(f"{where}: {text!r}")
+
+    def truth(text: str, scene: Scene, where: str) -> bool | None:
+        try:
+            return claim_holds(parse_caption(text), scene)
+        except ValueError as e:
+            problems.append(f"{where}: {e}")
+            return None
+
+    for split in ("train", "val"):
+        path = root / f"{split}.jsonl"
+        records, _ = read_manifest(path)
+        for n, r in enumerate(records, start=1):
+            scene = Scene.from_dict(r.meta["scene"])
+            for c in r.captions:
+                expect(truth(c, scene, f"{path}:{n}") is True and count_tokens(c) <= SHORT_MAX_TOKENS, f"{path}:{n}", c)
+    folder = root / "retrieval"
+    scenes = scenes_of(folder)
+    for im in json.loads((folder / "dataset_shapes.json").read_text(encoding="utf-8"))["images"]:
+        for s in im["sentences"]:
+            expect(truth(s["raw"], scenes[im["filename"]], f"{folder}: sentid {s['sentid']}") is True,
+                   f"{folder}/dataset_shapes.json: sentid {s['sentid']}", s["raw"])
+    for name, cats in (("sugarcrepe", SUGARCREPE_CATEGORIES), ("sugarcrepe_pp", SUGARCREPE_PP_CATEGORIES)):
+        scenes = scenes_of(root / name)
+        for cat in cats:
+            path = root / name / f"{cat}.json"
+            for key, e in json.loads(path.read_text(encoding="utf-8")).items():
+                scene, where = scenes[e["filename"]], f"{path}: entry {key}"
+                for field in ("caption", "caption2"):
+                    if field in e:
+                        expect(truth(e[field], scene, where) is True, f"{where} {field}", e[field])
+                expect(truth(e["negative_caption"], scene, where) is False, f"{where} negative_caption", e["negative_caption"])
+    folder = root / "winoground"
+    scenes = scenes_of(folder)
+    for n, line in enumerate((folder / "examples.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
+        x, where = json.loads(line), f"{folder / 'examples.jsonl'}:{n}"
+        pair = (scenes[x["image_0"]], scenes[x["image_1"]])
+        expect(sorted(tokenize(x["caption_0"])) == sorted(tokenize(x["caption_1"])), f"{where} words", x["caption_1"])
+        for k in (0, 1):
+            got = [truth(x[f"caption_{k}"], s, where) is True for s in pair]
+            expect(got == [k == 0, k == 1], f"{where} caption_{k}", x[f"caption_{k}"])
+    folder = root / "aro"
+    scenes = scenes_of(folder)
+    for name in ("visual_genome_relation.json", "visual_genome_attribution.json"):
+        for n, e in enumerate(json.loads((folder / name).read_text(encoding="utf-8"))):
+            scene, where = scenes[e["image_path"]], f"{folder / name}: entry {n}"
+            expect(truth(e["true_caption"], scene, where) is True, f"{where} true_caption", e["true_caption"])
+            expect(truth(e["false_caption"], scene, where) is False, f"{where} false_caption", e["false_caption"])
+    return {"checked": checked, "problems": problems}
