@@ -336,6 +336,18 @@ def test_body_size_limit(service):
     r = client.post("/embed/text", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
 
+    def upload_chunks():  # a streamed multipart upload, stopped while the form is being parsed
+        yield b'--XX\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
+        yield from chunks()
+        yield b"\r\n--XX--\r\n"
+
+    r = client.post("/search", content=upload_chunks(), headers={"content-type": "multipart/form-data; boundary=XX"})
+    assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
+    big = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)))
+    assert len(big) > 65536
+    r = client.post("/search", files={"file": ("big.png", big, "image/png")})
+    assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
+
 
 def test_request_time_limit(toy, colour_dir, tmp_path):
     from fastapi.testclient import TestClient
