@@ -109,7 +109,12 @@ def _build(cls: type[T], data: dict, prefix: str, source: str, base: T | None = 
         try:
             out.validate()
         except ValueError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            msg = str(e)
+            # Validators name keys from their own section ("lora.r"); give the full path ("model.lora.r").
+            short = prefix.rstrip(".").rsplit(".", 1)[-1] + "."
+            if prefix and msg.startswith(short) and not msg.startswith(prefix):
+                msg = prefix[: -len(short)] + msg
+            raise ConfigError(f"{source}: {msg}") from None
     return out
 
 
