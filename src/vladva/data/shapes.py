@@ -333,7 +333,8 @@ def _save_png(image, path: Path) -> None:
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    # disable=None: tqdm turns itself off when stderr is not a terminal (CI logs stay clean).
+    return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, leave=False)
 
 
 class TokenStats:
