@@ -8,7 +8,7 @@ import typer
 
 from vladva.cli.errors import UserError, friendly_errors
 
-data_app = typer.Typer(help="Make data sets: the embedded synthetic shapes data (`vladva data shapes`).",
+data_app = typer.Typer(help="Data sets: make the embedded synthetic shapes data (`shapes`), re-check it (`check`).",
                        no_args_is_help=True)
 
 
