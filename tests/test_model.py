@@ -235,3 +235,12 @@ def test_docs_python_snippet_runs(llava_dir, tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code.replace('"path/to/base-lvlm"', repr(str(llava_dir))), "docs/core.md", "exec"), scope)
     assert scope["scores"].shape == (1, 2)
+
+
+def test_one_pass_embedding_and_ntp_equals_separate_passes(llava_dir):
+    m = VladVA.from_pretrained(llava_dir)
+    imgs = _images()
+    caps = ["the image shows a red circle", "two objects", "a pink cross on the left"]
+    emb, loss = m.embed_image_and_next_token_loss(m.ntp_inputs(imgs, caps))
+    assert torch.allclose(emb, m.encode_images(imgs), atol=1e-5)
+    assert torch.allclose(loss, m.next_token_loss(m.ntp_inputs(imgs, caps)))

@@ -30,8 +30,11 @@ def _word_tokenizer(special: list[str], extra_words: tuple[str, ...] = ()):
     return tok, len(vocab)
 
 
-def build_tiny_llava(out_dir: Path | str, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """LLaVA-1.5 architecture: CLIP vision tower (32 px, patch 4 -> 64 image tokens), Llama LM."""
+def build_tiny_llava(out_dir: Path | str, hidden: int = 64, layers: int = 2, seed: int = 0, vision_hidden: int = 32,
+                     vision_layers: int = 1, intermediate: int | None = None) -> Path:
+    """LLaVA-1.5 architecture: CLIP vision tower (32 px, patch 4 -> 64 image tokens), Llama LM.
+    The defaults make a ~0.15M-parameter model; `hidden=256, layers=4, intermediate=688,
+    vision_hidden=128, vision_layers=4` matches the shipped base's sizes (for timing)."""
     import torch
     from transformers import (
         CLIPImageProcessor,
@@ -51,12 +54,13 @@ def build_tiny_llava(out_dir: Path | str, hidden: int = 64, layers: int = 2, see
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=4
+            hidden_size=vision_hidden, intermediate_size=vision_hidden * 2 if vision_hidden == 32 else vision_hidden * 4,
+            num_hidden_layers=vision_layers, num_attention_heads=2 if vision_hidden == 32 else 4, image_size=32, patch_size=4,
         ),
         text_config=LlamaConfig(
             vocab_size=vocab_size,
             hidden_size=hidden,
-            intermediate_size=hidden * 2,
+            intermediate_size=intermediate or hidden * 2,
             num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=4,

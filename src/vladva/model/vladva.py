@@ -287,11 +287,19 @@ class VladVA(nn.Module):
 
     def next_token_loss(self, batch: TowerInputs) -> torch.Tensor:
         """Mean cross-entropy over caption tokens (labels != -100) given image + image prompt."""
+        return self.embed_image_and_next_token_loss(batch)[1]
+
+    def embed_image_and_next_token_loss(self, batch: TowerInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over `ntp_inputs` gives both the image embeddings `(batch, hidden)` and the
+        next-token loss: attention is causal, so the hidden state at the end of the image prompt
+        does not see the caption that follows and equals the image tower's embedding."""
         hidden = self.image_hidden(batch)
+        end = batch.prompt_starts + self.image_layout.n_prompt + self.image_layout.n_suffix - 1
+        emb = F.normalize(hidden[torch.arange(hidden.shape[0], device=hidden.device), end].float(), dim=-1)
         targets = batch.labels[:, 1:]
         keep = targets != -100
         logits = self.model.get_output_embeddings()(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep])
+        return emb, F.cross_entropy(logits.float(), targets[keep])
 
     # ---- the Embedder API --------------------------------------------------------------------------
 

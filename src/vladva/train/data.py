@@ -75,6 +75,7 @@ class StepBatch:
     caption_ids: torch.Tensor  # (n,) caption key: identical caption -> positive
     ntp_images: list = field(default_factory=list)
     ntp_captions: list[str] = field(default_factory=list)
+    ntp_rows: list[int] = field(default_factory=list)  # position of each NTP image in `images`
     skipped: list[str] = field(default_factory=list)
 
 
@@ -89,7 +90,7 @@ class BatchCollator:
         self.strict = strict
 
     def __call__(self, epoch: int, indices: list[int]) -> StepBatch:
-        images, captions, ids, ntp_images, ntp_caps, skipped = [], [], [], [], [], []
+        images, captions, ids, ntp_images, ntp_caps, ntp_rows, skipped = [], [], [], [], [], [], []
         for i in indices:
             rec = self.records[i]
             try:
@@ -108,8 +109,10 @@ class BatchCollator:
             captions.append(caption)
             ids.append(i)
             if rec.long_caption and len(ntp_images) < self.ntp_batch_size:
+                ntp_rows.append(len(images) - 1)
                 ntp_images.append(image)
                 ntp_caps.append(rec.long_caption)
         return StepBatch(
-            images, captions, torch.tensor(ids, dtype=torch.long), caption_keys(captions), ntp_images, ntp_caps, skipped
+            images, captions, torch.tensor(ids, dtype=torch.long), caption_keys(captions), ntp_images, ntp_caps,
+            ntp_rows, skipped,
         )

@@ -41,10 +41,18 @@ def rank_and_world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def gathered_sizes(n_local: int, device: torch.device | str = "cpu") -> list[int]:
+def collective_device() -> torch.device:
+    """Where small bookkeeping tensors must live for the backend: the GPU for NCCL, else the CPU."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gathered_sizes(n_local: int, device: torch.device | str | None = None) -> list[int]:
     """Every process's local row count, in rank order."""
     if not is_distributed():
         return [n_local]
+    device = device or collective_device()
     sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([n_local], dtype=torch.long, device=device))
     return [int(s.item()) for s in sizes]
@@ -93,17 +101,39 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(_all_gather_padded(x.detach(), sizes))
 
 
-def local_offset(n_local: int, device: torch.device | str = "cpu") -> int:
+def local_offset(n_local: int, device: torch.device | str | None = None) -> int:
     """Row of this process's first pair in the gathered batch (its positives are rows
     `offset ... offset + n_local - 1` of the gathered candidates)."""
     rank, _ = rank_and_world()
     return sum(gathered_sizes(n_local, device)[:rank])
 
 
-def negatives_per_query(n_local: int, global_negatives: bool = True, device: torch.device | str = "cpu") -> int:
+def negatives_per_query(n_local: int, global_negatives: bool = True, device: torch.device | str | None = None) -> int:
     """Candidates a query is scored against minus its own positive (before duplicate captions)."""
     total = sum(gathered_sizes(n_local, device)) if global_negatives else n_local
     return total - 1
+
+
+def token_share(n_local: int) -> float:
+    """`world * n_local / n_global` for a loss averaged over tokens (the next-token loss).
+
+    A process's token-mean times this factor, averaged over processes (as DDP averages
+    gradients), is the token-mean over every process's tokens, whatever each one holds. 1 with
+    one process. A collective: every process calls it, with 0 when it has no tokens."""
+    if not is_distributed():
+        return 1.0
+    total = torch.tensor([float(n_local)], device=collective_device())
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return dist.get_world_size() * n_local / total.item() if total.item() > 0 else 0.0
+
+
+def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over processes (for logging); same keys in the same order everywhere."""
+    if not is_distributed() or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:

@@ -54,12 +54,22 @@ class TrainingModule(nn.Module):
     def forward(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         m = self.vladva
         device = m.device
-        img = m.embed_image_inputs(m.image_inputs(batch.images).to(device))
+        n = len(batch.images)
+        ntp_rows = batch.ntp_rows if (batch.ntp_images and self.ntp_weight > 0) else []
+        other = [i for i in range(n) if i not in set(ntp_rows)]
+        parts, ntp = [], None
+        if ntp_rows:  # images with a long caption: one pass gives their embedding and the NTP loss
+            emb, ntp = m.embed_image_and_next_token_loss(m.ntp_inputs(batch.ntp_images, batch.ntp_captions).to(device))
+            parts.append(emb)
+        if other:
+            parts.append(m.embed_image_inputs(m.image_inputs([batch.images[i] for i in other]).to(device)))
+        order = torch.tensor(ntp_rows + other, device=device)
+        img = torch.empty(n, parts[0].shape[1], device=device, dtype=parts[0].dtype)
+        img = img.index_copy(0, order, torch.cat(parts))
         txt = m.embed_text_inputs(m.text_inputs(batch.captions).to(device))
         contrastive = self.contrastive(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids)
         out = {"contrastive": contrastive, "loss": contrastive}
-        if batch.ntp_images and self.ntp_weight > 0:
-            ntp = m.next_token_loss(m.ntp_inputs(batch.ntp_images, batch.ntp_captions).to(device))
+        if ntp is not None:
             out["ntp"] = ntp
             out["loss"] = contrastive + self.ntp_weight * ntp
         with torch.no_grad():  # in-batch image->text accuracy (exact pair or an identical caption)
