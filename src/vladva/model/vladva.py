@@ -469,7 +469,11 @@ class VladVA(nn.Module):
         except UnsupportedModelError as e:
             raise UnsupportedModelError(f"{base_dir / 'config.json'}: {e}") from None
         AutoConfig.from_pretrained(base_dir, trust_remote_code=False)
-        model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype or torch.float32, trust_remote_code=False)
+        if not any(base_dir.glob("*.safetensors")):  # pickled .bin weights are never read
+            raise FileNotFoundError(f"{base_dir}: no *.safetensors weights; vladva loads only safetensors "
+                                    "(convert pickled .bin checkpoints first)")
+        model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype or torch.float32, trust_remote_code=False,
+                                                            use_safetensors=True)
         processor = adapter.load_processor(base_dir)
         weights_dir, name = None, f"vladva:{base_dir.name}"
         if (base_dir / CONFIG_FILE).is_file():  # a merged folder
