@@ -175,6 +175,10 @@ def _check_texts(texts, settings: ServiceSettings) -> list[str]:
             raise HTTPException(422, f"texts[{i}] must be a non-empty string")
         if len(t) > settings.max_text_chars:
             raise HTTPException(413, f"texts[{i}] has {len(t)} characters; the limit is {settings.max_text_chars}")
+        try:  # a JSON escape like "\\udc80" decodes to a lone surrogate, which tokenizers cannot encode
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise HTTPException(422, f"texts[{i}] is not valid Unicode (lone surrogate at character {e.start})") from None
     return [t.strip() for t in texts]
 
 
