@@ -397,3 +397,40 @@ def test_training_strict_turns_bad_samples_into_errors(dirty_data, tmp_path):
     cfg = _train_cfg(root, base, tmp_path / "run3", "data.strict=true", f"data.train={root / 'fixed.jsonl'}")
     with pytest.raises(ImageLoadError, match=r"000002\.png: not a readable image"):
         train(cfg)
+
+
+# ---- vladva check-manifest -------------------------------------------------------------------------
+
+def test_check_manifest_lists_every_problem_and_exits_1(tmp_path):
+    """`vladva check-manifest`: each bad line (file:line), unreadable image (file) and duplicate id is
+    listed, then a summary; exit 1. A clean manifest prints `ok` and exits 0; a missing one exits 2."""
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+
+    (tmp_path / "images").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "images" / name).write_bytes(good_png())
+    (tmp_path / "images" / "bad.png").write_bytes(good_png()[:50])
+    rows = [
+        {"id": "1", "image": "images/a.png", "captions": ["a red square"]},
+        {"id": "2", "image": "images/bad.png", "captions": ["a red square"]},
+        {"id": "3", "image": "images/b.png", "captions": [" "]},
+        {"id": "1", "image": "images/b.png", "captions": ["a red square"]},
+    ]
+    dirty = tmp_path / "dirty.jsonl"
+    dirty.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = CliRunner().invoke(app, ["check-manifest", str(dirty)])
+    assert r.exit_code == 1, r.output
+    assert f"{dirty}:3: captions[0] is empty" in r.stderr
+    assert f"record 2: {tmp_path / 'images' / 'bad.png'}: not a readable image" in r.stderr
+    assert f"{dirty}: duplicate id '1'" in r.stderr
+    assert r.stdout.strip() == f"FAIL  {dirty}: 3 records, 2 usable; 1 bad manifest line(s), 1 unreadable image(s), 1 duplicate id(s)"
+
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(json.dumps(rows[0]) + "\n")
+    r = CliRunner().invoke(app, ["check-manifest", str(clean), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0] | {"manifest": ""} == {
+        "manifest": "", "records": 1, "usable": 1, "bad_lines": [], "bad_images": [], "duplicate_ids": [], "ok": True}
+    r = CliRunner().invoke(app, ["check-manifest", str(tmp_path / "nope.jsonl")])
+    assert r.exit_code == 2 and r.stderr.strip() == f"error: manifest not found: {tmp_path / 'nope.jsonl'}"
