@@ -62,8 +62,13 @@ class BackboneAdapter:
         without it (images only)."""
         from transformers import AutoProcessor
 
-        if self.family == "qwen2_vl" and importlib.util.find_spec("torchvision") is None:
-            return qwen2_vl_image_only_processor().from_pretrained(folder)
+        if self.family == "qwen2_vl":
+            if importlib.util.find_spec("torchvision") is None:
+                return qwen2_vl_image_only_processor().from_pretrained(folder)
+            try:
+                return AutoProcessor.from_pretrained(folder)
+            except OSError:  # a folder saved without a video processor config (e.g. by vladva without torchvision)
+                return qwen2_vl_image_only_processor().from_pretrained(folder)
         return AutoProcessor.from_pretrained(folder)
 
     def core(self, model: nn.Module) -> nn.Module:
