@@ -122,19 +122,23 @@ def grad_cache_step(
 
     out = {"contrastive": contrastive.detach(), "loss": contrastive.detach()}
 
-    # 4. next-token loss in chunks, each weighted by its share of the caption tokens
+    # 4. next-token loss in chunks, each weighted by its share of the caption tokens (and, with
+    #    several processes, by this process's share of all processes' tokens)
+    inputs = []
     if batch.ntp_images and module.ntp_weight > 0:
-        ntp_parts = _chunks(len(batch.ntp_images), chunk_size)
-        inputs = [m.ntp_inputs(batch.ntp_images[s], batch.ntp_captions[s]) for s in ntp_parts]
-        tokens = [_caption_tokens(x.labels) for x in inputs]
-        total_tokens = sum(tokens)
+        inputs = [m.ntp_inputs(batch.ntp_images[s], batch.ntp_captions[s]) for s in _chunks(len(batch.ntp_images), chunk_size)]
+    tokens = [_caption_tokens(x.labels) for x in inputs]
+    total_tokens = sum(tokens)
+    share_fn = getattr(module, "token_share", None)
+    share = share_fn(total_tokens) if share_fn is not None and module.ntp_weight > 0 else 1.0  # a collective
+    if inputs:
         ntp = torch.zeros((), device=device)
         for x, k in zip(inputs, tokens):
             if k == 0:
                 continue
             with autocast():
                 chunk_loss = m.next_token_loss(x.to(device))
-            weight = k / total_tokens
+            weight = share * k / total_tokens
             backward(chunk_loss * (module.ntp_weight * weight * loss_scale))
             ntp = ntp + chunk_loss.detach() * weight
         out["ntp"] = ntp

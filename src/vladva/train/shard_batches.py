@@ -61,7 +61,7 @@ class ShardBatches:
             self.positions[s.split] = dict(s.position)
             if s.image is not None:
                 samples.append(s)
-        images, captions, ids, ntp_images, ntp_caps = [], [], [], [], []
+        images, captions, ids, ntp_images, ntp_caps, ntp_rows = [], [], [], [], [], []
         for s in samples:
             if self.caption_choice == "first":
                 caption = s.captions[0]
@@ -71,10 +71,12 @@ class ShardBatches:
             captions.append(caption)
             ids.append(zlib.crc32(s.key.encode("utf-8")))  # same image (key) -> positive, across processes too
             if s.long_caption and len(ntp_images) < self.ntp_batch_size:
+                ntp_rows.append(len(images) - 1)
                 ntp_images.append(s.image)
                 ntp_caps.append(s.long_caption)
-        return StepBatch(images, captions, torch.tensor(ids, dtype=torch.long), caption_keys(captions),
-                         ntp_images, ntp_caps, skipped)
+        return StepBatch(images=images, captions=captions, image_ids=torch.tensor(ids, dtype=torch.long),
+                         caption_ids=caption_keys(captions), ntp_images=ntp_images, ntp_captions=ntp_caps,
+                         ntp_rows=ntp_rows, skipped=skipped)
 
     def state(self) -> dict:
         """This process's resume point: `{"world", "workers", "positions": {split: {epoch, shard, offset}}}`."""

@@ -34,7 +34,13 @@ from vladva.train.checkpoint import (
 )
 from vladva.train.config import TrainConfig
 from vladva.train.data import BatchCollator, BatchOrder, StepBatch, load_records
-from vladva.train.distributed import average_gradients, gather_with_grad, negatives_per_query
+from vladva.train.distributed import (
+    average_gradients,
+    gather_with_grad,
+    mean_over_processes,
+    negatives_per_query,
+    token_share,
+)
 from vladva.train.grad_cache import check_grad_cache_supported, grad_cache_step
 from vladva.train.losses import ContrastiveLoss
 from vladva.train.shard_batches import ShardBatches
@@ -50,6 +56,9 @@ class TrainingModule(nn.Module):
         self.vladva = vladva
         self.contrastive = contrastive
         self.ntp_weight = ntp_weight
+        # Several processes: `token_share(n_tokens)` re-weights this process's token-mean NTP so the
+        # average over processes is the global token-mean (vladva.train.distributed.token_share).
+        self.token_share = None
 
     def forward(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         m = self.vladva
@@ -58,9 +67,13 @@ class TrainingModule(nn.Module):
         ntp_rows = batch.ntp_rows if (batch.ntp_images and self.ntp_weight > 0) else []
         other = [i for i in range(n) if i not in set(ntp_rows)]
         parts, ntp = [], None
+        ntp_batch = m.ntp_inputs(batch.ntp_images, batch.ntp_captions) if ntp_rows else None
         if ntp_rows:  # images with a long caption: one pass gives their embedding and the NTP loss
-            emb, ntp = m.embed_image_and_next_token_loss(m.ntp_inputs(batch.ntp_images, batch.ntp_captions).to(device))
+            emb, ntp = m.embed_image_and_next_token_loss(ntp_batch.to(device))
             parts.append(emb)
+        if self.token_share is not None and self.ntp_weight > 0:  # a collective: every process calls it
+            share = self.token_share(int((ntp_batch.labels[:, 1:] != -100).sum()) if ntp_batch is not None else 0)
+            ntp = ntp * share if ntp is not None else None
         if other:
             parts.append(m.embed_image_inputs(m.image_inputs([batch.images[i] for i in other]).to(device)))
         order = torch.tensor(ntp_rows + other, device=device)
@@ -220,6 +233,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     global_negatives = accelerator.num_processes > 1 and cfg.distributed.global_negatives
     gather = gather_with_grad if global_negatives else None
     module = TrainingModule(vladva, ContrastiveLoss(cfg.loss.contrastive, gather=gather), cfg.loss.ntp_weight)
+    if accelerator.num_processes > 1:
+        module.token_share = token_share
     if cfg.grad_cache.chunk_size > 0:
         check_grad_cache_supported(str(accelerator.distributed_type).split(".")[-1])
     b = cfg.data.contrastive_batch_size
@@ -307,6 +322,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         pause_for_tests(run_dir / "checkpoints", "step", step + 1)  # kill-and-resume tests stop here
         if cfg.grad_cache.chunk_size > 0:
             average_gradients(p for p in module.parameters() if p.requires_grad)
+        if accelerator.num_processes > 1:  # log the global batch's losses, not the main process's part
+            keys = ["loss", "contrastive", "batch_acc"] + (["ntp"] if cfg.loss.ntp_weight > 0 and cfg.data.ntp_batch_size else [])
+            sums = mean_over_processes({k: sums.get(k, 0.0) for k in keys})
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()

@@ -1,0 +1,244 @@
+"""Multi-process training on CPU (gloo): global negatives with gradient through the gather.
+
+Two processes holding halves of a batch must produce the loss and parameter gradients of one
+process holding the whole batch (DDP step and GradCache step), and `vladva train` under
+`accelerate launch --num_processes 2` must log the single-process run's loss and gradient norm.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from vladva.train.distributed import gather_with_grad, negatives_per_query, rank_and_world
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Shared by the spawned workers and the in-process reference, so both build exactly the same thing.
+WORKER = textwrap.dedent('''
+    import json, sys
+    import torch
+
+    def build(base, data):
+        from vladva.model.vladva import VladVA, VladVAConfig
+        from vladva.train.data import BatchCollator, StepBatch, load_records
+        from vladva.train.losses import ContrastiveLoss, caption_keys
+        from vladva.train.trainer import TrainingModule
+        from vladva.train.distributed import gather_with_grad
+
+        torch.manual_seed(0)
+        vladva = VladVA.from_pretrained(base, config=VladVAConfig())
+        vladva.prepare_for_training()
+        with torch.no_grad():  # LoRA B starts at zero: make it non-zero so every LoRA matrix gets a gradient
+            for n, p in vladva.model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+        module = TrainingModule(vladva, ContrastiveLoss(gather=gather_with_grad), 1.0).train()
+        records = load_records(data + "/train.jsonl", strict=True)
+        full = BatchCollator(records, 0, "first", 0, True)(0, list(range(8)))
+        # long captions of different lengths on rows 0, 1, 3, 4: the processes hold unequal token counts
+        full.ntp_rows = [0, 1, 3, 4]
+        full.ntp_images = [full.images[i] for i in full.ntp_rows]
+        full.ntp_captions = [records[i].long_caption + " ." * i for i in full.ntp_rows]
+        return module, full
+
+    def part(full, rows, ntp_rows):
+        """Rows `rows` of `full`, with the long captions `ntp_rows` (indices into full.ntp_*)."""
+        from vladva.train.data import StepBatch
+        return StepBatch(images=[full.images[i] for i in rows], captions=[full.captions[i] for i in rows],
+                         image_ids=full.image_ids[rows], caption_ids=full.caption_ids[rows],
+                         ntp_images=[full.ntp_images[i] for i in ntp_rows],
+                         ntp_captions=[full.ntp_captions[i] for i in ntp_rows],
+                         ntp_rows=[rows.index(full.ntp_rows[i]) for i in ntp_rows])
+
+    ROWS = {0: ([0, 1, 2], [0, 1]), 1: ([3, 4, 5, 6, 7], [2, 3])}  # uneven halves: padding in the gather
+
+    def step(module, batch, mode, ddp=False):
+        from vladva.train.grad_cache import grad_cache_step
+        from vladva.train.distributed import average_gradients, is_distributed, token_share
+        if is_distributed():
+            module.token_share = token_share
+        if mode == "grad_cache":
+            out = grad_cache_step(module, batch, chunk_size=2)
+            average_gradients(p for p in module.parameters() if p.requires_grad)
+        else:
+            runner = torch.nn.parallel.DistributedDataParallel(module) if ddp else module
+            out = runner(batch)
+            out["loss"].backward()
+        grads = {n: p.grad.tolist() for n, p in module.named_parameters() if p.requires_grad}
+        return {"contrastive": float(out["contrastive"].detach()), "ntp": float(out["ntp"].detach()), "grads": grads}
+
+    if __name__ == "__main__":
+        import torch.distributed as dist
+        torch.set_num_threads(1)
+        base, data, out_path, mode = sys.argv[1:5]
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        module, full = build(base, data)
+        rows, ntp_rows = ROWS[rank]
+        result = step(module, part(full, rows, ntp_rows), mode, ddp=True)
+        gathered = [None, None]
+        dist.all_gather_object(gathered, result)
+        if rank == 0:
+            with open(out_path, "w") as f:
+                json.dump(gathered, f)
+        dist.destroy_process_group()
+''')
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+
+    root = tmp_path_factory.mktemp("dist")
+    base = build_tiny_llava(root / "llava", seed=0)
+    data = write_tiny_manifest(root / "data", n_train=16, n_val=4, seed=0)
+    script = root / "worker.py"
+    script.write_text(WORKER)
+    spec = importlib.util.spec_from_file_location("dist_worker", script)
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    return base, data, script, worker
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(REPO / "src"))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_two(script: Path, *args: str) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(script), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_single_process_gather_is_identity():
+    x = torch.randn(3, 4, requires_grad=True)
+    assert gather_with_grad(x) is x
+    assert rank_and_world() == (0, 1)
+    assert negatives_per_query(8) == 7
+
+
+@pytest.mark.parametrize("mode", ["ddp", "grad_cache"])
+def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path, mode):
+    base, data, script, worker = setup
+    out = tmp_path / "result.json"
+    _run_two(script, str(base), str(data), str(out), mode)
+    ranks = json.loads(out.read_text())
+
+    module, full = worker.build(str(base), str(data))
+    ref = worker.step(module, full, "plain")  # one process, all 8 pairs, all 4 long captions
+
+    for r in ranks:  # each process computes the global contrastive loss over all 8 pairs
+        assert r["contrastive"] == pytest.approx(ref["contrastive"], rel=1e-5)
+    # each process's NTP is re-weighted by its share of the caption tokens: their mean is the global token-mean
+    assert (ranks[0]["ntp"] + ranks[1]["ntp"]) / 2 == pytest.approx(ref["ntp"], rel=1e-5)
+    assert len(ref["grads"]) > 10  # soft prompts, every LoRA A and B, the temperature
+    for name, want in ref["grads"].items():
+        want = torch.tensor(want)
+        for r in ranks:  # after averaging, both processes hold the single-process gradient
+            torch.testing.assert_close(torch.tensor(r["grads"][name]), want, rtol=2e-4, atol=1e-6,
+                                       msg=lambda m: f"{mode} {name}: {m}")
+    assert abs(ref["grads"]["contrastive.logit_scale"]) > 1e-4
+
+
+def test_local_negatives_alone_give_a_different_gradient(setup):
+    """Control: without the gather, the halves' losses are not the global loss."""
+    base, data, script, worker = setup
+    module, full = worker.build(str(base), str(data))
+    ref = worker.step(module, full, "plain")
+    rows, ntp_rows = worker.ROWS[0]
+    local_module, _ = worker.build(str(base), str(data))
+    local = worker.step(local_module, worker.part(full, rows, ntp_rows), "plain")
+    assert local["contrastive"] != pytest.approx(ref["contrastive"], rel=1e-3)
+
+
+def _train_cmd(prefix: list[str], base: Path, data: str, out: Path, batch: int, *extra: str) -> list[str]:
+    vladva = str(Path(sys.executable).parent / "vladva")
+    return [*prefix, vladva, "train", f"base_model={base}", f"data.train={data}", "data.val=null",
+            f"output_dir={out}", f"data.contrastive_batch_size={batch}", f"data.ntp_batch_size={batch}",
+            "data.caption_choice=first", "optim.max_steps=2", "optim.warmup_steps=0", "eval.at_start=false",
+            "eval.every=0", "checkpoint.every=1", "progress=false", "num_threads=1", "log_every=1", *extra]
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_vladva_train_under_accelerate_launch_matches_one_process(setup, tmp_path):
+    """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2` (gloo on CPU),
+    2 x 4 pairs per step, logs the losses and gradient norm of one process with 8 pairs, for two
+    optimizer steps; GradCache under 2 processes too."""
+    base, data, _, _ = setup
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+              str(REPO / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no"]
+    runs = {
+        "one": (_train_cmd([], base, str(data / "train.jsonl"), tmp_path / "one", 8), tmp_path / "one"),
+        "two": (_train_cmd(launch + ["--main_process_port", str(_free_port())], base, str(data / "train.jsonl"),
+                           tmp_path / "two", 4), tmp_path / "two"),
+        "two_gc": (_train_cmd(launch + ["--main_process_port", str(_free_port())], base, str(data / "train.jsonl"),
+                              tmp_path / "two_gc", 4, "grad_cache.chunk_size=3"), tmp_path / "two_gc"),
+    }
+    logs = {}
+    for name, (cmd, run) in runs.items():
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        logs[name] = done.stdout + done.stderr
+    assert "2 process(es) x 4 pairs; each query is scored against 8 candidates (7 negatives, global)" in logs["two"]
+    one = _metrics(tmp_path / "one")
+    for name in ("two", "two_gc"):
+        got = _metrics(tmp_path / name)
+        assert [m["step"] for m in got] == [1, 2]
+        for a, b in zip(one, got):
+            for key in ("contrastive", "ntp", "loss", "grad_norm", "logit_scale"):
+                assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-4), (name, a["step"], key)
+            assert b["negatives"] == a["negatives"] == 7
+
+
+@pytest.mark.slow
+def test_two_processes_on_shards_resume_exactly(setup, tmp_path):
+    """2 processes stream webdataset shards; stopping after step 2 and resuming gives the
+    uninterrupted run's losses at steps 3-4 (the checkpoint holds both processes' shard positions)."""
+    from vladva.data.shards import write_shards
+
+    base, data, _, _ = setup
+    write_shards(data / "train.jsonl", tmp_path / "shards", shard_size=3)  # 6 shards for 2 processes
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+              str(REPO / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no"]
+
+    def run(out: Path, steps: int, *extra: str) -> None:
+        cmd = _train_cmd(launch + ["--main_process_port", str(_free_port())], base, str(tmp_path / "shards"), out, 3,
+                         "optim.schedule=constant", *extra)
+        cmd = [c.replace("optim.max_steps=2", f"optim.max_steps={steps}") for c in cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run(tmp_path / "whole", 4)
+    run(tmp_path / "split", 2)
+    state = torch.load(tmp_path / "split/checkpoints/step-000002/trainer_state.pt", weights_only=False)
+    assert sorted(state["data"]["shards"]["positions"]) == ["0", "1"]  # one split per process
+    run(tmp_path / "split", 4, "--resume")
+    whole, split = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
+    assert [m["step"] for m in split] == [1, 2, 3, 4]
+    for a, b in zip(whole, split):
+        for key in ("contrastive", "ntp", "loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4), (a["step"], key)
