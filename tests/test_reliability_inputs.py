@@ -129,7 +129,8 @@ def test_image_modes_load_as_rgb(tmp_path, case):
 GOOD = {"image": "a.png", "captions": ["a red circle"]}
 
 MANIFEST_CASES = [
-    Case("malformed-json", "a line that is not JSON: {\"image\": \"a.png\",", "Expecting", b'{"image": "a.png",'),
+    Case("malformed-json", "a line that is not JSON: {\"image\": \"a.png\",",
+         "Expecting property name enclosed in double quotes", b'{"image": "a.png",'),
     Case("not-an-object", "a JSON list instead of an object", "expected a JSON object, got list", b'["a.png"]'),
     Case("missing-image", "no 'image' key", "missing key 'image'", json.dumps({"captions": ["x"]}).encode()),
     Case("missing-captions", "no 'captions' (or 'caption') key", "missing key 'captions'",

@@ -99,24 +99,12 @@ def test_server_listens_on_loopback_only_by_default(server):
         assert s.connect_ex((addr, port)) != 0
 
 
-LIVE_LIMIT_CASES = [
-    Case("body-over-limit", "a 100 KB JSON body to a server started with --max-body-mb 0.0625",
-         "413 'request body is larger than the limit of 65536 bytes'"),
-    Case("chunked-body-over-limit", "a 100 KB body streamed without Content-Length",
-         "413 'request body is larger than the limit of 65536 bytes'"),
-    Case("stalled-body", "a client that declares 1000 body bytes, sends 10 and stalls (server --timeout 2)",
-         "504 'request took longer than the limit of 2 s' after about 2 s; the server keeps serving"),
-    Case("lone-surrogate-text", 'a search text with a JSON-escaped lone surrogate "\\udc80"',
-         "422 'texts[0] is not valid Unicode'"),
-    Case("over-long-text", "a 2,001-character search text", "413 'texts[0] has 2001 characters; the limit is 2000'"),
-]
-
-
-def test_live_body_limit(server):
-    big = {"text": "red " * 25_000}
-    r = httpx.post(server.url + "/search", json=big, timeout=10)
+def _body_over_limit(server) -> None:
+    r = httpx.post(server.url + "/search", json={"text": "red " * 25_000}, timeout=10)
     assert r.status_code == 413 and "larger than the limit of 65536 bytes" in r.json()["detail"]
 
+
+def _chunked_body_over_limit(server) -> None:
     def chunks():
         for _ in range(13):
             yield b"x" * 8192
@@ -125,7 +113,7 @@ def test_live_body_limit(server):
     assert r.status_code == 413 and "larger than the limit of 65536 bytes" in r.json()["detail"]
 
 
-def test_live_request_time_limit_cuts_a_stalled_client(server):
+def _stalled_body(server) -> None:
     """A slow client cannot hold a request open past --timeout; others are served meanwhile."""
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -146,9 +134,33 @@ def test_live_request_time_limit_cuts_a_stalled_client(server):
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
 
 
-def test_live_text_checks(server):
+def _lone_surrogate_text(server) -> None:
     r = httpx.post(server.url + "/search", content=b'{"text": "a \\udc80 circle"}',
                    headers={"content-type": "application/json"}, timeout=10)
     assert r.status_code == 422 and "texts[0] is not valid Unicode" in r.json()["detail"]
+
+
+def _over_long_text(server) -> None:
     r = httpx.post(server.url + "/search", json={"text": "r" * 2001}, timeout=10)
     assert r.status_code == 413 and "texts[0] has 2001 characters; the limit is 2000" in r.json()["detail"]
+
+
+LIVE_LIMIT_CASES = [
+    Case("body-over-limit", "a 100 KB JSON body to a server started with --max-body-mb 0.0625",
+         "413 'request body is larger than the limit of 65536 bytes'", _body_over_limit),
+    Case("chunked-body-over-limit", "a 104 KB body streamed without Content-Length",
+         "413 'request body is larger than the limit of 65536 bytes'", _chunked_body_over_limit),
+    Case("stalled-body", "a client that declares 1000 body bytes, sends 11 and stalls (server --timeout 2)",
+         "504 'request took longer than the limit of 2 s' after about 2 s; other requests are answered meanwhile",
+         _stalled_body),
+    Case("lone-surrogate-text", 'a search text with a JSON-escaped lone surrogate "\\udc80"',
+         "422 'texts[0] is not valid Unicode'", _lone_surrogate_text),
+    Case("over-long-text", "a 2,001-character search text", "413 'texts[0] has 2001 characters; the limit is 2000'",
+         _over_long_text),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in LIVE_LIMIT_CASES])
+def test_live_server_limits(server, case):
+    case.data(server)
+    assert server.proc.poll() is None  # the server is still up

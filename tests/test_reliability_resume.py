@@ -43,9 +43,6 @@ KILL_CASES = [
     Case("mid-step", "kill -9 inside step 7 (gradients computed, optimizer not stepped)",
          "`--resume` starts from step-000006, the last complete checkpoint", ("step:7", 6)),
 ]
-FINAL_CASE = Case("resume-equals-uninterrupted", "the run above, resumed after its third kill, against an uninterrupted run with the same seed",
-                  "identical metrics at every logged step (losses, accuracy, lr, grad norm, held-out R@1) and final weights equal to 1e-6")
-
 RECIPE = """\
 base_model: {base}
 output_dir: {out}
