@@ -211,8 +211,16 @@ manifest_objects = st.dictionaries(
     json_values | st.just("images/a.png") | st.just("../a.png") | st.lists(any_text, max_size=3),
     max_size=5,
 )
+# Near-valid records, so that many lines parse and the accepted records are checked too.
+near_valid = st.fixed_dictionaries(
+    {"image": st.sampled_from(["images/a.png", "images/b.png", "images/\u00fc b.png", "../a.png", "/abs.png", "a\x00.png"]),
+     "captions": st.lists(st.just("a red circle") | any_text, min_size=1, max_size=3)},
+    optional={"id": json_values, "long_caption": st.just("the image shows a red circle .") | any_text,
+              "meta": st.dictionaries(st.text(max_size=5), json_values, max_size=2)},
+)
 lines = st.one_of(
     st.binary(max_size=80).map(lambda b: b.replace(b"\n", b" ")),
+    near_valid.map(lambda o: json.dumps(o).encode()),
     manifest_objects.map(lambda o: json.dumps(o).encode()),
     manifest_objects.map(lambda o: json.dumps(o, ensure_ascii=False).encode("utf-8", "surrogatepass")),
 )
