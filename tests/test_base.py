@@ -259,3 +259,18 @@ def test_short_training_lowers_the_captioning_loss(shapes_data):
     model, compute = train_generative(model, bank, cfg, torch.device("cpu"))
     assert compute.steps == 40 and compute.examples == 160
     assert loss() < 0.6 * start
+
+
+def test_largest_object_labels_skip_ties():
+    from vladva.base.data import SceneVocab
+    from vladva.base.probes import scene_probe_targets
+    from vladva.base.vision import vision_labels
+    from vladva.data.scene import Scene, SceneObject
+
+    tie = Scene((SceneObject("square", "red", "small", 8.0, 8.0), SceneObject("circle", "blue", "small", 24.0, 24.0)))
+    clear = Scene((SceneObject("square", "red", "small", 8.0, 8.0), SceneObject("circle", "blue", "large", 22.0, 22.0)))
+    vocab = SceneVocab(shapes=["circle", "square"], colours=["blue", "red"], sizes=["large", "small"])
+    assert vision_labels([tie, clear], vocab, 4)["largest_shape"].tolist() == [-100, 0]
+    t = scene_probe_targets([tie, clear], vocab)
+    assert t["largest_shape"].tolist() == [-1, 0] and t["colour_of_square"].tolist() == [1, 1]
+    assert t["count"].tolist() == [2, 2] and t["has_blue"].tolist() == [1, 1]

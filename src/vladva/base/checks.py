@@ -157,7 +157,7 @@ def summary_prompt_zero_shot(model, bank: ExampleBank, indices: list[int], devic
                                      (txt, txt_hit, [bank.text_summary_words(c) for c in captions])):
             logits = _forward_logits(model, batch)
             last = batch["attention_mask"].sum(1) - 1
-            words = bank.tok.convert_ids_to_tokens(logits[torch.arange(len(last)), last].argmax(-1).tolist())
+            words = bank.tok.convert_ids_to_tokens(logits[torch.arange(len(last), device=last.device), last].argmax(-1).tolist())
             hits.extend(w in set(a) for w, a in zip(words, allowed))
     im = torch.nn.functional.normalize(torch.cat(img_states), dim=-1)
     tx = torch.nn.functional.normalize(torch.cat(txt_states), dim=-1)

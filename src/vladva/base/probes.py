@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from vladva.base.data import SceneVocab
+from vladva.base.vision import unique_largest
 from vladva.data.scene import Scene
 
 
@@ -41,7 +42,8 @@ def linear_probe_accuracy(
 
 
 def scene_probe_targets(scenes: list[Scene], vocab: SceneVocab) -> dict[str, torch.Tensor]:
-    """Probe targets per image: `largest_shape`, `largest_colour`, `largest_size`, `count` `(n,)`;
+    """Probe targets per image: `largest_shape`, `largest_colour` (-1 where no object is strictly
+    largest: such images are left out of those probes), `largest_size`, `count` `(n,)`;
     `colour_of_<shape>` (colour index, or len(colours) when absent) and `has_<colour>` (0/1) `(n,)`."""
     out: dict[str, list[int]] = {"largest_shape": [], "largest_colour": [], "largest_size": [], "count": []}
     for s in vocab.shapes:
@@ -49,10 +51,10 @@ def scene_probe_targets(scenes: list[Scene], vocab: SceneVocab) -> dict[str, tor
     for c in vocab.colours:
         out[f"has_{c}"] = []
     for scene in scenes:
-        big = scene.largest()
-        out["largest_shape"].append(vocab.shapes.index(big.shape))
-        out["largest_colour"].append(vocab.colours.index(big.colour))
-        out["largest_size"].append(vocab.sizes.index(big.size))
+        big = unique_largest(scene)
+        out["largest_shape"].append(vocab.shapes.index(big.shape) if big else -1)
+        out["largest_colour"].append(vocab.colours.index(big.colour) if big else -1)
+        out["largest_size"].append(vocab.sizes.index(scene.largest().size))
         out["count"].append(len(scene.objects))
         for s in vocab.shapes:
             found = sorted(scene.find(shape=s), key=lambda o: -o.radius)
@@ -68,7 +70,10 @@ def probe_features(
     """Accuracy (%) of a linear probe per target, plus the means `colour_of_shape` (binding: the
     colour of each shape, or absent) and `has_colour` over their per-shape / per-colour probes."""
     tr, te = scene_probe_targets(train_scenes, vocab), scene_probe_targets(test_scenes, vocab)
-    acc = {k: 100 * linear_probe_accuracy(train_x, tr[k], test_x, te[k]) for k in tr}
+    acc = {}
+    for k in tr:
+        a, b = tr[k] >= 0, te[k] >= 0
+        acc[k] = 100 * linear_probe_accuracy(train_x[a], tr[k][a], test_x[b], te[k][b])
     out = {k: round(v, 1) for k, v in acc.items() if not k.startswith(("colour_of_", "has_"))}
     out["colour_of_shape"] = round(sum(acc[f"colour_of_{s}"] for s in vocab.shapes) / len(vocab.shapes), 1)
     out["has_colour"] = round(sum(acc[f"has_{c}"] for c in vocab.colours) / len(vocab.colours), 1)

@@ -67,10 +67,21 @@ class VisionPretrainConfig:
             raise ValueError("vision.tower.image_size must be a multiple of vision.tower.patch_size")
 
 
+IGNORE = -100
+
+
+def unique_largest(scene: Scene):
+    """The strictly largest object, or None when the largest size is shared (then "the largest"
+    names nothing and its label would be noise)."""
+    big = max(o.radius for o in scene.objects)
+    top = [o for o in scene.objects if o.radius == big]
+    return top[0] if len(top) == 1 else None
+
+
 def vision_labels(scenes: list[Scene], vocab: SceneVocab, patch_size: int) -> dict[str, torch.Tensor]:
     """Integer targets per image. Background / absent is the last class of each head:
     `patch_shape`, `patch_colour`: `(n, patches)`; `shape_colour`, `shape_size`: `(n, n_shapes)`;
-    `largest_shape`, `largest_colour`: `(n,)`."""
+    `largest_shape`, `largest_colour`: `(n,)`, -100 (ignored) when no object is strictly largest."""
     S, C, Z = len(vocab.shapes), len(vocab.colours), len(vocab.sizes)
     ps, pc, sc, sz, ls, lc = [], [], [], [], [], []
     for scene in scenes:
@@ -84,9 +95,9 @@ def vision_labels(scenes: list[Scene], vocab: SceneVocab, patch_size: int) -> di
             per_size[vocab.shapes.index(o.shape)] = vocab.sizes.index(o.size)
         sc.append(per_colour)
         sz.append(per_size)
-        big = scene.largest()
-        ls.append(vocab.shapes.index(big.shape))
-        lc.append(vocab.colours.index(big.colour))
+        big = unique_largest(scene)
+        ls.append(vocab.shapes.index(big.shape) if big else IGNORE)
+        lc.append(vocab.colours.index(big.colour) if big else IGNORE)
     t = lambda a: torch.as_tensor(np.stack(a) if isinstance(a[0], np.ndarray) else np.array(a), dtype=torch.long)
     return {"patch_shape": t(ps), "patch_colour": t(pc), "shape_colour": t(sc), "shape_size": t(sz),
             "largest_shape": t(ls), "largest_colour": t(lc)}
