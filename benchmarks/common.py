@@ -1,0 +1,72 @@
+"""Shared set-up for the CPU benchmarks: the model under test, a batch, side-by-side timing."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout without installing
+
+SHIPPED = Path(__file__).resolve().parent.parent / "src" / "vladva" / "pretrained" / "base-lvlm"
+
+
+def base_model(hidden: int = 256, layers: int = 4) -> tuple[Path, str]:
+    """`(folder, description)`: the shipped base LVLM if present, else a random LLaVA built from
+    config (vladva.model.tiny, LM hidden `hidden` x `layers` layers, 1-layer 32-d CLIP tower)."""
+    if (SHIPPED / "config.json").is_file():
+        return SHIPPED, f"shipped base ({SHIPPED})"
+    from vladva.model.tiny import build_tiny_llava
+
+    folder = Path(tempfile.gettempdir()) / f"vladva-bench-llava-h{hidden}-l{layers}"
+    if not (folder / "config.json").is_file():
+        build_tiny_llava(folder, hidden=hidden, layers=layers, seed=0)
+    return folder, f"random LLaVA from config (LM hidden {hidden}, {layers} layers; CLIP tower 32-d, 1 layer, 32 px)"
+
+
+def shapes_batch(n: int, seed: int = 0):
+    """`n` rendered shapes images (PIL, 32 px) with a short and a long caption each."""
+    import random
+
+    from vladva.data.scene import SceneConfig, render_scene, sample_scene
+
+    rng = random.Random(seed)
+    images, short, long = [], [], []
+    for _ in range(n):
+        scene = sample_scene(rng, SceneConfig(min_objects=1, max_objects=2))
+        images.append(render_scene(scene))
+        names = [o.phrase() for o in scene.objects]
+        short.append("a " + " and a ".join(names))
+        long.append(f"the image shows {len(names)} objects on a black background . there is "
+                    + " and ".join(f"a {o.phrase(with_size=True)} on the {'left' if o.x < 16 else 'right'}"
+                                   for o in scene.objects) + " .")
+    return images, short, long
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def side_by_side(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Run each of `fns` (name -> callable) `warmup` times, then `repeats` rounds, interleaved so
+    machine noise hits every variant alike. Returns seconds per call per variant."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)

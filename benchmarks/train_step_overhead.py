@@ -1,0 +1,100 @@
+"""A vladva training step vs a bare forward + backward of the same model on the same batch.
+
+    python benchmarks/train_step_overhead.py --batch 32 --ntp 16 --repeats 7
+
+vladva: `TrainingModule(batch)` (processor calls, soft-prompt injection, the fused image/NTP pass,
+InfoNCE with positives from ids) + backward. Bare: the same PEFT model and the same three passes
+written by hand on inputs tokenised and image-processed once before timing (no soft prompts,
+identity positives), + backward. Both start from zeroed gradients; no optimizer step in either.
+Also reports the vladva step with its inputs pre-processed (`TrainingModule` on cached inputs),
+which separates pre-processing from the rest of the overhead. Target: vladva / bare <= 1.10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import common
+import torch
+import torch.nn.functional as F
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ntp", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    args = ap.parse_args()
+    common.set_threads(args.threads)
+
+    from vladva.model.pooling import last_token_pool, position_ids_from_mask
+    from vladva.model.vladva import VladVA
+    from vladva.train.data import StepBatch
+    from vladva.train.losses import ContrastiveLoss, caption_keys
+    from vladva.train.trainer import TrainingModule
+
+    folder, what = common.base_model(args.hidden, args.layers)
+    torch.manual_seed(0)
+    vladva = VladVA.from_pretrained(folder)
+    vladva.prepare_for_training()
+    module = TrainingModule(vladva, ContrastiveLoss(), 1.0).train()
+    images, short, long = common.shapes_batch(args.batch)
+    batch = StepBatch(images=images, captions=short, image_ids=torch.arange(args.batch), caption_ids=caption_keys(short),
+                      ntp_images=images[: args.ntp], ntp_captions=long[: args.ntp], ntp_rows=list(range(args.ntp)))
+
+    # inputs prepared once for the bare run
+    ntp_in = vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions)
+    img_in = vladva.image_inputs(images[args.ntp:])
+    txt_in = vladva.text_inputs(short)
+    model, core, lm = vladva.model, vladva.adapter.core(vladva.model), vladva.adapter.language_model(vladva.model)
+    head = model.get_output_embeddings()
+    scale = module.contrastive.logit_scale
+    end = ntp_in.prompt_starts + vladva.image_layout.n_prompt + vladva.image_layout.n_suffix - 1
+
+    def bare_step():
+        mi = ntp_in.model_inputs
+        hidden = core(**mi, position_ids=position_ids_from_mask(mi["attention_mask"])).last_hidden_state
+        emb_ntp = F.normalize(hidden[torch.arange(hidden.shape[0]), end].float(), dim=-1)
+        targets = ntp_in.labels[:, 1:]
+        keep = targets != -100
+        ntp = F.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep])
+        mi = img_in.model_inputs
+        h_img = core(**mi, position_ids=position_ids_from_mask(mi["attention_mask"])).last_hidden_state
+        img = torch.cat([emb_ntp, last_token_pool(h_img, mi["attention_mask"])])
+        mask = txt_in.model_inputs["attention_mask"]
+        h_txt = lm(input_ids=txt_in.model_inputs["input_ids"], attention_mask=mask,
+                   position_ids=position_ids_from_mask(mask)).last_hidden_state
+        txt = last_token_pool(h_txt, mask)
+        logits = scale.exp() * img @ txt.T
+        labels = torch.arange(len(img))
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) + ntp
+        loss.backward()
+        module.zero_grad(set_to_none=True)
+
+    def vladva_step():
+        module(batch)["loss"].backward()
+        module.zero_grad(set_to_none=True)
+
+    times = common.side_by_side({"vladva": vladva_step, "bare": bare_step}, args.repeats)
+    med = {k: common.median(v) for k, v in times.items()}
+    # pre-processing alone (what the vladva step does before its first matmul)
+    pre = common.side_by_side({"preprocess": lambda: (vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions),
+                                                      vladva.image_inputs(images[args.ntp:]),
+                                                      vladva.text_inputs(short))}, args.repeats)
+    med["preprocess"] = common.median(pre["preprocess"])
+    print(json.dumps({
+        "benchmark": "train_step_overhead", "model": what, "batch": args.batch, "ntp": args.ntp,
+        "threads": args.threads, "repeats": args.repeats,
+        "seconds_median": {k: round(v, 4) for k, v in med.items()},
+        "ratio_vladva_over_bare": round(med["vladva"] / med["bare"], 3),
+        "ratio_vladva_minus_preprocess_over_bare": round((med["vladva"] - med["preprocess"]) / med["bare"], 3),
+        "target": "<= 1.10",
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
