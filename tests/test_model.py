@@ -244,3 +244,24 @@ def test_one_pass_embedding_and_ntp_equals_separate_passes(llava_dir):
     emb, loss = m.embed_image_and_next_token_loss(m.ntp_inputs(imgs, caps))
     assert torch.allclose(emb, m.encode_images(imgs), atol=1e-5)
     assert torch.allclose(loss, m.next_token_loss(m.ntp_inputs(imgs, caps)))
+
+
+def test_prompt_selection_signals(llava_dir):
+    import math
+
+    from vladva.model.prompt_selection import effective_rank, pca_cumulative_variance, score_prompts, summary_entropy
+
+    line = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])
+    assert effective_rank(line) == pytest.approx(1.0)
+    cross = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+    assert effective_rank(cross) == pytest.approx(2.0)  # two equal singular values
+    assert pca_cumulative_variance(cross, k=1) == pytest.approx(0.5)
+    m = VladVA.from_pretrained(llava_dir)
+    ent = summary_entropy(m, _images(), TEXTS)
+    vocab = m.model.get_output_embeddings().weight.shape[0]
+    assert set(ent) == {"image", "text"} and all(0 < v <= math.log(vocab) + 1e-4 for v in ent.values())
+    rows = score_prompts(llava_dir, [("Summary above image in one word:", "Summary above sentence in one word:"),
+                                     ("describe the image in one word:", "describe the sentence in one word:")],
+                         _images(), TEXTS)
+    assert len(rows) == 2 and rows[0]["image_entropy"] + rows[0]["text_entropy"] >= rows[1]["image_entropy"] + rows[1]["text_entropy"]
+    assert all(1.0 <= r["image_effective_rank"] <= 3 and 1.0 <= r["text_effective_rank"] <= 4 for r in rows)

@@ -192,3 +192,22 @@ def test_cli_errors_are_one_line(base, tmp_path):
     res = runner.invoke(app, ["embed", "--model", str(tmp_path / "other"), "--texts", str(tmp_path / "t.txt"),
                               "--out", str(tmp_path / "x.npy")])
     assert res.exit_code == 2 and "unsupported model_type 'paligemma'" in res.output
+
+
+def test_cli_score_prompts(base, data, tmp_path):
+    from vladva.cli import app
+
+    runner = CliRunner()
+    cands = tmp_path / "c.tsv"
+    cands.write_text("Summary above image in one word:\tSummary above sentence in one word:\n"
+                     "what colour is the image ?\twhat colour is the sentence ?\n")
+    res = runner.invoke(app, ["score-prompts", "--model", str(base), "--candidates", str(cands), "--images",
+                              str(data / "val.jsonl"), "--limit", "4", "--out", str(tmp_path / "s.json")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert len(rows) == 2 and {r["image_prompt"] for r in rows} == {"Summary above image in one word:",
+                                                                     "what colour is the image ?"}
+    cands.write_text("no tab here\n")
+    res = runner.invoke(app, ["score-prompts", "--model", str(base), "--candidates", str(cands), "--images",
+                              str(data / "val.jsonl")])
+    assert res.exit_code == 2 and "c.tsv:1: expected IMAGE PROMPT<TAB>TEXT PROMPT" in res.output

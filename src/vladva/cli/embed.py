@@ -15,6 +15,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 def register(app: typer.Typer) -> None:
     app.command("embed")(embed_command)
     app.command("merge")(merge_command)
+    app.command("score-prompts")(score_prompts_command)
 
 
 def _base(model: str) -> Path:
@@ -112,3 +113,44 @@ def merge_command(
     m = VladVA.from_pretrained(_base(model), adapter)
     m.merge(out)
     typer.echo(f"wrote merged model to {out} (load with VladVA.from_pretrained({str(out)!r}))")
+
+
+@friendly_errors
+def score_prompts_command(
+    candidates: Path = typer.Option(..., "--candidates", help="One candidate per line: IMAGE PROMPT<TAB>TEXT PROMPT."),
+    images: Path = typer.Option(..., "--images", help="Folder of images or a JSONL manifest (a sample is used)."),
+    texts: Path | None = typer.Option(None, "--texts", help="Sentences, one per line (default: the manifest's captions)."),
+    model: str = typer.Option("default", "--model", "-m", help="Base LVLM folder or 'default'."),
+    limit: int = typer.Option(100, "--limit", help="Use the first N images and N texts."),
+    out: Path | None = typer.Option(None, "--out", help="Also write the scores as JSON."),
+) -> None:
+    """Rank summary prompts zero-shot: next-token entropy at the summary position (higher is
+    better) and effective rank of the embeddings (higher is more spread)."""
+    from vladva.data.images import load_image
+    from vladva.model.prompt_selection import score_prompts
+
+    pairs = []
+    for i, line in enumerate(candidates.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise UserError(f"{candidates}:{i}: expected IMAGE PROMPT<TAB>TEXT PROMPT")
+        a, b = line.split("\t", 1)
+        pairs.append((a.strip(), b.strip()))
+    if not pairs:
+        raise UserError(f"{candidates}: no candidate prompts")
+    paths, _ = image_items(images)
+    if texts is not None:
+        sentences = text_items(texts)
+    elif images.suffix == ".jsonl":
+        from vladva.data.manifest import read_manifest
+
+        sentences = [c for r in read_manifest(images)[0] for c in r.captions]
+    else:
+        raise UserError("--texts is required when --images is a folder")
+    rows = score_prompts(_base(model), pairs, [load_image(p) for p in paths[:limit]], sentences[:limit])
+    for r in rows:
+        typer.echo(f"entropy image {r['image_entropy']:.3f} text {r['text_entropy']:.3f}  eff. rank image "
+                   f"{r['image_effective_rank']:.1f} text {r['text_effective_rank']:.1f}  | {r['image_prompt']} | {r['text_prompt']}")
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

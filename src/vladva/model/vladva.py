@@ -275,15 +275,18 @@ class VladVA(nn.Module):
         """`(batch, hidden)` L2-normalised float32 image embeddings (keeps the graph for training)."""
         return last_token_pool(self.image_hidden(batch), batch.model_inputs["attention_mask"])
 
-    def embed_text_inputs(self, batch: TowerInputs) -> torch.Tensor:
-        """`(batch, hidden)` L2-normalised float32 text embeddings through the language model alone."""
+    def text_hidden(self, batch: TowerInputs) -> torch.Tensor:
+        """`(batch, seq, hidden)` final hidden states of the language model alone (text tower)."""
         mask = batch.model_inputs["attention_mask"]
         lm = self.adapter.language_model(self.model)
         with self._soft("text", batch.prompt_starts):
-            hidden = lm(
+            return lm(
                 input_ids=batch.model_inputs["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)
             ).last_hidden_state
-        return last_token_pool(hidden, mask)
+
+    def embed_text_inputs(self, batch: TowerInputs) -> torch.Tensor:
+        """`(batch, hidden)` L2-normalised float32 text embeddings through the language model alone."""
+        return last_token_pool(self.text_hidden(batch), batch.model_inputs["attention_mask"])
 
     def next_token_loss(self, batch: TowerInputs) -> torch.Tensor:
         """Mean cross-entropy over caption tokens (labels != -100) given image + image prompt."""
