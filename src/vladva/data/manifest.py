@@ -12,6 +12,8 @@ Each line is one JSON object::
 - ``captions``: one or more short captions (contrastive loss), required; a single string is
   accepted under ``caption``.
 - ``long_caption``: optional detailed caption (next-token loss).
+- ``negative_captions``: optional list of captions that are false for the image (hard negatives,
+  used when training with ``data.hard_negatives`` > 0).
 - ``id``: optional; defaults to the line number. ``meta``: optional free-form data.
 
 Readers name the file and line of every bad record; a lenient read skips and counts them.
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MANIFEST_KEYS = {"id", "image", "captions", "caption", "long_caption", "meta"}
+MANIFEST_KEYS = {"id", "image", "captions", "caption", "long_caption", "negative_captions", "meta"}
 
 
 class ManifestError(ValueError):
@@ -44,6 +46,8 @@ class Record:
     captions: list[str]
     long_caption: str | None = None
     meta: dict = field(default_factory=dict)
+    # Captions false for the image (hard negatives); empty when the manifest has none.
+    negative_captions: list[str] = field(default_factory=list)
 
     def to_json(self, root: Path) -> dict:
         image = self.image
@@ -54,6 +58,8 @@ class Record:
         d = {"id": self.id, "image": image.as_posix(), "captions": self.captions}
         if self.long_caption is not None:
             d["long_caption"] = self.long_caption
+        if self.negative_captions:
+            d["negative_captions"] = self.negative_captions
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -121,11 +127,15 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
     long_caption = obj.get("long_caption")
     if long_caption is not None:
         long_caption = _check_caption(long_caption, "long_caption")
+    negs = obj.get("negative_captions", [])
+    if not isinstance(negs, list):
+        raise ValueError("'negative_captions' must be a list of strings")
+    negative_captions = [_check_caption(c, f"negative_captions[{i}]") for i, c in enumerate(negs)]
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("'meta' must be an object")
     rid = obj.get("id", str(line))
-    return Record(str(rid), path, captions, long_caption, meta)
+    return Record(str(rid), path, captions, long_caption, meta, negative_captions)
 
 
 def iter_manifest(

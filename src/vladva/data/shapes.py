@@ -102,9 +102,15 @@ class ShapesDataConfig:
     n_instructions: int = 8
     relation_threshold_px: float = 4.0
     image_size: int = 32
+    # Hard-negative captions per train/val record (manifest key negative_captions; 0: none):
+    # swap-attribute, swap-object and replace-relation edits of a true two-object claim, each
+    # verified false for the scene. Drawn from their own seed namespace, so the rest of a record
+    # does not depend on this setting.
+    n_train_negatives: int = 2
 
     def validate(self) -> None:
-        for name in ("n_train", "n_val", "n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot"):
+        for name in ("n_train", "n_val", "n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot",
+                     "n_train_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_train < 1:
@@ -365,11 +371,64 @@ def make_record(scene: Scene, rng: random.Random, cfg: ShapesDataConfig, world: 
                   {"scene": scene.to_dict(), "qa": [[q, a] for q, a in qa]})
 
 
+NEGATIVE_CATEGORIES = ("swap_att", "swap_obj", "replace_rel")
+
+
+def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: int, threshold: float,
+                      world: World | None = None) -> list[str]:
+    """Up to `n` distinct captions false for `scene` (NegCLIP-style hard negatives): one of the
+    SugarCrepe edits (swap attributes, swap objects, replace the relation) of the claim of one of
+    `captions` that names two objects and a relation, or of a fresh true pair claim. Each text is
+    parsed back and verified false, is short, and is none of `captions`; in a world with held-out
+    colour-shape combinations no negative names one."""
+    from vladva.data.captions import CaptionParseError, parse_caption
+    from vladva.data.splits import hard_negative
+
+    def truth(text: str) -> bool | None:
+        try:
+            return claim_holds(parse_caption(text), scene, threshold)
+        except CaptionParseError:
+            return None
+
+    out: list[str] = []
+    if n <= 0:
+        return out
+    bases = []
+    for text in captions:
+        try:
+            claim = parse_caption(text)
+        except CaptionParseError:
+            continue
+        if len(claim.objects) >= 2 and claim.relations and claim_holds(claim, scene, threshold) is True:
+            bases.append(claim)
+    heldout = set(world.heldout) if world is not None else set()
+    for _ in range(10 * n):
+        if bases and rng.random() < 0.5:
+            claim = rng.choice(bases)
+        else:
+            claim = pair_claim(scene, rng, threshold, full=True)
+        made = hard_negative(rng.choice(NEGATIVE_CATEGORIES), claim, scene, rng, threshold)
+        if made is None:
+            continue
+        neg = made[1]
+        if any((r.colour, r.shape) in heldout for r in neg.objects):
+            continue
+        text = render_claim(neg, random_style(rng))
+        if (text in out or text in captions or count_tokens(text) > SHORT_MAX_TOKENS
+                or truth(text) is not False):
+            continue
+        out.append(text)
+        if len(out) == n:
+            break
+    return out
+
+
 def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, world: World,
                       progress: bool = True) -> dict:
     """Render `n` scenes to `images/<split>/` and write `<split>.jsonl`. Returns statistics."""
     records = []
     short, long_, qa_count, objects = TokenStats(), TokenStats(), 0, 0
+    n_negatives = 0
     combos: set[tuple[str, str]] = set()
     with _progress(n, split, progress) as bar:
         for i in range(n):
@@ -379,6 +438,11 @@ def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, 
             path = out_dir / "images" / split / f"{rid}.png"
             _save_png(render_scene(scene), path)
             rec = make_record(scene, rng, cfg, world, rid, path)
+            if cfg.n_train_negatives > 0:  # own seed namespace: the record's other fields do not change
+                neg_rng = item_rng(cfg.seed, f"{split}-negatives", i)
+                rec.negative_captions = negative_captions(scene, rec.captions, neg_rng, cfg.n_train_negatives,
+                                                          cfg.relation_threshold_px, world)
+                n_negatives += len(rec.negative_captions)
             for c in rec.captions:
                 short.add(c)
             long_.add(rec.long_caption)
@@ -389,7 +453,7 @@ def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, 
             bar.update()
     write_manifest(out_dir / f"{split}.jsonl", records)
     return {"images": n, "manifest": f"{split}.jsonl", "short_captions": short.to_dict(), "long_captions": long_.to_dict(),
-            "instructions": qa_count, "mean_objects": round(objects / max(1, n), 3),
+            "instructions": qa_count, "negative_captions": n_negatives, "mean_objects": round(objects / max(1, n), 3),
             "colour_shape_combinations": len(combos), "vocabulary": sorted(short.vocab | long_.vocab)}
 
 
@@ -471,5 +535,5 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
 __all__ = [
     "HARD_HELDOUT", "WORLDS", "World", "ShapesDataConfig", "generate_shapes_dataset", "short_captions", "long_caption",
     "make_instructions", "identifying_claim", "pair_claim", "item_rng", "sample_world_scene", "has_heldout",
-    "position_phrase",
+    "position_phrase", "negative_captions",
 ]

@@ -31,6 +31,10 @@ class DataConfig:
     ntp_batch_size: int = 16
     # "random": one of the image's short captions per step (seeded); "first": always the first.
     caption_choice: str = "random"
+    # NegCLIP-style hard negatives: how many of each image's `negative_captions` (manifest key)
+    # join the contrastive batch as extra text candidates (image->text only). 0: off. Records
+    # without negatives contribute none. Manifests only (not shards, not GradCache).
+    hard_negatives: int = 0
     # Unreadable images and bad manifest lines: skipped and counted (false) or an error (true).
     strict: bool = False
     # Shards only: DataLoader worker processes reading shards (0: read in the training process).
@@ -43,6 +47,8 @@ class DataConfig:
             raise ValueError(f"data.contrastive_batch_size must be >= 2, got {self.contrastive_batch_size}")
         if not 0 <= self.ntp_batch_size <= self.contrastive_batch_size:
             raise ValueError("data.ntp_batch_size must be between 0 and data.contrastive_batch_size")
+        if self.hard_negatives < 0:
+            raise ValueError(f"data.hard_negatives must be >= 0 (0: off), got {self.hard_negatives}")
         if self.caption_choice not in ("random", "first"):
             raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.caption_choice!r}")
 

@@ -76,14 +76,20 @@ class StepBatch:
     ntp_images: list = field(default_factory=list)
     ntp_captions: list[str] = field(default_factory=list)
     ntp_rows: list[int] = field(default_factory=list)  # position of each NTP image in `images`
+    # Hard negatives (data.hard_negatives > 0): false captions, each a candidate for every image
+    # (image->text); `negative_rows[k]` is the position in `images` of the image it was drawn for.
+    negatives: list[str] = field(default_factory=list)
+    negative_rows: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
 class BatchCollator:
     """Turns record indices into a `StepBatch`."""
 
-    def __init__(self, records: list[Record], ntp_batch_size: int, caption_choice: str, seed: int, strict: bool):
+    def __init__(self, records: list[Record], ntp_batch_size: int, caption_choice: str, seed: int, strict: bool,
+                 hard_negatives: int = 0):
         self.records = records
+        self.hard_negatives = hard_negatives
         self.ntp_batch_size = ntp_batch_size
         self.caption_choice = caption_choice
         self.seed = seed
@@ -91,6 +97,7 @@ class BatchCollator:
 
     def __call__(self, epoch: int, indices: list[int]) -> StepBatch:
         images, captions, ids, ntp_images, ntp_caps, ntp_rows, skipped = [], [], [], [], [], [], []
+        negatives, negative_rows = [], []
         for i in indices:
             rec = self.records[i]
             try:
@@ -108,11 +115,20 @@ class BatchCollator:
             images.append(image)
             captions.append(caption)
             ids.append(i)
+            if self.hard_negatives > 0 and rec.negative_captions:
+                k = min(self.hard_negatives, len(rec.negative_captions))
+                picked = random.Random(f"vladva-negative/{self.seed}/{epoch}/{i}").sample(rec.negative_captions, k)
+                negatives.extend(picked)
+                negative_rows.extend([len(images) - 1] * k)
             if rec.long_caption and len(ntp_images) < self.ntp_batch_size:
                 ntp_rows.append(len(images) - 1)
                 ntp_images.append(image)
                 ntp_caps.append(rec.long_caption)
+        if negatives:  # a negative that is some batch image's positive caption would punish a true pair
+            keys = set(caption_keys(captions).tolist())
+            keep = [j for j, key in enumerate(caption_keys(negatives).tolist()) if key not in keys]
+            negatives, negative_rows = [negatives[j] for j in keep], [negative_rows[j] for j in keep]
         return StepBatch(
             images, captions, torch.tensor(ids, dtype=torch.long), caption_keys(captions), ntp_images, ntp_caps,
-            ntp_rows, skipped,
+            ntp_rows, negatives, negative_rows, skipped,
         )

@@ -51,11 +51,15 @@ log = logging.getLogger(__name__)
 class TrainingModule(nn.Module):
     """The embedder plus the loss's temperature, so one `forward` (DDP-friendly) gives every loss."""
 
-    def __init__(self, vladva: VladVA, contrastive: ContrastiveLoss, ntp_weight: float):
+    def __init__(self, vladva: VladVA, contrastive: ContrastiveLoss, ntp_weight: float, hard_negatives: bool = False):
         super().__init__()
         self.vladva = vladva
         self.contrastive = contrastive
         self.ntp_weight = ntp_weight
+        # data.hard_negatives > 0: the batch's negative captions are encoded by the text tower and
+        # join every image's candidates (image->text). Always passed when on, even empty, so the
+        # loss's gather is called the same number of times on every process.
+        self.hard_negatives = hard_negatives
         # Several processes: `token_share(n_tokens)` re-weights this process's token-mean NTP so the
         # average over processes is the global token-mean (vladva.train.distributed.token_share).
         self.token_share = None
@@ -79,8 +83,14 @@ class TrainingModule(nn.Module):
         order = torch.tensor(ntp_rows + other, device=device)
         img = torch.empty(n, parts[0].shape[1], device=device, dtype=parts[0].dtype)
         img = img.index_copy(0, order, torch.cat(parts))
-        txt = m.embed_text_inputs(m.text_inputs(batch.captions).to(device))
-        contrastive = self.contrastive(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids)
+        if self.hard_negatives and batch.negatives:  # one text-tower pass for captions and negatives
+            both = m.embed_text_inputs(m.text_inputs(batch.captions + batch.negatives).to(device))
+            txt, neg = both[:n], both[n:]
+        else:
+            txt = m.embed_text_inputs(m.text_inputs(batch.captions).to(device))
+            neg = txt[:0] if self.hard_negatives else None
+        contrastive = self.contrastive(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids,
+                                       hard_negatives=neg)
         out = {"contrastive": contrastive, "loss": contrastive}
         if ntp is not None:
             out["ntp"] = ntp
@@ -210,6 +220,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
 
+    if cfg.data.hard_negatives > 0 and is_shard_spec(cfg.data.train):
+        raise ValueError("data.hard_negatives needs a .jsonl manifest (webdataset shards carry no negative captions)")
+    if cfg.data.hard_negatives > 0 and cfg.grad_cache.chunk_size > 0:
+        raise ValueError("data.hard_negatives is not supported with grad_cache.chunk_size > 0; set one of them to 0")
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), cpu=not torch.cuda.is_available())
     _seed_everything(cfg.seed)
     val_records = load_records(cfg.data.val, strict=cfg.data.strict)[: cfg.eval.max_images] if cfg.data.val else []
@@ -223,8 +237,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         records = load_records(cfg.data.train, strict=cfg.data.strict)
         order = BatchOrder(len(records), cfg.data.contrastive_batch_size, cfg.seed,
                            accelerator.process_index, accelerator.num_processes)
-        collate = BatchCollator(records, cfg.data.ntp_batch_size, cfg.data.caption_choice, cfg.seed, cfg.data.strict)
-
+        collate = BatchCollator(records, cfg.data.ntp_batch_size, cfg.data.caption_choice, cfg.seed, cfg.data.strict,
+                                cfg.data.hard_negatives)
+        if cfg.data.hard_negatives > 0 and not any(r.negative_captions for r in records):
+            log.warning("data.hard_negatives=%d but no record of %s has negative_captions: training without hard "
+                        "negatives", cfg.data.hard_negatives, cfg.data.train)
     vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
     n_trainable = vladva.prepare_for_training()
     n_total = sum(p.numel() for p in vladva.parameters())
@@ -232,7 +249,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     # Global negatives: every process scores its queries against all processes' candidates.
     global_negatives = accelerator.num_processes > 1 and cfg.distributed.global_negatives
     gather = gather_with_grad if global_negatives else None
-    module = TrainingModule(vladva, ContrastiveLoss(cfg.loss.contrastive, gather=gather), cfg.loss.ntp_weight)
+    module = TrainingModule(vladva, ContrastiveLoss(cfg.loss.contrastive, gather=gather), cfg.loss.ntp_weight,
+                            hard_negatives=cfg.data.hard_negatives > 0)
     if accelerator.num_processes > 1:
         module.token_share = token_share
     if cfg.grad_cache.chunk_size > 0:
@@ -243,6 +261,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         f"contrastive batch: {accelerator.num_processes} process(es) x {b} pairs; each query is scored against "
         f"{negatives + 1} candidates ({negatives} negatives, {'global' if global_negatives else 'per-process'})"
         + (f"; GradCache chunks of {cfg.grad_cache.chunk_size}" if cfg.grad_cache.chunk_size > 0 else "")
+        + (f"; plus up to {cfg.data.hard_negatives} hard negative caption(s) per image (image->text)"
+           if cfg.data.hard_negatives > 0 else "")
     )
     optimizer = torch.optim.AdamW(_param_groups(module, cfg), betas=tuple(cfg.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))

@@ -1,0 +1,165 @@
+"""Hard-negative captions (NegCLIP-style): the manifest key, the shapes generator's verified-false
+negatives, the collator's seeded choice and the TrainingModule's wiring into ContrastiveLoss."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vladva.config import load_config
+from vladva.data.captions import caption_is_true, count_tokens
+from vladva.data.manifest import ManifestError, Record, read_manifest, write_manifest
+from vladva.data.scene import Scene
+from vladva.data.shapes import HARD_HELDOUT, ShapesDataConfig, generate_shapes_dataset
+from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+from vladva.train.config import TrainConfig
+from vladva.train.data import BatchCollator, load_records
+
+torch.set_num_threads(1)
+
+TINY = dict(n_train=40, n_val=8, n_retrieval=4, n_sugarcrepe=2, n_winoground=2, n_aro=2, n_zeroshot=2)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def test_manifest_negative_captions_round_trip_and_validation(tmp_path):
+    rec = Record("a", tmp_path / "a.png", ["a red circle"], meta={"k": 1}, negative_captions=["a blue circle"])
+    write_manifest(tmp_path / "m.jsonl", [rec, Record("b", tmp_path / "b.png", ["x"])])
+    lines = [json.loads(ln) for ln in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert lines[0]["negative_captions"] == ["a blue circle"] and "negative_captions" not in lines[1]
+    back, _ = read_manifest(tmp_path / "m.jsonl")
+    assert back[0].negative_captions == ["a blue circle"] and back[1].negative_captions == []
+    for bad, why in (("\"a blue circle\"", "must be a list"), ("[\" \"]", r"negative_captions\[0\] is empty"),
+                     ("[3]", r"negative_captions\[0\] must be a string")):
+        p = tmp_path / "bad.jsonl"
+        p.write_text('{"image": "a.png", "captions": ["x"]}\n{"image": "a.png", "captions": ["x"], '
+                     f'"negative_captions": {bad}}}\n')
+        with pytest.raises(ManifestError, match=f"bad.jsonl:2: .*{why}"):
+            read_manifest(p)
+
+
+# ----------------------------------------------------------------------------- shapes generator
+
+
+@pytest.mark.parametrize("world", ["default", "hard"])
+def test_every_training_negative_is_false_for_its_scene(tmp_path, world):
+    out = tmp_path / world
+    summary = generate_shapes_dataset(out, ShapesDataConfig(seed=5, world=world, **TINY), progress=False)
+    for split in ("train", "val"):
+        records, _ = read_manifest(out / f"{split}.jsonl")
+        n = 0
+        for r in records:
+            scene = Scene.from_dict(r.meta["scene"])
+            assert len(r.negative_captions) <= 2 and len(set(r.negative_captions)) == len(r.negative_captions)
+            for neg in r.negative_captions:
+                assert not caption_is_true(neg, scene), (neg, r.captions)
+                assert neg not in r.captions and count_tokens(neg) < 30
+                if world == "hard":  # held-out colour-shape combinations stay out of training text
+                    assert not any(f"{c} {s}" in neg for c, s in HARD_HELDOUT), neg
+            n += len(r.negative_captions)
+        assert n >= 1.8 * len(records)  # nearly every record gets its 2
+        assert summary[split]["negative_captions"] == n
+
+
+def test_negatives_off_leaves_the_rest_of_each_record_unchanged(tmp_path):
+    generate_shapes_dataset(tmp_path / "on", ShapesDataConfig(seed=5, **TINY), progress=False)
+    generate_shapes_dataset(tmp_path / "off", ShapesDataConfig(seed=5, n_train_negatives=0, **TINY), progress=False)
+    on, _ = read_manifest(tmp_path / "on" / "train.jsonl")
+    off, _ = read_manifest(tmp_path / "off" / "train.jsonl")
+    assert all(not r.negative_captions for r in off)
+    assert [(r.captions, r.long_caption, r.meta) for r in on] == [(r.captions, r.long_caption, r.meta) for r in off]
+    with pytest.raises(ValueError, match="n_train_negatives"):
+        ShapesDataConfig(n_train_negatives=-1).validate()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return build_tiny_llava(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Tiny data whose even records carry two negative captions and odd records none."""
+    out = write_tiny_manifest(tmp_path_factory.mktemp("data"), n_train=16, n_val=8)
+    records, _ = read_manifest(out / "train.jsonl")
+    for i, r in enumerate(records):
+        if i % 2 == 0:
+            r.negative_captions = [f"wrong one {i}", f"wrong two {i}"]
+    write_manifest(out / "train.jsonl", records)
+    return out
+
+
+def test_collator_picks_seeded_negatives_per_image(data):
+    records = load_records(data / "train.jsonl", strict=True)
+    batch = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=1)(3, [0, 1, 2, 5])
+    # one negative per record that has some, none for the others; rows point at their image
+    assert len(batch.negatives) == 2 and batch.negative_rows == [0, 2]
+    assert batch.negatives[0] in records[0].negative_captions and batch.negatives[1] in records[2].negative_captions
+    again = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=1)(3, [0, 1, 2, 5])
+    assert again.negatives == batch.negatives  # a pure function of (seed, epoch, record): resumable
+    both = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=5)(0, [0, 1, 2])
+    assert sorted(both.negatives) == sorted(records[0].negative_captions + records[2].negative_captions)
+    assert both.negative_rows == [0, 0, 2, 2]
+    off = BatchCollator(records, 2, "first", 0, strict=True)(0, [0, 1, 2])
+    assert off.negatives == [] and off.negative_rows == []
+    # a "negative" equal to a caption of the batch is dropped (it would be a positive for that image)
+    records[0].negative_captions = [records[2].captions[0]]
+    dup = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=1)(0, [0, 2])
+    assert len(dup.negatives) == 1 and dup.negatives[0] in records[2].negative_captions and dup.negative_rows == [1]
+
+
+def test_training_module_passes_encoded_negatives_to_the_loss(base, data):
+    from vladva.model.vladva import VladVA
+    from vladva.train.losses import ContrastiveLoss
+    from vladva.train.trainer import TrainingModule
+
+    records = load_records(data / "train.jsonl", strict=True)
+    batch = BatchCollator(records, 0, "first", 0, strict=True, hard_negatives=2)(0, [0, 1, 2, 3])
+    assert len(batch.negatives) == 4
+    m = VladVA.from_pretrained(base)
+    m.eval()
+    loss = ContrastiveLoss()
+    with torch.no_grad():
+        with_neg = TrainingModule(m, loss, 0.0, hard_negatives=True)(batch)["contrastive"]
+        without = TrainingModule(m, loss, 0.0, hard_negatives=False)(batch)["contrastive"]
+        img = m.embed_image_inputs(m.image_inputs(batch.images))
+        txt = m.embed_text_inputs(m.text_inputs(batch.captions))
+        neg = m.embed_text_inputs(m.text_inputs(batch.negatives))
+        expect = loss(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids, hard_negatives=neg)
+        plain = loss(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids)
+    assert with_neg.item() == pytest.approx(expect.item(), abs=1e-4)
+    assert without.item() == pytest.approx(plain.item(), abs=1e-4)
+    assert with_neg.item() > without.item()  # extra candidates only add softmax mass off the positives
+
+
+def test_short_training_run_with_hard_negatives(base, data, tmp_path):
+    from vladva.train.trainer import train
+
+    cfg = load_config(TrainConfig, None, [
+        f"base_model={base}", f"data.train={data / 'train.jsonl'}", f"output_dir={tmp_path / 'run'}",
+        "data.contrastive_batch_size=8", "data.ntp_batch_size=2", "data.hard_negatives=1", "optim.max_steps=3",
+        "optim.warmup_steps=0", "eval.every=0", "eval.at_start=false", "checkpoint.every=0", "log_every=1",
+        "progress=false", "num_threads=1",
+    ])
+    result = train(cfg)
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert result.steps == 3 and len([r for r in rows if "loss" in r]) == 3
+    assert all(torch.isfinite(torch.tensor(r["contrastive"])) for r in rows if "loss" in r)
+
+
+def test_hard_negatives_config_checks(base, data, tmp_path):
+    from vladva.train.trainer import train
+
+    with pytest.raises(ValueError, match="data.hard_negatives must be >= 0"):
+        load_config(TrainConfig, None, ["data.hard_negatives=-1"])
+    cfg = load_config(TrainConfig, None, [f"base_model={base}", f"data.train={data / 'train.jsonl'}",
+                                          f"output_dir={tmp_path / 'r'}", "data.hard_negatives=1",
+                                          "grad_cache.chunk_size=4"])
+    with pytest.raises(ValueError, match="grad_cache"):
+        train(cfg)
