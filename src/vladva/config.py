@@ -133,20 +133,25 @@ def parse_overrides(overrides: list[str]) -> dict:
     return out
 
 
+def read_config_file(path: Path | str) -> dict:
+    """The mapping of config keys in the YAML file at `path`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config keys")
+    return data
+
+
 def load_config(cls: type[T], path: Path | str | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of `cls`, then the YAML file at `path`, then `overrides`."""
     cfg = cls()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of config keys")
-        cfg = _build(cls, data, "", str(path), base=cfg)
+        cfg = _build(cls, read_config_file(path), "", str(path), base=cfg)
     if overrides:
         cfg = _build(cls, parse_overrides(overrides), "", "command line", base=cfg)
     return cfg

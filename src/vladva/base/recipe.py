@@ -93,11 +93,9 @@ def _log(msg: str) -> None:
     print(f"[vladva base] {msg}", flush=True)
 
 
-def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig) -> dict:
-    """Run the recipe on `data_dir/train.jsonl` (checks on `data_dir/val.jsonl` when present).
-    Returns the report dict also written to `out_dir/pretrain_report.json`."""
-    from transformers import AutoTokenizer, CLIPVisionModel, LlavaForConditionalGeneration, LlavaProcessor
-
+def _prepare_run(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig):
+    """Check the data, pick the device and threads, save the resolved config ->
+    (out folder, train manifest, val manifest, device)."""
     data_dir, out = Path(data_dir), Path(out_dir)
     train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
     if not train_path.is_file():
@@ -107,6 +105,15 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
         torch.set_num_threads(max(1, cfg.threads))
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    return out, train_path, val_path, device
+
+
+def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig) -> dict:
+    """Run the recipe on `data_dir/train.jsonl` (checks on `data_dir/val.jsonl` when present).
+    Returns the report dict also written to `out_dir/pretrain_report.json`."""
+    from transformers import AutoTokenizer, CLIPVisionModel, LlavaForConditionalGeneration, LlavaProcessor
+
+    out, train_path, val_path, device = _prepare_run(data_dir, out_dir, cfg)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
 
@@ -117,7 +124,7 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
     train.require_scenes("the base-model recipe")
     vocab = SceneVocab.from_scenes(train.scenes)
     vdir, ldir, cdir = out / VISION_DIR, out / LVLM_DIR, out / CLIP_DIR
-    report: dict = {"data": str(data_dir), "train_records": len(train), "val_records": len(val) if val else 0,
+    report: dict = {"data": str(Path(data_dir)), "train_records": len(train), "val_records": len(val) if val else 0,
                     "device": str(device), "vocab": vocab.to_dict()}
 
     # Tokenizer + stage 1: the vision tower everything else starts from.
@@ -251,15 +258,7 @@ def train_baseline_only(data_dir: Path | str, out_dir: Path | str, cfg: Pretrain
     """`vladva baseline train`: the CLIP baseline alone, on a given stage-1 tower (a vision-tower
     folder or a base-LVLM folder, whose tower is taken) or, without one, a freshly pretrained tower.
     Writes the CLIP folder at `out_dir` and returns its held-out retrieval check."""
-    data_dir, out = Path(data_dir), Path(out_dir)
-    train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
-    if not train_path.is_file():
-        raise FileNotFoundError(f"{train_path}: no training manifest (make one with `vladva data shapes --out {data_dir}`)")
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, cfg.threads))
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    out, train_path, val_path, device = _prepare_run(data_dir, out_dir, cfg)
     train = load_split(train_path, cfg.max_train_records, cfg.vision.tower.image_size)
     stages: list[StageCompute] = []
     if vision_dir is not None:
