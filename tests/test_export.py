@@ -189,3 +189,25 @@ def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     else:
         assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if case == "non-empty out" else [])
+
+
+def test_qwen2_vl_sentence_transformers_round_trip(tmp_path):
+    """Qwen2-VL's image batches carry extra tensors (image_grid_thw, dynamic resolution)."""
+    from sentence_transformers import SentenceTransformer
+
+    from vladva.model.tiny import build_tiny_qwen2_vl
+
+    base = build_tiny_qwen2_vl(tmp_path / "qwen")
+    m = VladVA.from_pretrained(base)
+    m.prepare_for_training()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    adapter = m.save_adapter(tmp_path / "adapter", base_model=str(base))
+    ref = VladVA.from_pretrained(base, adapter)
+    out = export_model(ExportRequest(base=base, adapter=adapter, out=tmp_path / "st", format="sentence-transformers"),
+                       log=lambda *_: None)
+    st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    assert _close(st.encode(TEXTS), ref.encode_texts(TEXTS))
+    assert _close(st.encode(_images()), ref.encode_images(_images()))

@@ -90,6 +90,15 @@ def _kv_table(rows: list[tuple[str, object]]) -> str:
     return _md_table(["", ""], [[k, _cell(v)] for k, v in rows])
 
 
+def _lora_text(adapter: str | None, lora: dict) -> str:
+    if adapter is None:
+        return "already in the weights of the merged folder this was exported from"
+    if not lora.get("enabled"):
+        return "none (the adapter trained no LoRA)"
+    return (f"merged into the weights (r={lora.get('r')}, alpha={lora.get('alpha')}, "
+            f"targets {', '.join(lora.get('target_modules') or [])})")
+
+
 def _model_section(info: CardInfo) -> str:
     cfg = info.vladva_config
     prompts, soft, lora = cfg.get("prompts", {}), cfg.get("soft_prompt", {}), cfg.get("lora", {})
@@ -108,9 +117,7 @@ def _model_section(info: CardInfo) -> str:
         ("max text tokens", prompts.get("max_text_tokens")),
         ("soft prompts", f"trained, stored in vladva_weights.safetensors ({soft.get('extra_tokens', 0)} extra tokens)"
          if soft.get("enabled") else "none"),
-        ("LoRA", f"merged into the weights (r={lora.get('r')}, alpha={lora.get('alpha')}, "
-                 f"targets {', '.join(lora.get('target_modules') or [])})" if info.adapter and lora.get("enabled")
-         else "none to merge"),
+        ("LoRA", _lora_text(info.adapter, lora)),
     ]
     if info.num_parameters is not None:
         rows.append(("parameters", f"{info.num_parameters:,}"))
