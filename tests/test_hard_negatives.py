@@ -41,6 +41,20 @@ def test_manifest_negative_captions_round_trip_and_validation(tmp_path):
             read_manifest(p)
 
 
+def test_manifest_caption_negatives_align_with_captions(tmp_path):
+    rec = Record("a", tmp_path / "a.png", ["a red circle", "one object"], caption_negatives=[["a blue circle"], []])
+    write_manifest(tmp_path / "m.jsonl", [rec, Record("b", tmp_path / "b.png", ["x"])])
+    back, _ = read_manifest(tmp_path / "m.jsonl")
+    assert back[0].caption_negatives == [["a blue circle"], []] and back[1].caption_negatives == []
+    for bad, why in (('[["a blue circle"]]', r"one list of strings per caption \(2 captions\)"),
+                     ('["a", "b"]', r"caption_negatives\[0\]' must be a list"),
+                     ('[[""], []]', r"caption_negatives\[0\]\[0\] is empty")):
+        p = tmp_path / "bad.jsonl"
+        p.write_text(f'{{"image": "a.png", "captions": ["x", "y"], "caption_negatives": {bad}}}\n')
+        with pytest.raises(ManifestError, match=f"bad.jsonl:1: .*{why}"):
+            read_manifest(p)
+
+
 # ----------------------------------------------------------------------------- shapes generator
 
 
@@ -62,6 +76,38 @@ def test_every_training_negative_is_false_for_its_scene(tmp_path, world):
             n += len(r.negative_captions)
         assert n >= 1.8 * len(records)  # nearly every record gets its 2
         assert summary[split]["negative_captions"] == n
+
+
+@pytest.mark.parametrize("world", ["default", "hard"])
+def test_caption_negatives_are_false_minimal_edits_of_their_caption(tmp_path, world):
+    from vladva.data.captions import parse_caption
+    from vladva.data.splits import check_dataset
+
+    out = tmp_path / world
+    summary = generate_shapes_dataset(out, ShapesDataConfig(seed=3, world=world, **TINY), progress=False)
+    records, _ = read_manifest(out / "train.jsonl")
+    n = swaps = 0
+    for r in records:
+        scene = Scene.from_dict(r.meta["scene"])
+        assert r.caption_negatives == [] or len(r.caption_negatives) == len(r.captions)  # [] when none
+        for cap, negs in zip(r.captions, r.caption_negatives):
+            assert len(negs) <= 2 and len(set(negs)) == len(negs)
+            for neg in negs:
+                assert caption_is_true(cap, scene) and not caption_is_true(neg, scene), (cap, neg)
+                # a minimal edit: the same colours, shapes and sizes, bound differently (a swap) or
+                # with another relation
+                pc, pn = parse_caption(cap), parse_caption(neg)
+                for attr in ("colour", "shape", "size"):
+                    assert sorted(str(getattr(o, attr)) for o in pc.objects) == sorted(
+                        str(getattr(o, attr)) for o in pn.objects), (cap, neg)
+                assert pc.count == pn.count, (cap, neg)
+                swaps += pc.objects != pn.objects
+                if world == "hard":
+                    assert not any(f"{c} {s}" in neg for c, s in HARD_HELDOUT), neg
+            n += len(negs)
+    assert n >= len(records) and swaps >= n / 3
+    assert summary["train"]["caption_negatives"] == n
+    assert check_dataset(out)["problems"] == []  # `vladva data check` verifies them too
 
 
 def test_negatives_off_leaves_the_rest_of_each_record_unchanged(tmp_path):
@@ -114,6 +160,22 @@ def test_collator_picks_seeded_negatives_per_image(data):
     assert len(dup.negatives) == 1 and dup.negatives[0] in records[2].negative_captions and dup.negative_rows == [1]
 
 
+def test_collator_draws_the_drawn_captions_own_negatives_first(data):
+    records = load_records(data / "train.jsonl", strict=True)
+    r = records[0]
+    r.captions = ["cap a", "cap b", "cap c"]
+    r.caption_negatives = [["not a"], ["not b 1", "not b 2"], []]
+    r.negative_captions = ["record-level"]
+    seen = set()
+    for epoch in range(12):
+        batch = BatchCollator(records, 0, "random", 0, strict=True, hard_negatives=2)(epoch, [0])
+        drawn = r.captions.index(batch.captions[0])
+        own = r.caption_negatives[drawn]
+        assert sorted(batch.negatives) == sorted(own + (["record-level"] if len(own) < 2 else []))
+        seen.add(drawn)
+    assert seen == {0, 1, 2}
+
+
 def test_training_module_passes_encoded_negatives_to_the_loss(base, data):
     from vladva.model.vladva import VladVA
     from vladva.train.losses import ContrastiveLoss
@@ -151,6 +213,8 @@ def test_short_training_run_with_hard_negatives(base, data, tmp_path):
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result.steps == 3 and len([r for r in rows if "loss" in r]) == 3
     assert all(torch.isfinite(torch.tensor(r["contrastive"])) for r in rows if "loss" in r)
+    # the share of images whose caption outscores its own negatives is logged
+    assert all(0.0 <= r["hard_neg_acc"] <= 1.0 for r in rows if "loss" in r)
 
 
 def test_hard_negatives_config_checks(base, data, tmp_path):

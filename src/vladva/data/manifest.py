@@ -14,6 +14,10 @@ Each line is one JSON object::
 - ``long_caption``: optional detailed caption (next-token loss).
 - ``negative_captions``: optional list of captions that are false for the image (hard negatives,
   used when training with ``data.hard_negatives`` > 0).
+- ``caption_negatives``: optional list aligned with ``captions``: for each caption, a list of
+  minimal edits of it that are false for the image (e.g. attributes swapped: NegCLIP-style);
+  ``[]`` where a caption has none. With ``data.hard_negatives`` > 0 the negatives of the caption
+  drawn for a step come first, then ``negative_captions``.
 - ``id``: optional; defaults to the line number. ``meta``: optional free-form data.
 
 Readers name the file and line of every bad record; a lenient read skips and counts them.
@@ -26,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MANIFEST_KEYS = {"id", "image", "captions", "caption", "long_caption", "negative_captions", "meta"}
+MANIFEST_KEYS = {"id", "image", "captions", "caption", "long_caption", "negative_captions", "caption_negatives", "meta"}
 
 
 class ManifestError(ValueError):
@@ -48,6 +52,8 @@ class Record:
     meta: dict = field(default_factory=dict)
     # Captions false for the image (hard negatives); empty when the manifest has none.
     negative_captions: list[str] = field(default_factory=list)
+    # Per caption (aligned with `captions`): minimal edits of it false for the image; [] when none.
+    caption_negatives: list[list[str]] = field(default_factory=list)
 
     def to_json(self, root: Path) -> dict:
         image = self.image
@@ -60,6 +66,8 @@ class Record:
             d["long_caption"] = self.long_caption
         if self.negative_captions:
             d["negative_captions"] = self.negative_captions
+        if any(self.caption_negatives):
+            d["caption_negatives"] = self.caption_negatives
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -131,11 +139,20 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
     if not isinstance(negs, list):
         raise ValueError("'negative_captions' must be a list of strings")
     negative_captions = [_check_caption(c, f"negative_captions[{i}]") for i, c in enumerate(negs)]
+    per_caption = obj.get("caption_negatives", [])
+    if not isinstance(per_caption, list) or (per_caption and len(per_caption) != len(captions)):
+        raise ValueError(f"'caption_negatives' must be a list with one list of strings per caption "
+                         f"({len(captions)} captions)")
+    caption_negatives = []
+    for i, negs_i in enumerate(per_caption):
+        if not isinstance(negs_i, list):
+            raise ValueError(f"'caption_negatives[{i}]' must be a list of strings")
+        caption_negatives.append([_check_caption(c, f"caption_negatives[{i}][{j}]") for j, c in enumerate(negs_i)])
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("'meta' must be an object")
     rid = obj.get("id", str(line))
-    return Record(str(rid), path, captions, long_caption, meta, negative_captions)
+    return Record(str(rid), path, captions, long_caption, meta, negative_captions, caption_negatives)
 
 
 def iter_manifest(

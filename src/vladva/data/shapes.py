@@ -24,11 +24,13 @@ from vladva.data.captions import (
     LONG_MAX_TOKENS,
     LONG_MIN_TOKENS,
     NUMBER_WORDS,
+    FRAMES,
     SHORT_MAX_TOKENS,
     SPATIAL,
     Claim,
     ObjectRef,
     Relation,
+    Style,
     claim_holds,
     count_tokens,
     from_object,
@@ -107,10 +109,13 @@ class ShapesDataConfig:
     # verified false for the scene. Drawn from their own seed namespace, so the rest of a record
     # does not depend on this setting.
     n_train_negatives: int = 2
+    # Minimal-edit negatives of each train/val caption (manifest key caption_negatives; 0: none):
+    # the caption's own words with attributes or shapes swapped or the relation replaced.
+    n_caption_negatives: int = 2
 
     def validate(self) -> None:
         for name in ("n_train", "n_val", "n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot",
-                     "n_train_negatives"):
+                     "n_train_negatives", "n_caption_negatives"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_train < 1:
@@ -423,12 +428,54 @@ def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: 
     return out
 
 
+CAPTION_NEGATIVE_CATEGORIES = ("swap_att", "swap_obj", "replace_rel")
+ALL_STYLES = tuple(Style(f, v, c) for f in FRAMES for v in range(3) for c in ("objects", "shapes"))
+
+
+def caption_negatives(scene: Scene, captions: list[str], rng: random.Random, n: int, threshold: float,
+                      world: World | None = None) -> list[list[str]]:
+    """Up to `n` minimal edits of each caption that make it false for `scene` (NegCLIP-style):
+    the objects' attributes or shapes swapped, or the relation replaced, worded exactly as the
+    caption is, so the negative has the caption's words and differs only in what binds to what.
+    One list per caption, aligned with `captions` (empty for a caption with fewer than two
+    objects). Each negative is parsed back and verified false; in a world with held-out
+    colour-shape combinations no negative names one."""
+    from vladva.data.captions import CaptionParseError, parse_caption
+    from vladva.data.splits import hard_negative
+
+    heldout = set(world.heldout) if world is not None else set()
+    out: list[list[str]] = []
+    for text in captions:
+        negs: list[str] = []
+        try:
+            claim = parse_caption(text)
+        except CaptionParseError:
+            claim = None
+        style = next((st for st in ALL_STYLES if claim is not None and render_claim(claim, st) == text), None)
+        if n > 0 and style is not None and len(claim.objects) >= 2:
+            cats = [c for c in CAPTION_NEGATIVE_CATEGORIES if c != "replace_rel" or claim.relations]
+            for cat in rng.sample(cats, len(cats)) * 2:  # each category, then again for other edits
+                made = hard_negative(cat, claim, scene, rng, threshold)
+                if made is None or any((r.colour, r.shape) in heldout for r in made[1].objects):
+                    continue
+                neg = render_claim(made[1], style)
+                if neg in negs or neg in captions or count_tokens(neg) > SHORT_MAX_TOKENS:
+                    continue
+                if claim_holds(parse_caption(neg), scene, threshold) is not False:
+                    continue
+                negs.append(neg)
+                if len(negs) == n:
+                    break
+        out.append(negs)
+    return out
+
+
 def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, world: World,
                       progress: bool = True) -> dict:
     """Render `n` scenes to `images/<split>/` and write `<split>.jsonl`. Returns statistics."""
     records = []
     short, long_, qa_count, objects = TokenStats(), TokenStats(), 0, 0
-    n_negatives = 0
+    n_negatives = n_caption_negatives = 0
     combos: set[tuple[str, str]] = set()
     with _progress(n, split, progress) as bar:
         for i in range(n):
@@ -443,6 +490,11 @@ def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, 
                 rec.negative_captions = negative_captions(scene, rec.captions, neg_rng, cfg.n_train_negatives,
                                                           cfg.relation_threshold_px, world)
                 n_negatives += len(rec.negative_captions)
+            if cfg.n_caption_negatives > 0:
+                cneg_rng = item_rng(cfg.seed, f"{split}-caption-negatives", i)
+                rec.caption_negatives = caption_negatives(scene, rec.captions, cneg_rng, cfg.n_caption_negatives,
+                                                          cfg.relation_threshold_px, world)
+                n_caption_negatives += sum(map(len, rec.caption_negatives))
             for c in rec.captions:
                 short.add(c)
             long_.add(rec.long_caption)
@@ -453,7 +505,8 @@ def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, 
             bar.update()
     write_manifest(out_dir / f"{split}.jsonl", records)
     return {"images": n, "manifest": f"{split}.jsonl", "short_captions": short.to_dict(), "long_captions": long_.to_dict(),
-            "instructions": qa_count, "negative_captions": n_negatives, "mean_objects": round(objects / max(1, n), 3),
+            "instructions": qa_count, "negative_captions": n_negatives,
+            "caption_negatives": n_caption_negatives, "mean_objects": round(objects / max(1, n), 3),
             "colour_shape_combinations": len(combos), "vocabulary": sorted(short.vocab | long_.vocab)}
 
 
@@ -535,5 +588,5 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
 __all__ = [
     "HARD_HELDOUT", "WORLDS", "World", "ShapesDataConfig", "generate_shapes_dataset", "short_captions", "long_caption",
     "make_instructions", "identifying_claim", "pair_claim", "item_rng", "sample_world_scene", "has_heldout",
-    "position_phrase", "negative_captions",
+    "position_phrase", "negative_captions", "caption_negatives",
 ]

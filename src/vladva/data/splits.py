@@ -467,7 +467,7 @@ def write_eval_splits(root: Path, cfg: ShapesDataConfig, world: World, progress:
 
 def check_dataset(root: Path) -> dict:
     """Re-check every caption of a shapes data set from its files alone (manifests and
-    `scenes.json`): positives true, negatives false, Winoground captions true for exactly their
+    `scenes.json`): positives true, negatives (training hard negatives too) false, Winoground captions true for exactly their
     own image with the same words, retrieval captions true for their image. Returns
     `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
     from vladva.data.manifest import read_manifest
@@ -502,6 +502,8 @@ def check_dataset(root: Path) -> dict:
             scene = Scene.from_dict(r.meta["scene"])
             for c in r.captions:
                 expect(truth(c, scene, f"{path}:{n}") is True and count_tokens(c) <= SHORT_MAX_TOKENS, f"{path}:{n}", c)
+            for c in r.negative_captions + [x for negs in r.caption_negatives for x in negs]:
+                expect(truth(c, scene, f"{path}:{n}") is False, f"{path}:{n} negative", c)
     folder = root / "retrieval"
     scenes = scenes_of(folder)
     for im in json.loads((folder / "dataset_shapes.json").read_text(encoding="utf-8"))["images"]:

@@ -109,17 +109,21 @@ class BatchCollator:
                 log.warning("skipped sample: record %s: %s", rec.id, e)
                 continue
             if self.caption_choice == "first":
-                caption = rec.captions[0]
+                c = 0
             else:
-                caption = random.Random(f"vladva-caption/{self.seed}/{epoch}/{i}").choice(rec.captions)
+                c = random.Random(f"vladva-caption/{self.seed}/{epoch}/{i}").randrange(len(rec.captions))
+            caption = rec.captions[c]
             images.append(image)
             captions.append(caption)
             ids.append(i)
-            if self.hard_negatives > 0 and rec.negative_captions:
-                k = min(self.hard_negatives, len(rec.negative_captions))
-                picked = random.Random(f"vladva-negative/{self.seed}/{epoch}/{i}").sample(rec.negative_captions, k)
+            if self.hard_negatives > 0:  # the drawn caption's own minimal edits first, then the record's
+                own = rec.caption_negatives[c] if rec.caption_negatives else []
+                rng = random.Random(f"vladva-negative/{self.seed}/{epoch}/{i}")
+                picked = rng.sample(own, min(self.hard_negatives, len(own)))
+                rest = [x for x in rec.negative_captions if x not in picked]
+                picked += rng.sample(rest, min(self.hard_negatives - len(picked), len(rest)))
                 negatives.extend(picked)
-                negative_rows.extend([len(images) - 1] * k)
+                negative_rows.extend([len(images) - 1] * len(picked))
             if rec.long_caption and len(ntp_images) < self.ntp_batch_size:
                 ntp_rows.append(len(images) - 1)
                 ntp_images.append(image)

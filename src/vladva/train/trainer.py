@@ -101,6 +101,12 @@ class TrainingModule(nn.Module):
             )
             top = (img @ txt.T).argmax(dim=1).cpu()
             out["batch_acc"] = pos[torch.arange(len(top)), top].float().mean()
+            if neg is not None and len(neg):  # share of images whose caption outscores all its own negatives
+                rows = torch.tensor(batch.negative_rows, device=device)
+                neg_score = (img[rows] * neg).sum(dim=1)
+                best = torch.full((n,), float("-inf"), device=device).scatter_reduce(0, rows, neg_score, "amax")
+                has = torch.isfinite(best)
+                out["hard_neg_acc"] = ((img * txt).sum(dim=1) > best)[has].float().mean().cpu()
         return out
 
 
@@ -358,7 +364,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps or step == 1:
             metrics.write(last)
         bar.update(1)
-        bar.set_postfix({k: f"{last[k]:.3f}" for k in ("loss", "contrastive", "ntp", "batch_acc") if k in last})
+        bar.set_postfix({k: f"{last[k]:.3f}" for k in ("loss", "contrastive", "ntp", "batch_acc", "hard_neg_acc") if k in last})
         if cfg.eval.every > 0 and step % cfg.eval.every == 0 and step != cfg.optim.max_steps:
             evaluate()
             module.train()
