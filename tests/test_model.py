@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vladva.config import load_config
 from vladva.model import VladVA, VladVAConfig, last_token_pool
 from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
 from vladva.model.tiny import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_vl
@@ -57,10 +58,23 @@ def test_last_token_pool_left_and_right_padding():
     assert torch.allclose(last_token_pool(hidden, right).norm(dim=1), torch.ones(2))
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_batched_text_embeddings_equal_one_at_a_time(llava_dir, side):
+def test_mean_pool_counts_only_real_positions():
+    from vladva.model.pooling import mean_pool
+
+    hidden = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert mean_pool(hidden, right, normalize=False).tolist() == [[1.0, 2.0], [11.0, 12.0]]
+    assert mean_pool(hidden, left, normalize=False).tolist() == [[5.0, 6.0], [11.0, 12.0]]
+    with pytest.raises(ValueError, match="model.pooling must be one of"):
+        load_config(VladVAConfig, None, ["pooling=max"])
+
+
+@pytest.mark.parametrize("side,pooling", [("right", "last"), ("left", "last"), ("right", "mean"), ("left", "mean")])
+def test_batched_text_embeddings_equal_one_at_a_time(llava_dir, side, pooling):
     m = VladVA.from_pretrained(llava_dir)
     m.config.prompts.padding_side = side
+    m.config.pooling = pooling
     batched = m.encode_texts(TEXTS, batch_size=4)
     single = torch.cat([m.encode_texts([t]) for t in TEXTS])
     assert batched.shape == (4, 64) and batched.dtype == torch.float32
@@ -237,8 +251,10 @@ def test_docs_python_snippet_runs(llava_dir, tmp_path, monkeypatch):
     assert scope["scores"].shape == (1, 2)
 
 
-def test_one_pass_embedding_and_ntp_equals_separate_passes(llava_dir):
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_one_pass_embedding_and_ntp_equals_separate_passes(llava_dir, pooling):
     m = VladVA.from_pretrained(llava_dir)
+    m.config.pooling = pooling
     imgs = _images()
     caps = ["the image shows a red circle", "two objects", "a pink cross on the left"]
     emb, loss = m.embed_image_and_next_token_loss(m.ntp_inputs(imgs, caps))

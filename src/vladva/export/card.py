@@ -107,7 +107,8 @@ def _model_section(info: CardInfo) -> str:
         ("base model", info.base_model or "unknown"),
         ("adapter", info.adapter or "none (exported from a merged folder)"),
         ("embedding dimension", info.embedding_dim),
-        ("pooling", "final hidden state of the last real token, L2-normalised (float32)"),
+        ("pooling", "mean of the final hidden states over every real token, L2-normalised (float32)"
+         if cfg.get("pooling") == "mean" else "final hidden state of the last real token, L2-normalised (float32)"),
         ("image tower", "image + image prompt through the whole LVLM"),
         ("text tower", "sentence + text prompt through the language model alone"),
         ("image prompt", prompts.get("image_prompt")),

@@ -1,4 +1,5 @@
-"""Pooling the summary token: the final hidden state of each row's last real token."""
+"""Pooling a tower's final hidden states into one embedding: the summary token (the final hidden
+state of each row's last real token, the paper's choice) or the mean over real tokens."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, normaliz
     idx = last_token_index(attention_mask)
     pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
     return F.normalize(pooled.float(), dim=-1) if normalize else pooled
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """`hidden` `(batch, seq, dim)`, `attention_mask` `(batch, seq)` -> `(batch, dim)`: the mean of
+    each row's real (mask 1) positions, L2-normalised unless `normalize=False`. Padding on either
+    side gives the same vectors as one-at-a-time inputs."""
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+    return F.normalize(pooled.float(), dim=-1) if normalize else pooled
+
+
+POOLING = {"last": last_token_pool, "mean": mean_pool}
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

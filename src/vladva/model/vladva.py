@@ -21,7 +21,7 @@ from torch import nn
 from vladva.config import _build, config_to_dict
 from vladva.model.adapters import BackboneAdapter, UnsupportedModelError, adapter_for
 from vladva.model.lora import LoraSettings, apply_lora
-from vladva.model.pooling import last_token_index, last_token_pool, position_ids_from_mask
+from vladva.model.pooling import POOLING, last_token_index, position_ids_from_mask
 from vladva.model.prompts import PromptConfig, PromptLayout, measure_layout
 from vladva.model.soft_prompt import SoftPromptConfig, SoftPrompts
 
@@ -39,6 +39,15 @@ class VladVAConfig:
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train_projector: bool = False
+    # How a tower's final hidden states become its embedding: "last" (the summary token after the
+    # prompt, the paper's choice) or "mean" (mean over every real position: image or sentence
+    # tokens and the prompt). A small LM's summary token can read its sentence as a bag of words
+    # while its per-token states still bind attributes (benchmarks/binding_probe.py, docs/results.md).
+    pooling: str = "last"
+
+    def validate(self) -> None:
+        if self.pooling not in POOLING:
+            raise ValueError(f"model.pooling must be one of {sorted(POOLING)}, got {self.pooling!r}")
 
 
 @dataclass
@@ -273,7 +282,7 @@ class VladVA(nn.Module):
 
     def embed_image_inputs(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, hidden)` L2-normalised float32 image embeddings (keeps the graph for training)."""
-        return last_token_pool(self.image_hidden(batch), batch.model_inputs["attention_mask"])
+        return POOLING[self.config.pooling](self.image_hidden(batch), batch.model_inputs["attention_mask"])
 
     def text_hidden(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, seq, hidden)` final hidden states of the language model alone (text tower)."""
@@ -286,7 +295,7 @@ class VladVA(nn.Module):
 
     def embed_text_inputs(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, hidden)` L2-normalised float32 text embeddings through the language model alone."""
-        return last_token_pool(self.text_hidden(batch), batch.model_inputs["attention_mask"])
+        return POOLING[self.config.pooling](self.text_hidden(batch), batch.model_inputs["attention_mask"])
 
     def next_token_loss(self, batch: TowerInputs) -> torch.Tensor:
         """Mean cross-entropy over caption tokens (labels != -100) given image + image prompt."""
@@ -298,7 +307,11 @@ class VladVA(nn.Module):
         does not see the caption that follows and equals the image tower's embedding."""
         hidden = self.image_hidden(batch)
         end = batch.prompt_starts + self.image_layout.n_prompt + self.image_layout.n_suffix - 1
-        emb = F.normalize(hidden[torch.arange(hidden.shape[0], device=hidden.device), end].float(), dim=-1)
+        if self.config.pooling == "mean":  # the image-tower prefix only: positions up to the prompt's end
+            prefix = torch.arange(hidden.shape[1], device=hidden.device)[None, :] <= end[:, None]
+            emb = POOLING["mean"](hidden, batch.model_inputs["attention_mask"] * prefix)
+        else:
+            emb = F.normalize(hidden[torch.arange(hidden.shape[0], device=hidden.device), end].float(), dim=-1)
         targets = batch.labels[:, 1:]
         keep = targets != -100
         logits = self.model.get_output_embeddings()(hidden[:, :-1][keep])
