@@ -157,19 +157,24 @@ def test_trainable_parts(llava_dir):
     assert n == sum(p.numel() for k, p in m.named_parameters() if p.requires_grad)
 
 
-def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path):
-    m = VladVA.from_pretrained(llava_dir)
+@pytest.mark.parametrize("parts", [{}, {"lora": {"enabled": False}, "train_language_model": True, "pooling": "mean"},
+                                   {"train_language_model": True}])
+def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path, parts):
+    from vladva.config import _build
+
+    m = VladVA.from_pretrained(llava_dir, config=_build(VladVAConfig, parts, "", "test"))
     m.prepare_for_training()
     _perturb(m)
     imgs = _images()
     want_i, want_t = m.encode_images(imgs), m.encode_texts(TEXTS)
     m.save_adapter(tmp_path / "adapter", base_model=str(llava_dir))
-    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter", "vladva_config.json",
-                                                                        "vladva_weights.safetensors"]
+    lora = parts.get("lora", {}).get("enabled", True)
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter"] * lora + [
+        "vladva_config.json", "vladva_weights.safetensors"]
     loaded = VladVA.from_pretrained(llava_dir, tmp_path / "adapter")
     assert torch.equal(loaded.encode_images(imgs), want_i)
     assert torch.equal(loaded.encode_texts(TEXTS), want_t)
-    # the LoRA really matters: the base alone differs
+    # what was trained really matters: the base alone differs
     assert (VladVA.from_pretrained(llava_dir).encode_texts(TEXTS) - want_t).abs().max() > 1e-3
     loaded.merge(tmp_path / "merged")
     merged = VladVA.from_pretrained(tmp_path / "merged")
@@ -178,6 +183,7 @@ def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path):
     assert torch.allclose(merged.encode_texts(TEXTS), want_t, atol=1e-5)
     meta = json.loads((tmp_path / "merged" / "vladva_config.json").read_text())
     assert meta["format"] == "vladva-merged" and meta["vladva"]["lora"]["enabled"] is False
+    assert meta["vladva"]["train_language_model"] is False and meta["vladva"]["pooling"] == parts.get("pooling", "last")
 
 
 def test_similarity_and_embedder_protocol(llava_dir):

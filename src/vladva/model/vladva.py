@@ -39,6 +39,10 @@ class VladVAConfig:
     soft_prompt: SoftPromptConfig = field(default_factory=SoftPromptConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train_projector: bool = False
+    # Also train every weight of the language model (full fine-tuning, not parameter-efficient;
+    # usually with lora.enabled=false). Its weights are saved with the adapter. A measurement aid:
+    # does a small LM need more than LoRA to learn something (docs/results.md)?
+    train_language_model: bool = False
     # How a tower's final hidden states become its embedding: "last" (the summary token after the
     # prompt, the paper's choice) or "mean" (mean over every real position: image or sentence
     # tokens and the prompt). A small LM's summary token can read its sentence as a bag of words
@@ -379,6 +383,10 @@ class VladVA(nn.Module):
         if self.config.train_projector:
             for p in self.adapter.projector(self.model).parameters():
                 p.requires_grad_(True)
+        if self.config.train_language_model:
+            for n, p in self.adapter.language_model(self.model).named_parameters():
+                if "lora_" not in n:
+                    p.requires_grad_(True)
         if self.soft_prompts is not None:
             self.soft_prompts.requires_grad_(True)
         return self.num_trainable()
@@ -395,6 +403,10 @@ class VladVA(nn.Module):
         if self.config.train_projector:
             for n, p in self.adapter.projector(self.model).named_parameters():
                 out[f"projector.{n}"] = p.detach().cpu().contiguous()
+        if self.config.train_language_model:
+            for n, p in self.adapter.language_model(self.model).named_parameters():
+                if "lora_" not in n:
+                    out[f"language_model.{n}"] = p.detach().cpu().contiguous()
         return out
 
     @torch.no_grad()
@@ -412,6 +424,13 @@ class VladVA(nn.Module):
         if proj:
             params = dict(self.adapter.projector(self.model).named_parameters())
             for n, v in proj.items():
+                params[n].copy_(v)
+        lm = {k.removeprefix("language_model."): v for k, v in tensors.items() if k.startswith("language_model.")}
+        if lm:
+            params = dict(self.adapter.language_model(self.model).named_parameters())
+            for n, v in lm.items():
+                if n not in params:
+                    raise KeyError(f"language_model.{n}: no such language-model weight in this base")
                 params[n].copy_(v)
 
     # ---- save / load / merge -------------------------------------------------------------------------
@@ -454,7 +473,8 @@ class VladVA(nn.Module):
         tensors = {k: v for k, v in self.trained_tensors().items() if k.startswith("soft_prompt.")}
         save_file(tensors, out_dir / WEIGHTS_FILE)
         meta = self._meta(None, "vladva-merged")
-        meta["vladva"]["train_projector"] = False  # projector weights are in the model files now
+        meta["vladva"]["train_projector"] = False  # projector and LM weights are in the model files now
+        meta["vladva"]["train_language_model"] = False
         (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return out_dir
 
