@@ -263,6 +263,7 @@ def test_model_specs_and_train_compute(tmp_path, monkeypatch):
     monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), [Path(a) for a in args]))
     loaded = load_model(f"c=toy:{tmp_path / 'base'}:{tmp_path / 'adapter'}")
     assert loaded.name == "c" and loaded.train_compute["cpu_minutes"] == 2.5 + 4.0
+    assert loaded.train_compute["gpu_seconds"] == 600  # the GPU stage is reported beside, not added
     assert len(loaded.train_compute["files"]) == 2
     with pytest.raises(ValueError, match="expected one of"):
         load_model("nonsense")

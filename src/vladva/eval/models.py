@@ -120,10 +120,12 @@ def count_parameters(embedder) -> int | None:
 
 def read_train_compute(folders: list[Path]) -> dict:
     """Compute metadata found in the model folders (and a checkpoint's run folder):
-    `{"files": {path: content}, "cpu_minutes": total}`, CPU-minutes (see `cpu_minutes`) summed
-    over every report found, so a VladVA model counts its base's pretraining too."""
+    `{"files": {path: content}, "cpu_minutes": total, "gpu_seconds": total}`, CPU-minutes (see
+    `cpu_minutes`) and accelerator seconds (see `gpu_seconds`) summed over every report found, so
+    a VladVA model counts its base's pretraining too."""
     out: dict = {"files": {}}
     total, known = 0.0, False
+    gpu_total, gpu_known = 0.0, False
     search = []
     for folder in folders:
         search.append(folder)
@@ -147,8 +149,14 @@ def read_train_compute(folders: list[Path]) -> dict:
             if minutes is not None:
                 total += minutes
                 known = True
+            seconds = gpu_seconds(data)
+            if seconds is not None:
+                gpu_total += seconds
+                gpu_known = True
     if known:
         out["cpu_minutes"] = total
+    if gpu_known:
+        out["gpu_seconds"] = gpu_total
     return out if out["files"] else {}
 
 
@@ -176,6 +184,16 @@ def cpu_minutes(report: dict) -> float | None:
         threads = report.get("threads", report.get("num_threads", 1))
         return wall * (threads if isinstance(threads, (int, float)) else 1) / 60
     return None
+
+
+def gpu_seconds(report: dict) -> float | None:
+    """Accelerator seconds of a `{"stages": [...]}` compute report (the stages whose device is not
+    the CPU: `device_seconds`, else `seconds`), or None when it has no such stage."""
+    stages = [st for st in report.get("stages", []) if isinstance(st, dict) and st.get("device", "cpu") != "cpu"] \
+        if isinstance(report.get("stages"), list) else []
+    times = [st.get("device_seconds", st.get("seconds")) for st in stages]
+    times = [t for t in times if isinstance(t, (int, float))]
+    return float(sum(times)) if times else None
 
 
 def load_model(arg: str) -> LoadedModel:

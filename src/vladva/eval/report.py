@@ -80,6 +80,7 @@ def summary_columns(models: list[dict]) -> list[Column]:
     cols: list[Column] = [
         ("params", lambda m: None if m.get("params") is None else human_count(m["params"])),
         ("train CPU-min", lambda m: _get(m, "train_compute", "cpu_minutes")),
+        ("train GPU-s", lambda m: _get(m, "train_compute", "gpu_seconds")),
     ]
     for direction, label in (("t2i", "T→I"), ("i2t", "I→T")):
         for k in (1, 5, 10):
