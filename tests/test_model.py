@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vladva.config import load_config
+from vladva.config import build_config, load_config
 from vladva.model import VladVA, VladVAConfig, last_token_pool
 from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
 from vladva.model.tiny import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_vl
@@ -96,9 +96,7 @@ def test_prompt_layout_and_soft_prompt_injection(llava_dir):
         assert tok.convert_ids_to_tokens(got)[0] == "Summary" and got == m.text_layout.prompt_ids
     before = m.encode_texts(TEXTS)
     # soft prompts start at the handcrafted prompt: identical to the model without them
-    from vladva.config import _build
-
-    plain = VladVA.from_pretrained(llava_dir, config=_build(VladVAConfig, {"soft_prompt": {"enabled": False}}, "", "t"))
+    plain = VladVA.from_pretrained(llava_dir, config=build_config(VladVAConfig, {"soft_prompt": {"enabled": False}}, "t"))
     assert plain.soft_prompts is None
     assert torch.allclose(before, plain.encode_texts(TEXTS), atol=1e-6)
     with torch.no_grad():
@@ -114,9 +112,7 @@ def test_prompt_layout_and_soft_prompt_injection(llava_dir):
 
 
 def test_extra_soft_tokens_extend_the_prompt(llava_dir):
-    from vladva.config import _build
-
-    cfg = _build(VladVAConfig, {"soft_prompt": {"extra_tokens": 3}}, "", "test")
+    cfg = build_config(VladVAConfig, {"soft_prompt": {"extra_tokens": 3}}, "test")
     m = VladVA.from_pretrained(llava_dir, config=cfg)
     assert m.image_layout.n_prompt == 7 + 3 and m.soft_prompts.image.shape == (10, 64)
     assert m.encode_texts(TEXTS).shape == (4, 64)
@@ -144,9 +140,7 @@ def test_next_token_labels_cover_only_the_caption(llava_dir):
 
 
 def test_trainable_parts(llava_dir):
-    from vladva.config import _build
-
-    m = VladVA.from_pretrained(llava_dir, config=_build(VladVAConfig, {"train_projector": True}, "", "test"))
+    m = VladVA.from_pretrained(llava_dir, config=build_config(VladVAConfig, {"train_projector": True}, "test"))
     n = m.prepare_for_training()
     names = [k for k, p in m.named_parameters() if p.requires_grad]
     assert any("lora_A" in k for k in names) and any("soft_prompts" in k for k in names)
@@ -160,9 +154,7 @@ def test_trainable_parts(llava_dir):
 @pytest.mark.parametrize("parts", [{}, {"lora": {"enabled": False}, "train_language_model": True, "pooling": "mean"},
                                    {"train_language_model": True}])
 def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path, parts):
-    from vladva.config import _build
-
-    m = VladVA.from_pretrained(llava_dir, config=_build(VladVAConfig, parts, "", "test"))
+    m = VladVA.from_pretrained(llava_dir, config=build_config(VladVAConfig, parts, "test"))
     m.prepare_for_training()
     _perturb(m)
     imgs = _images()

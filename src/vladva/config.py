@@ -87,6 +87,13 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     return value
 
 
+def build_config(cls: type[T], data: dict, source: str, base: T | None = None, prefix: str = "") -> T:
+    """Apply a (partial, nested) mapping onto `base` (default: `cls()`) with the same strict key
+    and type checks as a YAML file; `source` names where the mapping came from in errors and
+    `prefix` is put before key names in them (e.g. "model.")."""
+    return _build(cls, data, prefix, source, base=base)
+
+
 def _build(cls: type[T], data: dict, prefix: str, source: str, base: T | None = None) -> T:
     types_ = _field_types(cls)
     unknown = [k for k in data if k not in types_]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vladva.base.recipe import PretrainConfig
-from vladva.config import _build, read_config_file
+from vladva.config import build_config, read_config_file
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 QUICK_PRESET = CONFIG_DIR / "pretrain_quick.yaml"
@@ -19,11 +19,11 @@ def load_pretrain_config(config: Path | str | None = None, overrides: list[str] 
 
     cfg = PretrainConfig()
     if quick:
-        cfg = _build(PretrainConfig, read_config_file(QUICK_PRESET), "", str(QUICK_PRESET), base=cfg)
+        cfg = build_config(PretrainConfig, read_config_file(QUICK_PRESET), str(QUICK_PRESET), base=cfg)
     if config is not None:
-        cfg = _build(PretrainConfig, read_config_file(Path(config)), "", str(config), base=cfg)
+        cfg = build_config(PretrainConfig, read_config_file(Path(config)), str(config), base=cfg)
     if overrides:
-        cfg = _build(PretrainConfig, parse_overrides(overrides), "", "command line", base=cfg)
+        cfg = build_config(PretrainConfig, parse_overrides(overrides), "command line", base=cfg)
     if device is not None:
-        cfg = _build(PretrainConfig, {"device": device}, "", "--device", base=cfg)
+        cfg = build_config(PretrainConfig, {"device": device}, "--device", base=cfg)
     return cfg

@@ -40,8 +40,7 @@ def eval_command(
     overrides: list[str] = typer.Option([], "--set", help="EvalConfig override key=value (e.g. --set ks=[1,10]), repeatable."),
 ) -> None:
     """Evaluate one or more models on retrieval, compositionality and zero-shot benchmarks."""
-    # _build applies a partial mapping onto a config with the same strict key/type checks as YAML.
-    from vladva.config import ConfigError, _build, load_config, parse_overrides
+    from vladva.config import ConfigError, build_config, load_config, parse_overrides
     from vladva.eval.models import ModelSpecError
     from vladva.eval.runner import EvalConfig, evaluate_to_dir
 
@@ -57,9 +56,9 @@ def eval_command(
         flags["use_cache"] = False
     try:
         cfg = load_config(EvalConfig, config)
-        cfg = _build(EvalConfig, flags, "", "command line", base=cfg)
+        cfg = build_config(EvalConfig, flags, "command line", base=cfg)
         if overrides:
-            cfg = _build(EvalConfig, parse_overrides(overrides), "", "--set", base=cfg)
+            cfg = build_config(EvalConfig, parse_overrides(overrides), "--set", base=cfg)
     except ConfigError as e:
         raise UserError(str(e)) from None
     try:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vladva.config import _build, config_to_dict
+from vladva.config import build_config, config_to_dict
 from vladva.model.adapters import BackboneAdapter, UnsupportedModelError, adapter_for
 from vladva.model.lora import LoraSettings, apply_lora
 from vladva.model.pooling import POOLING, last_token_index, position_ids_from_mask
@@ -88,7 +88,7 @@ def read_vladva_config(folder: Path) -> tuple[VladVAConfig, dict]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return _build(VladVAConfig, meta.get("vladva", {}), "vladva.", str(path)), meta
+    return build_config(VladVAConfig, meta.get("vladva", {}), str(path), prefix="vladva."), meta
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
