@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -25,6 +26,23 @@ def base_model(hidden: int = 256, layers: int = 4) -> tuple[Path, str]:
     if not (folder / "config.json").is_file():
         build_tiny_llava(folder, hidden=hidden, layers=layers, seed=0)
     return folder, f"random LLaVA from config (LM hidden {hidden}, {layers} layers; CLIP tower 32-d, 1 layer, 32 px)"
+
+
+def parser(repeats: int = 5) -> argparse.ArgumentParser:
+    """The options every CPU benchmark shares: timed repeats, torch threads, and the size of the
+    random LLaVA used when the shipped base is absent (`base_model`)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    return ap
+
+
+def model_under_test(args: argparse.Namespace) -> tuple[Path, str]:
+    """Pin torch's threads, then `base_model(args.hidden, args.layers)`."""
+    set_threads(args.threads)
+    return base_model(args.hidden, args.layers)
 
 
 def shapes_batch(n: int, seed: int = 0):

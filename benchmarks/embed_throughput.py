@@ -10,7 +10,6 @@ pre-processing (processor, tokenizer, prompt checks) inside the timing. Target: 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import common
@@ -19,20 +18,15 @@ import torch.nn.functional as F
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = common.parser(repeats=5)
     ap.add_argument("--n", type=int, default=256, help="images and texts per call")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
     args = ap.parse_args()
-    common.set_threads(args.threads)
+    folder, what = common.model_under_test(args)
 
     from vladva.model.pooling import position_ids_from_mask
     from vladva.model.vladva import VladVA
 
-    folder, what = common.base_model(args.hidden, args.layers)
     vladva = VladVA.from_pretrained(folder).eval()
     images, short, _ = common.shapes_batch(args.n)
     core, lm = vladva.adapter.core(vladva.model), vladva.adapter.language_model(vladva.model)

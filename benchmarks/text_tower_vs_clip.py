@@ -11,7 +11,6 @@ EOS token as CLIP does. Reported: texts/s, tokens per text, parameters, and the 
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import common
@@ -19,21 +18,16 @@ import torch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = common.parser(repeats=5)
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
     args = ap.parse_args()
-    common.set_threads(args.threads)
+    folder, what = common.model_under_test(args)
 
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from vladva.model.vladva import VladVA
 
-    folder, what = common.base_model(args.hidden, args.layers)
     vladva = VladVA.from_pretrained(folder).eval()
     lm_cfg = vladva.adapter.language_model(vladva.model).config
     tok = vladva.tokenizer

@@ -12,7 +12,6 @@ which separates pre-processing from the rest of the overhead. Target: vladva / b
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import common
@@ -21,15 +20,11 @@ import torch.nn.functional as F
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = common.parser(repeats=7)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--ntp", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
     args = ap.parse_args()
-    common.set_threads(args.threads)
+    folder, what = common.model_under_test(args)
 
     from vladva.model.pooling import last_token_pool, position_ids_from_mask
     from vladva.model.vladva import VladVA
@@ -37,7 +32,6 @@ def main() -> None:
     from vladva.train.losses import ContrastiveLoss, caption_keys
     from vladva.train.trainer import TrainingModule
 
-    folder, what = common.base_model(args.hidden, args.layers)
     torch.manual_seed(0)
     vladva = VladVA.from_pretrained(folder)
     vladva.prepare_for_training()
