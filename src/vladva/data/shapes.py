@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Literal
 
 from vladva.data.captions import (
+    FRAMES,
     LONG_MAX_TOKENS,
     LONG_MIN_TOKENS,
     NUMBER_WORDS,
-    FRAMES,
     SHORT_MAX_TOKENS,
     SPATIAL,
     Claim,
@@ -428,7 +428,6 @@ def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: 
     return out
 
 
-CAPTION_NEGATIVE_CATEGORIES = ("swap_att", "swap_obj", "replace_rel")
 ALL_STYLES = tuple(Style(f, v, c) for f in FRAMES for v in range(3) for c in ("objects", "shapes"))
 
 
@@ -451,9 +450,9 @@ def caption_negatives(scene: Scene, captions: list[str], rng: random.Random, n: 
             claim = parse_caption(text)
         except CaptionParseError:
             claim = None
-        style = next((st for st in ALL_STYLES if claim is not None and render_claim(claim, st) == text), None)
+        style = None if claim is None else next((st for st in ALL_STYLES if render_claim(claim, st) == text), None)
         if n > 0 and style is not None and len(claim.objects) >= 2:
-            cats = [c for c in CAPTION_NEGATIVE_CATEGORIES if c != "replace_rel" or claim.relations]
+            cats = [c for c in NEGATIVE_CATEGORIES if c != "replace_rel" or claim.relations]
             for cat in rng.sample(cats, len(cats)) * 2:  # each category, then again for other edits
                 made = hard_negative(cat, claim, scene, rng, threshold)
                 if made is None or any((r.colour, r.shape) in heldout for r in made[1].objects):

@@ -467,8 +467,9 @@ def write_eval_splits(root: Path, cfg: ShapesDataConfig, world: World, progress:
 
 def check_dataset(root: Path) -> dict:
     """Re-check every caption of a shapes data set from its files alone (manifests and
-    `scenes.json`): positives true, negatives (training hard negatives too) false, Winoground captions true for exactly their
-    own image with the same words, retrieval captions true for their image. Returns
+    `scenes.json`): positives true, negatives (training hard negatives too) false, Winoground
+    captions true for exactly their own image with the same words, retrieval captions true for
+    their image. Returns
     `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
     from vladva.data.manifest import read_manifest
 
