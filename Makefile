@@ -11,11 +11,18 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-.PHONY: install demo test
+LINTED := src tests benchmarks scripts
+
+.PHONY: install demo lint test
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vladva demo
 
-test: $(STAMP)
+# Lint first: ruff (pinned in the dev extra) checks and format-checks the code, then the tests run.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+test: lint
 	$(VENV)/bin/python -m pytest -q

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run f
 
 def probe_items(n: int, seed: int):
     """`n` (image, caption, label) with label = index of the colour bound to the first-ordered shape."""
-    from vladva.data.scene import COLOURS, SHAPES, SceneConfig, render_scene, sample_scene
+    from vladva.toyworld.scene import COLOURS, SHAPES, SceneConfig, render_scene, sample_scene
 
     colours = list(COLOURS)
     rng = random.Random(seed)
@@ -72,8 +72,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from vladva.data.scene import COLOURS
     from vladva.eval.models import load_model
+    from vladva.toyworld.scene import COLOURS
 
     images, captions, labels = probe_items(args.train + args.test, args.seed)
     rows = []
@@ -82,9 +82,14 @@ def main() -> None:
         with torch.no_grad():
             img = m.embedder.encode_images(images, batch_size=64)
             txt = m.embedder.encode_texts(captions, batch_size=128)
-        row = {"model": m.name, "image_binding_acc": linear_probe(img, labels, args.train, len(COLOURS)),
-               "text_binding_acc": linear_probe(txt, labels, args.train, len(COLOURS)),
-               "train": args.train, "test": args.test, "seed": args.seed}
+        row = {
+            "model": m.name,
+            "image_binding_acc": linear_probe(img, labels, args.train, len(COLOURS)),
+            "text_binding_acc": linear_probe(txt, labels, args.train, len(COLOURS)),
+            "train": args.train,
+            "test": args.test,
+            "seed": args.seed,
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     print("\n| model | image embedding: colour of the shape (%) | text embedding: colour of the shape (%) |")

@@ -17,10 +17,10 @@ SHIPPED = Path(__file__).resolve().parent.parent / "src" / "vladva" / "pretraine
 
 def base_model(hidden: int = 256, layers: int = 4) -> tuple[Path, str]:
     """`(folder, description)`: the shipped base LVLM if present, else a random LLaVA built from
-    config (vladva.model.tiny, LM hidden `hidden` x `layers` layers, 1-layer 32-d CLIP tower)."""
+    config (vladva.testing, LM hidden `hidden` x `layers` layers, 1-layer 32-d CLIP tower)."""
     if (SHIPPED / "config.json").is_file():
         return SHIPPED, f"shipped base ({SHIPPED})"
-    from vladva.model.tiny import build_tiny_llava
+    from vladva.testing import build_tiny_llava
 
     folder = Path(tempfile.gettempdir()) / f"vladva-bench-llava-h{hidden}-l{layers}"
     if not (folder / "config.json").is_file():
@@ -49,7 +49,7 @@ def shapes_batch(n: int, seed: int = 0):
     """`n` rendered shapes images (PIL, 32 px) with a short and a long caption each."""
     import random
 
-    from vladva.data.scene import SceneConfig, render_scene, sample_scene
+    from vladva.toyworld.scene import SceneConfig, render_scene, sample_scene
 
     rng = random.Random(seed)
     images, short, long = [], [], []
@@ -58,9 +58,13 @@ def shapes_batch(n: int, seed: int = 0):
         images.append(render_scene(scene))
         names = [o.phrase() for o in scene.objects]
         short.append("a " + " and a ".join(names))
-        long.append(f"the image shows {len(names)} objects on a black background . there is "
-                    + " and ".join(f"a {o.phrase(with_size=True)} on the {'left' if o.x < 16 else 'right'}"
-                                   for o in scene.objects) + " .")
+        long.append(
+            f"the image shows {len(names)} objects on a black background . there is "
+            + " and ".join(
+                f"a {o.phrase(with_size=True)} on the {'left' if o.x < 16 else 'right'}" for o in scene.objects
+            )
+            + " ."
+        )
     return images, short, long
 
 

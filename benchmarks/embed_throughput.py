@@ -39,31 +39,62 @@ def main() -> None:
 
     @torch.no_grad()
     def bare_images():
-        return torch.cat([pool(core(**mi, position_ids=position_ids_from_mask(mi["attention_mask"])).last_hidden_state,
-                               mi["attention_mask"]) for mi in img_inputs])
+        return torch.cat(
+            [
+                pool(
+                    core(**mi, position_ids=position_ids_from_mask(mi["attention_mask"])).last_hidden_state,
+                    mi["attention_mask"],
+                )
+                for mi in img_inputs
+            ]
+        )
 
     @torch.no_grad()
     def bare_texts():
-        return torch.cat([pool(lm(input_ids=mi["input_ids"], attention_mask=mi["attention_mask"],
-                                  position_ids=position_ids_from_mask(mi["attention_mask"])).last_hidden_state,
-                               mi["attention_mask"]) for mi in txt_inputs])
+        return torch.cat(
+            [
+                pool(
+                    lm(
+                        input_ids=mi["input_ids"],
+                        attention_mask=mi["attention_mask"],
+                        position_ids=position_ids_from_mask(mi["attention_mask"]),
+                    ).last_hidden_state,
+                    mi["attention_mask"],
+                )
+                for mi in txt_inputs
+            ]
+        )
 
     # same vectors: the bare path is a fair reference (soft prompts start at the handcrafted prompt)
     torch.testing.assert_close(vladva.encode_images(images, args.batch), bare_images(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(vladva.encode_texts(short, args.batch), bare_texts(), rtol=1e-4, atol=1e-5)
-    times = common.side_by_side({
-        "vladva_images": lambda: vladva.encode_images(images, args.batch), "bare_images": bare_images,
-        "vladva_texts": lambda: vladva.encode_texts(short, args.batch), "bare_texts": bare_texts,
-    }, args.repeats)
+    times = common.side_by_side(
+        {
+            "vladva_images": lambda: vladva.encode_images(images, args.batch),
+            "bare_images": bare_images,
+            "vladva_texts": lambda: vladva.encode_texts(short, args.batch),
+            "bare_texts": bare_texts,
+        },
+        args.repeats,
+    )
     med = {k: common.median(v) for k, v in times.items()}
-    print(json.dumps({
-        "benchmark": "embed_throughput", "model": what, "n": args.n, "batch": args.batch, "threads": args.threads,
-        "repeats": args.repeats,
-        "items_per_s": {k: round(args.n / v, 1) for k, v in med.items()},
-        "ratio_images_vladva_over_bare": round(med["bare_images"] / med["vladva_images"], 3),
-        "ratio_texts_vladva_over_bare": round(med["bare_texts"] / med["vladva_texts"], 3),
-        "target": ">= 0.9 (throughput ratio)",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "embed_throughput",
+                "model": what,
+                "n": args.n,
+                "batch": args.batch,
+                "threads": args.threads,
+                "repeats": args.repeats,
+                "items_per_s": {k: round(args.n / v, 1) for k, v in med.items()},
+                "ratio_images_vladva_over_bare": round(med["bare_images"] / med["vladva_images"], 3),
+                "ratio_texts_vladva_over_bare": round(med["bare_texts"] / med["vladva_texts"], 3),
+                "target": ">= 0.9 (throughput ratio)",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

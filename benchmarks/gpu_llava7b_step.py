@@ -41,35 +41,81 @@ def build_config(tiny: bool):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     if tiny:
-        vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                  image_size=32, patch_size=4)
-        text = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
-                           pad_token_id=0, bos_token_id=2, eos_token_id=3)
+        vision = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=4,
+        )
+        text = LlamaConfig(
+            vocab_size=256,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=4096,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
     else:
-        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                                  image_size=336, patch_size=14, projection_dim=768)
-        text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                           num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                           rms_norm_eps=1e-5, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+        vision = CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+        )
+        text = LlamaConfig(
+            vocab_size=32064,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=4096,
+            rms_norm_eps=1e-5,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
     # LLaVA-1.5: penultimate vision layer, CLS dropped, 2-layer GELU projector
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=4, vision_feature_layer=-2,
-                       vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=4,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
 
 
 def build_processor(image_size: int, patch: int):
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-    from vladva.model.tiny import _word_tokenizer
+    from vladva.testing import _word_tokenizer
 
     tok, _ = _word_tokenizer(["<pad>", "<unk>", "<s>", "</s>", "<image>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
-                                        eos_token="</s>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     assert tokenizer.convert_tokens_to_ids("<image>") == 4
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                         crop_size={"height": image_size, "width": image_size})
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
-                          vision_feature_select_strategy="default", image_token="<image>", num_additional_image_tokens=1)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
 
 
 def build_model(config, device: torch.device, dtype: torch.dtype):
@@ -89,17 +135,26 @@ def build_model(config, device: torch.device, dtype: torch.dtype):
 def make_batch(n: int, n_ntp: int, image_size: int, long_words: int, seed: int):
     from PIL import Image
 
-    from vladva.model.tiny import WORDS
+    from vladva.testing import WORDS
     from vladva.train.data import StepBatch
     from vladva.train.losses import caption_keys
 
     rng = random.Random(seed)
     words = [w for w in WORDS if w not in (":", ".", ",")]
-    images = [Image.frombytes("RGB", (image_size, image_size), rng.randbytes(image_size * image_size * 3)) for _ in range(n)]
+    images = [
+        Image.frombytes("RGB", (image_size, image_size), rng.randbytes(image_size * image_size * 3)) for _ in range(n)
+    ]
     captions = [" ".join(rng.choice(words) for _ in range(12)) + f" {i}" for i in range(n)]
     longs = [" ".join(rng.choice(words) for _ in range(long_words)) for _ in range(n_ntp)]
-    return StepBatch(images=images, captions=captions, image_ids=torch.arange(n), caption_ids=caption_keys(captions),
-                     ntp_images=images[:n_ntp], ntp_captions=longs, ntp_rows=list(range(n_ntp)))
+    return StepBatch(
+        images=images,
+        captions=captions,
+        image_ids=torch.arange(n),
+        caption_ids=caption_keys(captions),
+        ntp_images=images[:n_ntp],
+        ntp_captions=longs,
+        ntp_rows=list(range(n_ntp)),
+    )
 
 
 def count_tokens(vladva, batch) -> dict:
@@ -108,10 +163,12 @@ def count_tokens(vladva, batch) -> dict:
     ntp = vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions) if n_ntp else None
     rest = vladva.image_inputs(batch.images[n_ntp:]) if len(batch.images) > n_ntp else None
     txt = vladva.text_inputs(batch.captions)
-    out = {"ntp_rows": int(ntp.model_inputs["attention_mask"].sum()) if ntp is not None else 0,
-           "image_rows": int(rest.model_inputs["attention_mask"].sum()) if rest is not None else 0,
-           "text_rows": int(txt.model_inputs["attention_mask"].sum()),
-           "caption_targets": int((ntp.labels[:, 1:] != -100).sum()) if ntp is not None else 0}
+    out = {
+        "ntp_rows": int(ntp.model_inputs["attention_mask"].sum()) if ntp is not None else 0,
+        "image_rows": int(rest.model_inputs["attention_mask"].sum()) if rest is not None else 0,
+        "text_rows": int(txt.model_inputs["attention_mask"].sum()),
+        "caption_targets": int((ntp.labels[:, 1:] != -100).sum()) if ntp is not None else 0,
+    }
     out["lm_total"] = out["ntp_rows"] + out["image_rows"] + out["text_rows"]
     return out
 
@@ -158,7 +215,9 @@ def main() -> None:
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
     lm = vladva.adapter.language_model(model)
-    n_lm = sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n) - lm.get_input_embeddings().weight.numel()
+    n_lm = (
+        sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n) - lm.get_input_embeddings().weight.numel()
+    )
     n_vis = sum(p.numel() for p in vladva.adapter.vision_tower(model).parameters())
     n_ntp = args.batch // 2 if args.ntp_batch is None else args.ntp_batch
     batch = make_batch(args.batch, n_ntp, vc.image_size, args.seq_len_long, args.seed)
@@ -209,11 +268,18 @@ def main() -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "dtype": str(dtype).removeprefix("torch."),
-        "params_lm_non_embedding": n_lm, "params_vision": n_vis, "params_trainable": n_trainable,
-        "batch": args.batch, "ntp_batch": n_ntp, "seq_len_long": args.seq_len_long,
-        "grad_checkpointing": args.grad_checkpointing, "grad_cache_chunk": args.grad_cache,
-        "tokens_per_step": tokens, "vision_tokens_per_step": vis_tokens,
-        "step_seconds_median": round(step_s, 4), "step_seconds_all": [round(t, 4) for t in times],
+        "params_lm_non_embedding": n_lm,
+        "params_vision": n_vis,
+        "params_trainable": n_trainable,
+        "batch": args.batch,
+        "ntp_batch": n_ntp,
+        "seq_len_long": args.seq_len_long,
+        "grad_checkpointing": args.grad_checkpointing,
+        "grad_cache_chunk": args.grad_cache,
+        "tokens_per_step": tokens,
+        "vision_tokens_per_step": vis_tokens,
+        "step_seconds_median": round(step_s, 4),
+        "step_seconds_all": [round(t, 4) for t in times],
         "preprocess_seconds_median": round(statistics.median(pre), 4),
         "tokens_per_s": round(tokens["lm_total"] / step_s, 1),
         "images_per_s": round(args.batch / step_s, 2),

@@ -47,8 +47,15 @@ def child(batch: int, chunk: int, threads: int, hidden: int, layers: int) -> dic
     module = TrainingModule(vladva, ContrastiveLoss(), 1.0).train()
     images, short, long = common.shapes_batch(batch)
     n_ntp = batch // 2
-    sb = StepBatch(images=images, captions=short, image_ids=torch.arange(batch), caption_ids=caption_keys(short),
-                   ntp_images=images[:n_ntp], ntp_captions=long[:n_ntp], ntp_rows=list(range(n_ntp)))
+    sb = StepBatch(
+        images=images,
+        captions=short,
+        image_ids=torch.arange(batch),
+        caption_ids=caption_keys(short),
+        ntp_images=images[:n_ntp],
+        ntp_captions=long[:n_ntp],
+        ntp_rows=list(range(n_ntp)),
+    )
     with torch.no_grad():  # touch every code path once so libraries' lazy allocations are in the baseline
         vladva.encode_images(images[:2])
         vladva.encode_texts(short[:2])
@@ -59,8 +66,14 @@ def child(batch: int, chunk: int, threads: int, hidden: int, layers: int) -> dic
         out = module(sb)
         out["loss"].backward()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"model": what, "batch": batch, "chunk": chunk, "peak_mib": round(peak / 1024, 1),
-            "step_mib": round((peak - before) / 1024, 1), "loss": round(float(out["loss"]), 4)}
+    return {
+        "model": what,
+        "batch": batch,
+        "chunk": chunk,
+        "peak_mib": round(peak / 1024, 1),
+        "step_mib": round((peak - before) / 1024, 1),
+        "loss": round(float(out["loss"]), 4),
+    }
 
 
 def main() -> None:
@@ -71,7 +84,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--mmap-threshold", type=int, default=131072, help="MALLOC_MMAP_THRESHOLD_ for the children (0: glibc default)")
+    ap.add_argument(
+        "--mmap-threshold", type=int, default=131072, help="MALLOC_MMAP_THRESHOLD_ for the children (0: glibc default)"
+    )
     ap.add_argument("--child", nargs=2, type=int, metavar=("BATCH", "CHUNK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -83,26 +98,52 @@ def main() -> None:
     runs: dict[str, list[dict]] = {k: [] for k in configs}
     for _ in range(args.repeats):
         for name, (b, c) in configs.items():
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(b), str(c), "--threads",
-                   str(args.threads), "--hidden", str(args.hidden), "--layers", str(args.layers)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                str(b),
+                str(c),
+                "--threads",
+                str(args.threads),
+                "--hidden",
+                str(args.hidden),
+                "--layers",
+                str(args.layers),
+            ]
             env = dict(os.environ)
             if args.mmap_threshold > 0:
                 env["MALLOC_MMAP_THRESHOLD_"] = str(args.mmap_threshold)
             done = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
             runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     med = {k: {m: common.median([r[m] for r in v]) for m in ("peak_mib", "step_mib")} for k, v in runs.items()}
-    print(json.dumps({
-        "benchmark": "grad_cache_memory", "model": runs["plain_small"][0]["model"], "device": "cpu (ru_maxrss)",
-        "malloc_mmap_threshold": args.mmap_threshold or "glibc default",
-        "small_batch": args.batch, "big_batch": big, "chunk": args.batch, "repeats": args.repeats,
-        "median_mib": med,
-        "losses": {k: v[0]["loss"] for k, v in runs.items()},
-        "ratio_peak_grad_cache_big_over_plain_small": round(med["grad_cache_big"]["peak_mib"] / med["plain_small"]["peak_mib"], 3),
-        "ratio_step_memory_grad_cache_big_over_plain_small": round(
-            med["grad_cache_big"]["step_mib"] / med["plain_small"]["step_mib"], 3),
-        "ratio_peak_plain_big_over_plain_small": round(med["plain_big"]["peak_mib"] / med["plain_small"]["peak_mib"], 3),
-        "target": "grad_cache_big / plain_small <= 1.2",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "grad_cache_memory",
+                "model": runs["plain_small"][0]["model"],
+                "device": "cpu (ru_maxrss)",
+                "malloc_mmap_threshold": args.mmap_threshold or "glibc default",
+                "small_batch": args.batch,
+                "big_batch": big,
+                "chunk": args.batch,
+                "repeats": args.repeats,
+                "median_mib": med,
+                "losses": {k: v[0]["loss"] for k, v in runs.items()},
+                "ratio_peak_grad_cache_big_over_plain_small": round(
+                    med["grad_cache_big"]["peak_mib"] / med["plain_small"]["peak_mib"], 3
+                ),
+                "ratio_step_memory_grad_cache_big_over_plain_small": round(
+                    med["grad_cache_big"]["step_mib"] / med["plain_small"]["step_mib"], 3
+                ),
+                "ratio_peak_plain_big_over_plain_small": round(
+                    med["plain_big"]["peak_mib"] / med["plain_small"]["peak_mib"], 3
+                ),
+                "target": "grad_cache_big / plain_small <= 1.2",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

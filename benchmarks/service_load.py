@@ -32,13 +32,15 @@ COLOURS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "pink"
 def write_colour_images(folder: Path, copies: int = 2) -> Path:
     """`copies` x 8 images: a large square of colour i and a small circle of colour i+1. Copy 0 of
     colour c is `c.png`; further copies shift the objects (`c-1.png`, ...)."""
-    from vladva.data.scene import Scene, SceneObject, render_scene
+    from vladva.toyworld.scene import Scene, SceneObject, render_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(copies):
         for i, big in enumerate(COLOURS):
             small = COLOURS[(i + 1) % len(COLOURS)]
-            scene = Scene((SceneObject("square", big, "large", 10 + k, 10), SceneObject("circle", small, "small", 24, 24 - k)))
+            scene = Scene(
+                (SceneObject("square", big, "large", 10 + k, 10), SceneObject("circle", small, "small", 24, 24 - k))
+            )
             render_scene(scene).save(folder / (f"{big}.png" if k == 0 else f"{big}-{k}.png"))
     return folder
 
@@ -56,15 +58,24 @@ def free_port() -> int:
 
 def build_index(model: str, images: Path, out: Path) -> None:
     """`vladva index build` (a subprocess, exactly as a user runs it)."""
-    r = subprocess.run([*vladva_command(), "index", "build", "--model", model, "--images", str(images), "--out", str(out)],
-                       capture_output=True, text=True, env=_env())
+    r = subprocess.run(
+        [*vladva_command(), "index", "build", "--model", model, "--images", str(images), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+    )
     if r.returncode != 0:
         raise RuntimeError(f"vladva index build failed:\n{r.stderr[-3000:]}")
 
 
 def _env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    return dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+    )
 
 
 @dataclass
@@ -88,8 +99,13 @@ def start_server(index: Path, log: Path, *args: str, port: int | None = None, ti
     import httpx
 
     port = port or free_port()
-    proc = subprocess.Popen([*vladva_command(), "serve", "--index", str(index), "--port", str(port), *args],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=_env())
+    with open(log, "w") as log_file:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [*vladva_command(), "serve", "--index", str(index), "--port", str(port), *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:
@@ -176,16 +192,24 @@ def run_load(url: str, clients: int = 8, seconds: float = 5.0, k: int = 5, check
     done = int(sum(statuses.values()))
     pct = (lambda q: round(float(np.percentile(lat, q)), 2)) if len(lat) else (lambda q: float("nan"))
     return LoadResult(
-        clients=clients, seconds=round(elapsed, 2), requests=done, errors=len(errors),
+        clients=clients,
+        seconds=round(elapsed, 2),
+        requests=done,
+        errors=len(errors),
         wrong_answers=sum(wrong) if check_answers else None,
-        requests_per_s=round(done / elapsed, 1), p50_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99),
-        max_ms=round(float(lat.max()), 2) if len(lat) else float("nan"), status_counts=statuses, first_errors=errors[:5],
+        requests_per_s=round(done / elapsed, 1),
+        p50_ms=pct(50),
+        p90_ms=pct(90),
+        p99_ms=pct(99),
+        max_ms=round(float(lat.max()), 2) if len(lat) else float("nan"),
+        status_counts=statuses,
+        first_errors=errors[:5],
     )
 
 
 def _tiny_llava_spec(workdir: Path) -> str:
     """A tiny random LLaVA (hidden 64, 2 layers) through the real VladVA class: `vladva:DIR`."""
-    from vladva.model.tiny import build_tiny_llava
+    from vladva.testing import build_tiny_llava
 
     return f"vladva:{build_tiny_llava(workdir / 'tiny-llava')}"
 
@@ -208,15 +232,17 @@ def main(argv: list[str] | None = None) -> dict:
         model = _tiny_llava_spec(tmp) if args.model == "tiny-llava" else args.model
         images = write_colour_images(tmp / "images", args.copies)
         build_index(model, images, tmp / "index")
-        server = start_server(tmp / "index", tmp / "serve.log", "--max-batch", str(args.max_batch),
-                              "--max-wait-ms", str(args.max_wait_ms))
+        server = start_server(
+            tmp / "index", tmp / "serve.log", "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)
+        )
         try:
             result = run_load(server.url, args.clients, args.seconds, check_answers=args.model == "toy:colours")
         finally:
             server.stop()
     report = {
         "command": "python benchmarks/service_load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": args.model, "indexed_images": args.copies * len(COLOURS),
+        "model": args.model,
+        "indexed_images": args.copies * len(COLOURS),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         **asdict(result),
     }

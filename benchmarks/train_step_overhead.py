@@ -37,12 +37,19 @@ def main() -> None:
     vladva.prepare_for_training()
     module = TrainingModule(vladva, ContrastiveLoss(), 1.0).train()
     images, short, long = common.shapes_batch(args.batch)
-    batch = StepBatch(images=images, captions=short, image_ids=torch.arange(args.batch), caption_ids=caption_keys(short),
-                      ntp_images=images[: args.ntp], ntp_captions=long[: args.ntp], ntp_rows=list(range(args.ntp)))
+    batch = StepBatch(
+        images=images,
+        captions=short,
+        image_ids=torch.arange(args.batch),
+        caption_ids=caption_keys(short),
+        ntp_images=images[: args.ntp],
+        ntp_captions=long[: args.ntp],
+        ntp_rows=list(range(args.ntp)),
+    )
 
     # inputs prepared once for the bare run
     ntp_in = vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions)
-    img_in = vladva.image_inputs(images[args.ntp:])
+    img_in = vladva.image_inputs(images[args.ntp :])
     txt_in = vladva.text_inputs(short)
     model, core, lm = vladva.model, vladva.adapter.core(vladva.model), vladva.adapter.language_model(vladva.model)
     head = model.get_output_embeddings()
@@ -60,8 +67,9 @@ def main() -> None:
         h_img = core(**mi, position_ids=position_ids_from_mask(mi["attention_mask"])).last_hidden_state
         img = torch.cat([emb_ntp, last_token_pool(h_img, mi["attention_mask"])])
         mask = txt_in.model_inputs["attention_mask"]
-        h_txt = lm(input_ids=txt_in.model_inputs["input_ids"], attention_mask=mask,
-                   position_ids=position_ids_from_mask(mask)).last_hidden_state
+        h_txt = lm(
+            input_ids=txt_in.model_inputs["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)
+        ).last_hidden_state
         txt = last_token_pool(h_txt, mask)
         logits = scale.exp() * img @ txt.T
         labels = torch.arange(len(img))
@@ -76,18 +84,34 @@ def main() -> None:
     times = common.side_by_side({"vladva": vladva_step, "bare": bare_step}, args.repeats)
     med = {k: common.median(v) for k, v in times.items()}
     # pre-processing alone (what the vladva step does before its first matmul)
-    pre = common.side_by_side({"preprocess": lambda: (vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions),
-                                                      vladva.image_inputs(images[args.ntp:]),
-                                                      vladva.text_inputs(short))}, args.repeats)
+    pre = common.side_by_side(
+        {
+            "preprocess": lambda: (
+                vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions),
+                vladva.image_inputs(images[args.ntp :]),
+                vladva.text_inputs(short),
+            )
+        },
+        args.repeats,
+    )
     med["preprocess"] = common.median(pre["preprocess"])
-    print(json.dumps({
-        "benchmark": "train_step_overhead", "model": what, "batch": args.batch, "ntp": args.ntp,
-        "threads": args.threads, "repeats": args.repeats,
-        "seconds_median": {k: round(v, 4) for k, v in med.items()},
-        "ratio_vladva_over_bare": round(med["vladva"] / med["bare"], 3),
-        "ratio_vladva_minus_preprocess_over_bare": round((med["vladva"] - med["preprocess"]) / med["bare"], 3),
-        "target": "<= 1.10",
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_step_overhead",
+                "model": what,
+                "batch": args.batch,
+                "ntp": args.ntp,
+                "threads": args.threads,
+                "repeats": args.repeats,
+                "seconds_median": {k: round(v, 4) for k, v in med.items()},
+                "ratio_vladva_over_bare": round(med["vladva"] / med["bare"], 3),
+                "ratio_vladva_minus_preprocess_over_bare": round((med["vladva"] - med["preprocess"]) / med["bare"], 3),
+                "target": "<= 1.10",
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,10 @@ def run_tests() -> tuple[dict[str, str], str]:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "junit.xml"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                        *map(str, TESTS)], cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *map(str, TESTS)],
+            cwd=ROOT,
+        )
         seconds = time.perf_counter() - t0
         outcomes: dict[str, str] = {}
         for tc in ET.parse(xml).getroot().iter("testcase"):
@@ -111,8 +113,11 @@ def _outcome(outcomes: dict[str, str] | None, func: str, case_id: str | None) ->
         return None
     if case_id is None or func in outcomes:  # a test without parameters
         return outcomes.get(func, "not run")
-    hits = [s for n, s in outcomes.items() if n.startswith(func + "[") and (f"[{case_id}]" in n or f"-{case_id}]" in n
-                                                                           or f"[{case_id}-" in n)]
+    hits = [
+        s
+        for n, s in outcomes.items()
+        if n.startswith(func + "[") and (f"[{case_id}]" in n or f"-{case_id}]" in n or f"[{case_id}-" in n)
+    ]
     return ("FAILED" if "FAILED" in hits else hits[0]) if hits else "not run"
 
 
@@ -126,7 +131,7 @@ def _case_tests(module) -> dict[str, list[str]]:
             for fname, f in vars(module).items():
                 if fname.startswith("test_") and callable(f):
                     fsrc = inspect.getsource(f)
-                    decorators = src[max(0, src.find(fsrc) - 400): src.find(fsrc)]
+                    decorators = src[max(0, src.find(fsrc) - 400) : src.find(fsrc)]
                     if name in fsrc.split("\n", 1)[0] or name in decorators.rsplit("\n\n", 1)[-1] or name in fsrc:
                         funcs.append(fname)
             out[name] = funcs
@@ -140,21 +145,24 @@ def _load_table(paths: list[Path]) -> str:
     for p in paths:
         d = json.loads(p.read_text(encoding="utf-8"))
         wrong = "not checked" if d.get("wrong_answers") is None else d["wrong_answers"]
-        rows.append(f"| `{d['model']}` | {d['clients']} | {d['seconds']} | {d['requests']} | {d['errors']} | {wrong} | "
-                    f"{d['requests_per_s']} | {d['p50_ms']} | {d['p90_ms']} | {d['p99_ms']} | {d['max_ms']} |")
+        rows.append(
+            f"| `{d['model']}` | {d['clients']} | {d['seconds']} | {d['requests']} | {d['errors']} | {wrong} | "
+            f"{d['requests_per_s']} | {d['p50_ms']} | {d['p90_ms']} | {d['p99_ms']} | {d['max_ms']} |"
+        )
     first = json.loads(paths[0].read_text(encoding="utf-8"))
     m = first.get("machine", {})
     cmds = "\n".join(json.loads(p.read_text(encoding="utf-8"))["command"] for p in paths)
     return (
         "\n## Service under load\n\n"
         "`vladva serve` (default settings: micro-batches of up to 16 queries, 5 ms wait) on 127.0.0.1 with an index of "
-        f"{first['indexed_images']} images; each client thread posts `/search {{\"text\": COLOUR, \"k\": 5}}` back to back "
+        f'{first["indexed_images"]} images; each client thread posts `/search {{"text": COLOUR, "k": 5}}` back to back '
         "(`benchmarks/service_load.py`). Errors: failed or non-200 requests. Wrong answers: top hit not the "
         "queried colour's image (checked only for `toy:colours`; the tiny LLaVA is random and untrained). "
         f"Measured on a {m.get('cpus', '?')}-core CPU machine shared with other work (Python {m.get('python', '?')}), "
         "clients and server on the same cores, so these are lower bounds on a quiet machine.\n\n"
         f"```\n{cmds}\n```\n\n"
-        "| model | clients | seconds | requests | errors | wrong answers | req/s | p50 ms | p90 ms | p99 ms | max ms |\n"
+        "| model | clients | seconds | requests | errors | wrong answers | req/s "
+        "| p50 ms | p90 ms | p99 ms | max ms |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         "The test `test_reliability_load.py` runs the same code (8 clients, 5 s, `toy:colours`) and asserts zero "
         "errors and zero wrong answers; it prints the figures and writes them to `service_load.json` in its tmp dir.\n"
@@ -174,18 +182,35 @@ def build(outcomes: dict[str, str] | None, summary: str | None, load_paths: list
             covered.update(funcs)
             title = ", ".join(f"`{f}`" for f in funcs) or list_name
             status = outcomes is not None
-            parts.append(f"\n{title}\n\n| case | input | behaviour |" + (" test |" if status else "") + "\n"
-                         + "|---|---|---|" + ("---|" if status else "") + "\n")
+            parts.append(
+                f"\n{title}\n\n| case | input | behaviour |"
+                + (" test |" if status else "")
+                + "\n"
+                + "|---|---|---|"
+                + ("---|" if status else "")
+                + "\n"
+            )
             for c in cases:
                 row = f"| `{c.id}` | {_cell(c.what)} | {_cell(c.expect)} |"
                 if status:
                     row += " " + ", ".join(sorted({_outcome(outcomes, f, c.id) for f in funcs} or {"not run"})) + " |"
                 parts.append(row + "\n")
-        others = [(n, f) for n, f in vars(module).items() if n.startswith("test_") and callable(f) and n not in covered
-                  and getattr(f, "__module__", None) == module.__name__]
+        others = [
+            (n, f)
+            for n, f in vars(module).items()
+            if n.startswith("test_")
+            and callable(f)
+            and n not in covered
+            and getattr(f, "__module__", None) == module.__name__
+        ]
         if others:
-            parts.append("\n| test | what it checks |" + (" result |" if outcomes is not None else "") + "\n|---|---|"
-                         + ("---|" if outcomes is not None else "") + "\n")
+            parts.append(
+                "\n| test | what it checks |"
+                + (" result |" if outcomes is not None else "")
+                + "\n|---|---|"
+                + ("---|" if outcomes is not None else "")
+                + "\n"
+            )
             for n, f in others:
                 doc = _first_paragraph(f.__doc__) or n.removeprefix("test_").replace("_", " ")
                 row = f"| `{n}` | {_cell(doc)} |"
@@ -198,9 +223,11 @@ def build(outcomes: dict[str, str] | None, summary: str | None, load_paths: list
         "- A checkpoint's tensor *values* are not checksummed: a file of the right size with flipped bytes inside a "
         "tensor loads. Headers, sizes and presence are checked.\n"
         "- The kill tests use a test hook (`VLADVA_TEST_PAUSE_AT=POINT:STEP`) to stop at exact points; kills at other "
-        "instants rely on the same write-rename-pointer order. Power loss is not simulated (files and folders are fsynced).\n"
-        "- `float32` (\"F\") TIFF images are converted by Pillow's rules (values clipped to 0-255), not rescaled.\n"
-        "- Caption truncation counts tokens of the model's tokenizer; `vladva check-manifest` does not load a tokenizer, "
+        "instants rely on the same write-rename-pointer order. Power loss is not simulated "
+        "(files and folders are fsynced).\n"
+        '- `float32` ("F") TIFF images are converted by Pillow\'s rules (values clipped to 0-255), not rescaled.\n'
+        "- Caption truncation counts tokens of the model's tokenizer; `vladva check-manifest` does not load a "
+        "tokenizer, "
         "so it does not report captions that will be truncated.\n"
         "- The load figures are from a shared 2-core machine with clients and server on the same cores.\n"
     )
@@ -210,7 +237,9 @@ def build(outcomes: dict[str, str] | None, summary: str | None, load_paths: list
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-tests", action="store_true", help="run the reliability suite and show each case's result")
-    ap.add_argument("--load", type=Path, action="append", default=[], help="a JSON from benchmarks/service_load.py --out")
+    ap.add_argument(
+        "--load", type=Path, action="append", default=[], help="a JSON from benchmarks/service_load.py --out"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     outcomes, summary = run_tests() if args.run_tests else (None, None)

@@ -5,7 +5,6 @@ import json
 import math
 import random
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -16,7 +15,7 @@ from vladva.cli import app
 @pytest.fixture(scope="module")
 def shapes_data(tmp_path_factory):
     """A tiny shapes data set from the real generator: 48 train, 12 val images."""
-    from vladva.data.shapes import ShapesDataConfig, generate_shapes_dataset
+    from vladva.toyworld.shapes import ShapesDataConfig, generate_shapes_dataset
 
     out = tmp_path_factory.mktemp("shapes")
     cfg = ShapesDataConfig(n_train=48, n_val=12, n_retrieval=4, n_sugarcrepe=2, n_winoground=2, n_aro=2, n_zeroshot=2)
@@ -36,10 +35,11 @@ def pretrained(shapes_data, tmp_path_factory):
 
 # --- tokenizer -------------------------------------------------------------------------------
 
+
 def test_tokenizer_round_trip_and_special_ids(tmp_path):
     from transformers import AutoTokenizer
 
-    from vladva.base.tokenizer import IMAGE_SUMMARY_PROMPT, train_word_tokenizer
+    from vladva.toyworld.base.tokenizer import IMAGE_SUMMARY_PROMPT, train_word_tokenizer
 
     tok = train_word_tokenizer(["a red circle, left of a blue square.", "What colour is it? Answer in one word:"])
     assert [tok.convert_tokens_to_ids(t) for t in ("<pad>", "<unk>", "<s>", "</s>", "<image>")] == [0, 1, 2, 3, 4]
@@ -54,16 +54,20 @@ def test_tokenizer_round_trip_and_special_ids(tmp_path):
     assert batch["input_ids"][0][:2] == [0, 0]  # left padding by default
     tok.save_pretrained(tmp_path)
     back = AutoTokenizer.from_pretrained(tmp_path)
-    assert back("a red circle left of a blue square.")["input_ids"] == tok("a red circle left of a blue square.")["input_ids"]
+    assert (
+        back("a red circle left of a blue square.")["input_ids"]
+        == tok("a red circle left of a blue square.")["input_ids"]
+    )
     assert back.padding_side == "left"
 
 
 # --- vision labels and probes ----------------------------------------------------------------
 
+
 def test_vision_labels_of_a_hand_made_scene():
-    from vladva.base.data import SceneVocab
-    from vladva.base.vision import vision_labels
-    from vladva.data.scene import Scene, SceneObject
+    from vladva.toyworld.base.data import SceneVocab
+    from vladva.toyworld.base.vision import vision_labels
+    from vladva.toyworld.scene import Scene, SceneObject
 
     scene = Scene((SceneObject("square", "red", "large", 8.0, 8.0), SceneObject("circle", "blue", "small", 24.0, 24.0)))
     vocab = SceneVocab(shapes=["circle", "square"], colours=["blue", "red"], sizes=["large", "small"])
@@ -79,7 +83,7 @@ def test_vision_labels_of_a_hand_made_scene():
 
 
 def test_linear_probe_is_perfect_on_separable_data_and_chance_on_noise():
-    from vladva.base.probes import linear_probe_accuracy
+    from vladva.toyworld.base.probes import linear_probe_accuracy
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(200) % 4
@@ -92,7 +96,7 @@ def test_linear_probe_is_perfect_on_separable_data_and_chance_on_noise():
 
 
 def test_step_budget_warms_up_then_cools_down():
-    from vladva.base.training import StepBudget
+    from vladva.toyworld.base.training import StepBudget
 
     b = StepBudget(steps=100, warmup=10)
     assert b.lr_factor(0) == pytest.approx(0.1) and b.lr_factor(9) == pytest.approx(1.0)
@@ -102,6 +106,7 @@ def test_step_budget_warms_up_then_cools_down():
 
 
 # --- the recipe end to end through the CLI ---------------------------------------------------
+
 
 def test_pretrain_writes_the_shipped_layout(pretrained):
     for name in ("vision-tower", "base-lvlm", "clip-baseline"):
@@ -113,8 +118,15 @@ def test_pretrain_writes_the_shipped_layout(pretrained):
     lvlm_stages = json.loads((pretrained / "base-lvlm" / "compute.json").read_text())["stages"]
     assert [s["stage"] for s in lvlm_stages] == ["vision", "lvlm"] and lvlm_stages[1]["steps"] == 4
     report = json.loads((pretrained / "pretrain_report.json").read_text())
-    for key in ("vision_probes", "caption_token_accuracy", "instruction_accuracy", "generated_examples",
-                "summary_prompt_zero_shot", "clip_baseline_retrieval", "compute"):
+    for key in (
+        "vision_probes",
+        "caption_token_accuracy",
+        "instruction_accuracy",
+        "generated_examples",
+        "summary_prompt_zero_shot",
+        "clip_baseline_retrieval",
+        "compute",
+    ):
         assert key in report, key
     assert set(report["caption_token_accuracy"]) == {"lvlm", "text_lm"}
     for part in ("all", "attribute", "relation", "count"):
@@ -127,10 +139,10 @@ def test_pretrain_writes_the_shipped_layout(pretrained):
 def test_base_lvlm_loads_with_auto_classes_and_reloads_identically(pretrained, shapes_data, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from vladva.base.data import load_split
-    from vladva.base.lvlm import ExampleBank
-    from vladva.base.tokenizer import IMAGE_SUMMARY_PROMPT
     from vladva.data.images import load_image
+    from vladva.toyworld.base.data import load_split
+    from vladva.toyworld.base.lvlm import ExampleBank
+    from vladva.toyworld.base.tokenizer import IMAGE_SUMMARY_PROMPT
 
     d = pretrained / "base-lvlm"
     model = AutoModelForImageTextToText.from_pretrained(d).eval()
@@ -150,13 +162,13 @@ def test_base_lvlm_loads_with_auto_classes_and_reloads_identically(pretrained, s
         assert torch.equal(again(**enc).logits, logits)
     gen = model.generate(**enc, max_new_tokens=5, do_sample=False)
     assert gen.shape[0] == 2 and gen.shape[1] > enc["input_ids"].shape[1]
-    assert isinstance(processor.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)[0], str)
+    assert isinstance(processor.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)[0], str)
 
 
 def test_clip_baseline_embeds_normalised_and_round_trips(pretrained, shapes_data, tmp_path):
-    from vladva.base.clip_baseline import ClipBaselineEmbedder
     from vladva.data.manifest import read_manifest
     from vladva.embedder import Embedder
+    from vladva.toyworld.base.clip_baseline import ClipBaselineEmbedder
 
     emb = ClipBaselineEmbedder.from_pretrained(pretrained / "clip-baseline")
     assert isinstance(emb, Embedder) and emb.name == "clip-baseline"
@@ -175,8 +187,21 @@ def test_clip_baseline_embeds_normalised_and_round_trips(pretrained, shapes_data
 
 def test_baseline_train_cli_from_a_given_tower(pretrained, shapes_data, tmp_path):
     out = tmp_path / "clip"
-    res = CliRunner().invoke(app, ["baseline", "train", "--data", str(shapes_data), "--out", str(out),
-                                   "--vision", str(pretrained / "base-lvlm"), "--quick", "clip.steps=2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "baseline",
+            "train",
+            "--data",
+            str(shapes_data),
+            "--out",
+            str(out),
+            "--vision",
+            str(pretrained / "base-lvlm"),
+            "--quick",
+            "clip.steps=2",
+        ],
+    )
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "R@1" in res.output
     stages = json.loads((out / "compute.json").read_text())["stages"]
@@ -186,40 +211,66 @@ def test_baseline_train_cli_from_a_given_tower(pretrained, shapes_data, tmp_path
 
 def test_pretrain_resume_reuses_finished_stages(pretrained, shapes_data):
     before = (pretrained / "base-lvlm" / "model.safetensors").read_bytes()
-    res = CliRunner().invoke(app, ["base", "pretrain", "--data", str(shapes_data), "--out", str(pretrained), "--quick",
-                                   "stages=[vision,lvlm,clip]", "checks.caption_images=0"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "base",
+            "pretrain",
+            "--data",
+            str(shapes_data),
+            "--out",
+            str(pretrained),
+            "--quick",
+            "stages=[vision,lvlm,clip]",
+            "checks.caption_images=0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "reusing" in res.output
     assert (pretrained / "base-lvlm" / "model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize("args,message", [
-    (["lvlm.stepz=3"], "unknown config key 'lvlm.stepz'; did you mean 'lvlm.steps'?"),
-    (["stages=[vision,decoder]"], "unknown stage 'decoder'"),
-    (["vision.batch_size=zero"], "'vision.batch_size' must be an integer"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["lvlm.stepz=3"], "unknown config key 'lvlm.stepz'; did you mean 'lvlm.steps'?"),
+        (["stages=[vision,decoder]"], "unknown stage 'decoder'"),
+        (["vision.batch_size=zero"], "'vision.batch_size' must be an integer"),
+    ],
+)
 def test_pretrain_config_errors_name_the_key(shapes_data, tmp_path, args, message):
-    res = CliRunner().invoke(app, ["base", "pretrain", "--data", str(shapes_data), "--out", str(tmp_path), "--quick", *args])
+    res = CliRunner().invoke(
+        app, ["base", "pretrain", "--data", str(shapes_data), "--out", str(tmp_path), "--quick", *args]
+    )
     assert res.exit_code == 2 and message in res.output
 
 
 def test_pretrain_errors_name_the_missing_file_and_record(tmp_path):
-    res = CliRunner().invoke(app, ["base", "pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--quick"])
+    res = CliRunner().invoke(
+        app, ["base", "pretrain", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), "--quick"]
+    )
     assert res.exit_code == 2 and "train.jsonl: no training manifest" in res.output
     from vladva.data.manifest import Record, write_manifest
-    from vladva.data.scene import SceneConfig, render_scene, sample_scene
+    from vladva.toyworld.scene import SceneConfig, render_scene, sample_scene
 
     (tmp_path / "d").mkdir()
     scene = sample_scene(random.Random(0), SceneConfig())
     render_scene(scene).save(tmp_path / "d" / "a.png")
-    write_manifest(tmp_path / "d" / "train.jsonl", [Record("a", tmp_path / "d" / "a.png", ["a thing"], None, {"scene": scene.to_dict()}),
-                                                     Record("b", tmp_path / "d" / "a.png", ["a thing"])])
-    res = CliRunner().invoke(app, ["base", "pretrain", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--quick"])
+    write_manifest(
+        tmp_path / "d" / "train.jsonl",
+        [
+            Record("a", tmp_path / "d" / "a.png", ["a thing"], None, {"scene": scene.to_dict()}),
+            Record("b", tmp_path / "d" / "a.png", ["a thing"]),
+        ],
+    )
+    res = CliRunner().invoke(
+        app, ["base", "pretrain", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--quick"]
+    )
     assert res.exit_code == 2 and "train.jsonl:2: record 'b' has no meta.scene" in res.output
 
 
 def test_shipped_dirs_raise_a_clear_error_when_missing(monkeypatch, tmp_path):
-    import vladva.base as base
+    import vladva.pretrained as base
 
     monkeypatch.setattr(base, "PRETRAINED_ROOT", tmp_path)
     with pytest.raises(FileNotFoundError, match="vladva base pretrain"):
@@ -231,14 +282,22 @@ def test_shipped_dirs_raise_a_clear_error_when_missing(monkeypatch, tmp_path):
 
 # --- learning --------------------------------------------------------------------------------
 
+
 def test_short_training_lowers_the_captioning_loss(shapes_data):
     """40 small steps of image -> caption training lower the loss on a fixed batch well below
     its start (ln(vocab) for a fresh model)."""
-    from vladva.base.data import SceneVocab, load_split
-    from vladva.base.lvlm import ExampleBank, LanguageModelConfig, LvlmPretrainConfig, build_lvlm, collate, train_generative
-    from vladva.base.recipe import _texts_for_tokenizer
-    from vladva.base.tokenizer import LONG_CAPTION_PROMPT, train_word_tokenizer
-    from vladva.base.vision import VisionTowerConfig, build_vision_tower
+    from vladva.toyworld.base.data import SceneVocab, load_split
+    from vladva.toyworld.base.lvlm import (
+        ExampleBank,
+        LanguageModelConfig,
+        LvlmPretrainConfig,
+        build_lvlm,
+        collate,
+        train_generative,
+    )
+    from vladva.toyworld.base.recipe import _texts_for_tokenizer
+    from vladva.toyworld.base.tokenizer import LONG_CAPTION_PROMPT, train_word_tokenizer
+    from vladva.toyworld.base.vision import VisionTowerConfig, build_vision_tower
 
     torch.set_num_threads(1)
     train = load_split(shapes_data / "train.jsonl")
@@ -247,7 +306,12 @@ def test_short_training_lowers_the_captioning_loss(shapes_data):
     lm = LanguageModelConfig(hidden_size=48, intermediate_size=96, num_layers=1, num_heads=2, max_positions=256)
     model = build_lvlm(tower, tok, lm)
     bank = ExampleBank(train, tok, SceneVocab.from_scenes(train.scenes), 64)
-    batch = collate([bank.image_example(i, LONG_CAPTION_PROMPT, train.records[i].long_caption) for i in range(8)], bank.pad, train.images, "cpu")
+    batch = collate(
+        [bank.image_example(i, LONG_CAPTION_PROMPT, train.records[i].long_caption) for i in range(8)],
+        bank.pad,
+        train.images,
+        "cpu",
+    )
 
     def loss():
         with torch.no_grad():
@@ -255,17 +319,19 @@ def test_short_training_lowers_the_captioning_loss(shapes_data):
 
     start = loss()
     assert abs(start - math.log(len(tok))) < 0.5
-    cfg = LvlmPretrainConfig(lm=lm, steps=40, batch_long=4, batch_short=0, batch_text=0, lr=3e-3, warmup=2, log_every=10)
+    cfg = LvlmPretrainConfig(
+        lm=lm, steps=40, batch_long=4, batch_short=0, batch_text=0, lr=3e-3, warmup=2, log_every=10
+    )
     model, compute = train_generative(model, bank, cfg, torch.device("cpu"))
     assert compute.steps == 40 and compute.examples == 160
     assert loss() < 0.6 * start
 
 
 def test_largest_object_labels_skip_ties():
-    from vladva.base.data import SceneVocab
-    from vladva.base.probes import scene_probe_targets
-    from vladva.base.vision import vision_labels
-    from vladva.data.scene import Scene, SceneObject
+    from vladva.toyworld.base.data import SceneVocab
+    from vladva.toyworld.base.probes import scene_probe_targets
+    from vladva.toyworld.base.vision import vision_labels
+    from vladva.toyworld.scene import Scene, SceneObject
 
     tie = Scene((SceneObject("square", "red", "small", 8.0, 8.0), SceneObject("circle", "blue", "small", 24.0, 24.0)))
     clear = Scene((SceneObject("square", "red", "small", 8.0, 8.0), SceneObject("circle", "blue", "large", 22.0, 22.0)))

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vladva.data.scene import COLOURS, Scene, SceneObject, render_scene
 from vladva.serve.build import build_index
-from vladva.serve.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
+from vladva.toyworld.scene import COLOURS, Scene, SceneObject, render_scene
+from vladva.toyworld.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
 
 pytestmark = pytest.mark.slow
 

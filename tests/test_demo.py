@@ -17,8 +17,15 @@ def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
     assert names == ["zero-shot base", "CLIP-style", "VladVA"]
     for m in results["models"]:
         assert set(m["metrics"]) == {"retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"}
-        assert set(m["metrics"]["sugarcrepe"]) == {"replace_obj", "replace_att", "replace_rel", "swap_obj",
-                                                   "swap_att", "add_obj", "add_att"}
+        assert set(m["metrics"]["sugarcrepe"]) == {
+            "replace_obj",
+            "replace_att",
+            "replace_rel",
+            "swap_obj",
+            "swap_att",
+            "add_obj",
+            "add_att",
+        }
         assert all(0.0 <= acc <= 100.0 for acc in m["metrics"]["sugarcrepe"].values())
     table = (out / "eval" / "results.md").read_text()
     assert "VladVA" in table and "CLIP-style" in table

@@ -97,7 +97,7 @@ WORKER = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+    from vladva.testing import build_tiny_llava, write_tiny_manifest
 
     root = tmp_path_factory.mktemp("dist")
     base = build_tiny_llava(root / "llava", seed=0)
@@ -111,8 +111,13 @@ def setup(tmp_path_factory):
 
 
 def _env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               PYTHONPATH=str(REPO / "src"))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO / "src"),
+    )
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
 
@@ -124,8 +129,19 @@ def _free_port() -> int:
 
 
 def _run_two(script: Path, *args: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(script), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -155,14 +171,19 @@ def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path, mo
     for name, want in ref["grads"].items():
         want = torch.tensor(want)
         for r in ranks:  # after averaging, both processes hold the single-process gradient
-            torch.testing.assert_close(torch.tensor(r["grads"][name]), want, rtol=2e-4, atol=1e-6,
-                                       msg=lambda m: f"{mode} {name}: {m}")
+            torch.testing.assert_close(
+                torch.tensor(r["grads"][name]),
+                want,
+                rtol=2e-4,
+                atol=1e-6,
+                msg=lambda m, name=name: f"{mode} {name}: {m}",
+            )
     assert abs(ref["grads"]["contrastive.logit_scale"]) > 1e-4
 
 
 def test_local_negatives_alone_give_a_different_gradient(setup):
     """Control: without the gather, the halves' losses are not the global loss."""
-    base, data, script, worker = setup
+    base, data, _script, worker = setup
     module, full = worker.build(str(base), str(data))
     ref = worker.step(module, full, "plain")
     rows, ntp_rows = worker.ROWS[0]
@@ -173,10 +194,27 @@ def test_local_negatives_alone_give_a_different_gradient(setup):
 
 def _train_cmd(prefix: list[str], base: Path, data: str, out: Path, batch: int, *extra: str) -> list[str]:
     vladva = str(Path(sys.executable).parent / "vladva")
-    return [*prefix, vladva, "train", f"base_model={base}", f"data.train={data}", "data.val=null",
-            f"output_dir={out}", f"data.contrastive_batch_size={batch}", f"data.ntp_batch_size={batch}",
-            "data.caption_choice=first", "optim.max_steps=2", "optim.warmup_steps=0", "eval.at_start=false",
-            "eval.every=0", "checkpoint.every=1", "progress=false", "num_threads=1", "log_every=1", *extra]
+    return [
+        *prefix,
+        vladva,
+        "train",
+        f"base_model={base}",
+        f"data.train={data}",
+        "data.val=null",
+        f"output_dir={out}",
+        f"data.contrastive_batch_size={batch}",
+        f"data.ntp_batch_size={batch}",
+        "data.caption_choice=first",
+        "optim.max_steps=2",
+        "optim.warmup_steps=0",
+        "eval.at_start=false",
+        "eval.every=0",
+        "checkpoint.every=1",
+        "progress=false",
+        "num_threads=1",
+        "log_every=1",
+        *extra,
+    ]
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -189,17 +227,42 @@ def test_vladva_train_under_accelerate_launch_matches_one_process(setup, tmp_pat
     2 x 4 pairs per step, logs the losses and gradient norm of one process with 8 pairs, for two
     optimizer steps; GradCache under 2 processes too."""
     base, data, _, _ = setup
-    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-              str(REPO / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no"]
+    launch = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/ddp.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+    ]
     runs = {
         "one": (_train_cmd([], base, str(data / "train.jsonl"), tmp_path / "one", 8), tmp_path / "one"),
-        "two": (_train_cmd(launch + ["--main_process_port", str(_free_port())], base, str(data / "train.jsonl"),
-                           tmp_path / "two", 4), tmp_path / "two"),
-        "two_gc": (_train_cmd(launch + ["--main_process_port", str(_free_port())], base, str(data / "train.jsonl"),
-                              tmp_path / "two_gc", 4, "grad_cache.chunk_size=3"), tmp_path / "two_gc"),
+        "two": (
+            _train_cmd(
+                launch + ["--main_process_port", str(_free_port())],
+                base,
+                str(data / "train.jsonl"),
+                tmp_path / "two",
+                4,
+            ),
+            tmp_path / "two",
+        ),
+        "two_gc": (
+            _train_cmd(
+                launch + ["--main_process_port", str(_free_port())],
+                base,
+                str(data / "train.jsonl"),
+                tmp_path / "two_gc",
+                4,
+                "grad_cache.chunk_size=3",
+            ),
+            tmp_path / "two_gc",
+        ),
     }
     logs = {}
-    for name, (cmd, run) in runs.items():
+    for name, (cmd, _run) in runs.items():
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
         assert done.returncode == 0, done.stderr[-3000:]
         logs[name] = done.stdout + done.stderr
@@ -222,12 +285,27 @@ def test_two_processes_on_shards_resume_exactly(setup, tmp_path):
 
     base, data, _, _ = setup
     write_shards(data / "train.jsonl", tmp_path / "shards", shard_size=3)  # 6 shards for 2 processes
-    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-              str(REPO / "configs/accelerate/ddp.yaml"), "--num_processes", "2", "--mixed_precision", "no"]
+    launch = [
+        str(Path(sys.executable).parent / "accelerate"),
+        "launch",
+        "--config_file",
+        str(REPO / "configs/accelerate/ddp.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+    ]
 
     def run(out: Path, steps: int, *extra: str) -> None:
-        cmd = _train_cmd(launch + ["--main_process_port", str(_free_port())], base, str(tmp_path / "shards"), out, 3,
-                         "optim.schedule=constant", *extra)
+        cmd = _train_cmd(
+            launch + ["--main_process_port", str(_free_port())],
+            base,
+            str(tmp_path / "shards"),
+            out,
+            3,
+            "optim.schedule=constant",
+            *extra,
+        )
         cmd = [c.replace("optim.max_steps=2", f"optim.max_steps={steps}") for c in cmd]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
         assert done.returncode == 0, done.stderr[-3000:]

@@ -17,15 +17,23 @@ import torch
 from typer.testing import CliRunner
 
 from vladva.cli import app
-from vladva.data.scene import COLOURS, Scene, SceneObject, render_scene
 from vladva.eval import metrics as M
 from vladva.eval import models as eval_models
 from vladva.eval.cache import CachedEncoder
-from vladva.eval.loaders import (BenchmarkFormatError, ImageRef, load_aro, load_karpathy, load_sugarcrepe,
-                                 load_sugarcrepe_pp, load_winoground, load_zeroshot, zeroshot_task_dirs)
+from vladva.eval.loaders import (
+    BenchmarkFormatError,
+    load_aro,
+    load_karpathy,
+    load_sugarcrepe,
+    load_sugarcrepe_pp,
+    load_winoground,
+    load_zeroshot,
+    zeroshot_task_dirs,
+)
 from vladva.eval.models import LoadedModel, load_model, parse_model_arg
-from vladva.eval.report import as_report, merge_reports, write_report
+from vladva.eval.report import as_report, write_report
 from vladva.eval.runner import EvalConfig, run_evaluation
+from vladva.toyworld.scene import COLOURS, Scene, SceneObject, render_scene
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 PALETTE = list(COLOURS)
@@ -80,11 +88,13 @@ def _toy_model(name="toy", embedder=None) -> LoadedModel:
 
 def test_retrieval_recalls_by_hand_with_multi_caption_images():
     # 3 images x 2 captions (caption j belongs to image j // 2).
-    sim = torch.tensor([
-        [0.9, 0.1, 0.8, 0.2, 0.0, 0.0],  # image 0: best caption is its own -> i2t rank 0
-        [0.5, 0.6, 0.1, 0.2, 0.3, 0.0],  # image 1: best own caption (0.2) is beaten by 0.5, 0.6, 0.3 -> rank 3
-        [0.1, 0.1, 0.1, 0.1, 0.7, 0.4],  # image 2: own caption 0.7 is the best -> rank 0
-    ])
+    sim = torch.tensor(
+        [
+            [0.9, 0.1, 0.8, 0.2, 0.0, 0.0],  # image 0: best caption is its own -> i2t rank 0
+            [0.5, 0.6, 0.1, 0.2, 0.3, 0.0],  # image 1: best own caption (0.2) is beaten by 0.5, 0.6, 0.3 -> rank 3
+            [0.1, 0.1, 0.1, 0.1, 0.7, 0.4],  # image 2: own caption 0.7 is the best -> rank 0
+        ]
+    )
     caption_image = torch.tensor([0, 0, 1, 1, 2, 2])
     ranks = M.best_positive_rank(sim, torch.nn.functional.one_hot(caption_image, 3).T.bool())
     assert ranks.tolist() == [0, 3, 0]
@@ -113,20 +123,26 @@ def test_valid_text_to_image_counts_any_image_the_caption_is_true_for():
 
 def test_winoground_scores_on_hand_made_cases():
     # sim[e, caption, image]
-    sim = torch.tensor([
-        [[0.9, 0.1], [0.2, 0.8]],  # both right: text, image, group
-        [[0.5, 0.4], [0.6, 0.7]],  # image 0 prefers caption 1 -> text fails; each caption prefers its image
-        [[0.5, 0.5], [0.1, 0.9]],  # caption 0 ties across images -> image fails; text ok
-        [[0.1, 0.9], [0.9, 0.1]],  # all wrong
-    ])
+    sim = torch.tensor(
+        [
+            [[0.9, 0.1], [0.2, 0.8]],  # both right: text, image, group
+            [[0.5, 0.4], [0.6, 0.7]],  # image 0 prefers caption 1 -> text fails; each caption prefers its image
+            [[0.5, 0.5], [0.1, 0.9]],  # caption 0 ties across images -> image fails; text ok
+            [[0.1, 0.9], [0.9, 0.1]],  # all wrong
+        ]
+    )
     s = M.winoground_scores(sim)
     assert s == {"text": 50.0, "image": 50.0, "group": 25.0}
 
 
 def test_sugarcrepe_pp_and_aro_macro_micro_by_hand():
     s = M.sugarcrepe_pp_scores(
-        img_p1=torch.tensor([0.9, 0.9, 0.3]), img_p2=torch.tensor([0.8, 0.2, 0.3]), img_neg=torch.tensor([0.5, 0.5, 0.1]),
-        p1_p2=torch.tensor([0.9, 0.9, 0.4]), p1_neg=torch.tensor([0.5, 0.95, 0.2]), p2_neg=torch.tensor([0.5, 0.1, 0.4]),
+        img_p1=torch.tensor([0.9, 0.9, 0.3]),
+        img_p2=torch.tensor([0.8, 0.2, 0.3]),
+        img_neg=torch.tensor([0.5, 0.5, 0.1]),
+        p1_p2=torch.tensor([0.9, 0.9, 0.4]),
+        p1_neg=torch.tensor([0.5, 0.95, 0.2]),
+        p2_neg=torch.tensor([0.5, 0.1, 0.4]),
     )
     assert s["ITT"] == pytest.approx(200 / 3) and s["TOT"] == pytest.approx(100 / 3)
     pos, neg = torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0.0, 1.0, 0.0, 0.0])
@@ -135,11 +151,22 @@ def test_sugarcrepe_pp_and_aro_macro_micro_by_hand():
 
 
 def test_zeroshot_topk_and_prototypes_by_hand():
-    logits = torch.tensor([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]])
+    logits = torch.tensor(
+        [[0.9, 0.1, 0.0, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]]
+    )
     labels = torch.tensor([0, 1, 1])
     # sample 1: class 1 is 5th best -> top5 hit; sample 2: class 1 ties with class 0 -> rank 1.
-    assert M.topk_accuracy(logits, labels, (1, 2, 5)) == {"top1": pytest.approx(100 / 3), "top2": pytest.approx(200 / 3), "top5": 100.0}
-    assert M.zeroshot_ks(1000) == (1, 5) and M.zeroshot_ks(5) == (1, 4) and M.zeroshot_ks(3) == (1, 2) and M.zeroshot_ks(2) == (1,)
+    assert M.topk_accuracy(logits, labels, (1, 2, 5)) == {
+        "top1": pytest.approx(100 / 3),
+        "top2": pytest.approx(200 / 3),
+        "top5": 100.0,
+    }
+    assert (
+        M.zeroshot_ks(1000) == (1, 5)
+        and M.zeroshot_ks(5) == (1, 4)
+        and M.zeroshot_ks(3) == (1, 2)
+        and M.zeroshot_ks(2) == (1,)
+    )
     proto = M.class_prototypes(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
     assert torch.allclose(proto, torch.tensor([[2**-0.5, 2**-0.5]]))
 
@@ -180,7 +207,9 @@ def test_loader_errors_name_file_entry_and_key(bench, tmp_path):
     (tmp_path / "sc" / "swap_att.json").write_text(json.dumps({"7": {"filename": "000000.png", "caption": "x"}}))
     with pytest.raises(BenchmarkFormatError, match=r"swap_att.json: entry 7: missing key 'negative_caption'"):
         load_sugarcrepe(tmp_path / "sc")
-    (tmp_path / "sc" / "swap_att.json").write_text(json.dumps({"0": {"filename": "nope.png", "caption": "x", "negative_caption": "y"}}))
+    (tmp_path / "sc" / "swap_att.json").write_text(
+        json.dumps({"0": {"filename": "nope.png", "caption": "x", "negative_caption": "y"}})
+    )
     with pytest.raises(BenchmarkFormatError, match=r"entry 0: image not found: .*nope.png"):
         load_sugarcrepe(tmp_path / "sc")
     bad = tmp_path / "wg"
@@ -204,7 +233,9 @@ def test_cache_reuses_embeddings_and_notices_changed_files(bench, tmp_path):
     assert toy.calls["images"] == 2 and torch.equal(first, again)  # served from disk
     CachedEncoder(toy, "other-model", tmp_path / "cache").images(refs)
     assert toy.calls["images"] == 4  # another model identity is another key
-    render_scene(Scene((SceneObject("circle", "green", "large", 16, 16),), 32)).save(tmp_path / "sc" / "images" / "000000.png")
+    render_scene(Scene((SceneObject("circle", "green", "large", 16, 16),), 32)).save(
+        tmp_path / "sc" / "images" / "000000.png"
+    )
     changed = CachedEncoder(toy, "toy", tmp_path / "cache").images(refs)
     assert toy.calls["images"] == 6 and not torch.equal(changed, first)
     CachedEncoder(toy, "toy", tmp_path / "cache").texts(["a red x", "a red x", "b"])
@@ -220,7 +251,9 @@ def test_run_evaluation_scores_the_toy_embedder_as_a_bag_of_words(bench, tmp_pat
     res = run_evaluation([_toy_model()], cfg, log=lambda _: None)
     m = res["models"][0]["metrics"]
     assert set(m) == {"retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"}
-    assert m["retrieval"]["t2i_R@1"] == 100 and m["retrieval"]["i2t_R@1"] == 100 and m["retrieval"]["t2i_valid_R@1"] == 100
+    assert (
+        m["retrieval"]["t2i_R@1"] == 100 and m["retrieval"]["i2t_R@1"] == 100 and m["retrieval"]["t2i_valid_R@1"] == 100
+    )
     assert m["sugarcrepe"] == {"replace_att": 100.0, "swap_att": 0.0}  # a swap ties -> wrong
     assert m["sugarcrepe_pp"]["replace_att"] == {"ITT": 100.0, "TOT": 100.0}
     assert m["sugarcrepe_pp"]["mean"] == {"ITT": 50.0, "TOT": 50.0}
@@ -255,10 +288,17 @@ def test_model_specs_and_train_compute(tmp_path, monkeypatch):
     (tmp_path / "base").mkdir()
     (tmp_path / "adapter").mkdir()
     # the base's compute.json: 2 CPU stages (seconds x threads) and a GPU stage that is not CPU time
-    (tmp_path / "base" / "compute.json").write_text(json.dumps({"stages": [
-        {"stage": "vision", "device": "cpu", "seconds": 60, "threads": 2, "device_seconds": 120},
-        {"stage": "lvlm", "device": "cpu", "seconds": 30, "threads": 1},
-        {"stage": "extra", "device": "cuda", "seconds": 600, "device_seconds": 600}]}))
+    (tmp_path / "base" / "compute.json").write_text(
+        json.dumps(
+            {
+                "stages": [
+                    {"stage": "vision", "device": "cpu", "seconds": 60, "threads": 2, "device_seconds": 120},
+                    {"stage": "lvlm", "device": "cpu", "seconds": 30, "threads": 1},
+                    {"stage": "extra", "device": "cuda", "seconds": 600, "device_seconds": 600},
+                ]
+            }
+        )
+    )
     (tmp_path / "adapter" / "train_compute.json").write_text(json.dumps({"wall_seconds": 120, "threads": 2}))
     monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), [Path(a) for a in args]))
     loaded = load_model(f"c=toy:{tmp_path / 'base'}:{tmp_path / 'adapter'}")
@@ -273,13 +313,17 @@ def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
     monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), []))
     runner = CliRunner()
     common = ["--data", str(bench), "--cache-dir", str(tmp_path / "cache")]
-    r = runner.invoke(app, ["eval", "--model", "a=toy:", "--suite", "sugarcrepe,winoground", "--out", str(tmp_path / "run1"), *common])
+    r = runner.invoke(
+        app, ["eval", "--model", "a=toy:", "--suite", "sugarcrepe,winoground", "--out", str(tmp_path / "run1"), *common]
+    )
     assert r.exit_code == 0, r.output
     assert "swap_att" in r.output  # the rich table
     r = runner.invoke(app, ["eval", "-m", "b=toy:", "-s", "zeroshot", "-o", str(tmp_path / "run2"), *common])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run1" / "eval_config.yaml").is_file()
-    r = runner.invoke(app, ["report", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "merged")])
+    r = runner.invoke(
+        app, ["report", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(tmp_path / "merged")]
+    )
     assert r.exit_code == 0, r.output
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert [m["name"] for m in merged["models"]] == ["a", "b"] and len(merged["runs"]) == 2
@@ -289,7 +333,9 @@ def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
 
     r = runner.invoke(app, ["eval", "-m", "toy:", "-s", "nonsense", "-o", str(tmp_path / "x"), *common])
     assert r.exit_code == 2 and "unknown suite 'nonsense'" in r.output
-    r = runner.invoke(app, ["eval", "-m", "toy:", "-s", "winoground", "-o", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c")])
+    r = runner.invoke(
+        app, ["eval", "-m", "toy:", "-s", "winoground", "-o", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c")]
+    )
     assert r.exit_code == 2 and "suite 'winoground': no data" in r.output
     r = runner.invoke(app, ["eval", "-m", "nope:x", "--data", str(bench), "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "model spec 'nope:x'" in r.output
@@ -298,16 +344,22 @@ def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
 def test_zeroshot_spec_runs_a_real_tiny_lvlm_through_the_harness(bench, tmp_path):
     """The `zeroshot:` spec loads vladva.model.VladVA on a tiny random LLaVA; every score is a
     percentage over the fixture's items and the second run is served entirely from the cache."""
-    from vladva.model.tiny import build_tiny_llava
+    from vladva.testing import build_tiny_llava
 
     base = build_tiny_llava(tmp_path / "tiny_llava")
     model = load_model(f"zs=zeroshot:{base}")
     assert model.params and model.params > 1000
-    cfg = EvalConfig(data=str(bench), suites=["sugarcrepe", "winoground"], cache_dir=str(tmp_path / "cache"), show_progress=False)
+    cfg = EvalConfig(
+        data=str(bench), suites=["sugarcrepe", "winoground"], cache_dir=str(tmp_path / "cache"), show_progress=False
+    )
     first = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
     assert first["counts"]["sugarcrepe"] == {"replace_att": 2, "swap_att": 1}
     values = list(first["metrics"]["sugarcrepe"].values()) + list(first["metrics"]["winoground"].values())
     assert all(0 <= v <= 100 for v in values)
     again = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
-    assert again["encoded"] == {"images": 0, "texts": 0, "from_cache": first["encoded"]["images"] + first["encoded"]["texts"]}
+    assert again["encoded"] == {
+        "images": 0,
+        "texts": 0,
+        "from_cache": first["encoded"]["images"] + first["encoded"]["texts"],
+    }
     assert again["metrics"] == first["metrics"]

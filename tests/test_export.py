@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from vladva.cli import app
 from vladva.export import CardInfo, ExportRequest, export_model, render_model_card, select_evaluation
 from vladva.model import VladVA
-from vladva.model.tiny import build_tiny_llava
+from vladva.testing import build_tiny_llava
 
 torch.set_num_threads(2)
 
@@ -22,8 +22,11 @@ MODULE_TYPE = "vladva.export.sentence_transformers_module.VladVAModule"
 
 
 def _images():
-    return [Image.new("RGB", (32, 32), (220, 30, 30)), Image.new("RGB", (48, 32), (30, 30, 220)),
-            Image.new("RGB", (32, 32), (30, 200, 60))]
+    return [
+        Image.new("RGB", (32, 32), (220, 30, 30)),
+        Image.new("RGB", (48, 32), (30, 30, 220)),
+        Image.new("RGB", (32, 32), (30, 200, 60)),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,35 +45,79 @@ def trained(tmp_path_factory):
     run = root / "run"
     ckpt = m.save_adapter(run / "checkpoints" / "step-000003", base_model=str(base))
     (run / "checkpoints" / "latest").write_text("step-000003\n")
-    (ckpt / "config.yaml").write_text("seed: 7\noptim:\n  max_steps: 3\n  lr_lora: 0.0005\ndata:\n  contrastive_batch_size: 4\n")
-    (ckpt / "compute.json").write_text(json.dumps({"steps": 3, "wall_seconds": 1.5, "threads": 1, "trainable_params": 999}))
+    (ckpt / "config.yaml").write_text(
+        "seed: 7\noptim:\n  max_steps: 3\n  lr_lora: 0.0005\ndata:\n  contrastive_batch_size: 4\n"
+    )
+    (ckpt / "compute.json").write_text(
+        json.dumps({"steps": 3, "wall_seconds": 1.5, "threads": 1, "trainable_params": 999})
+    )
     ref = VladVA.from_pretrained(base, run)
     imgs = _images()
     want = {"texts": ref.encode_texts(TEXTS), "images": ref.encode_images(imgs)}
     base_texts = VladVA.from_pretrained(base).encode_texts(TEXTS)
     results = root / "eval" / "results.json"
     results.parent.mkdir()
-    results.write_text(json.dumps({
-        "created": "2026-01-02T03:04:05+00:00", "git_commit": "0123456789abcdef", "seed": 0,
-        "models": [
-            {"name": "tiny-vladva", "spec": f"vladva:{base}:{run}", "metrics": {"retrieval": {"t2i_R@1": 37.5, "i2t_R@1": 62.5}}},
-            {"name": "tiny-clip", "spec": "clip:/nowhere", "metrics": {"retrieval": {"t2i_R@1": 12.5, "i2t_R@1": 25.0}}},
-        ]}))
-    return {"root": root, "base": base, "run": run, "ckpt": ckpt, "want": want, "base_texts": base_texts,
-            "images": imgs, "results": results}
+    results.write_text(
+        json.dumps(
+            {
+                "created": "2026-01-02T03:04:05+00:00",
+                "git_commit": "0123456789abcdef",
+                "seed": 0,
+                "models": [
+                    {
+                        "name": "tiny-vladva",
+                        "spec": f"vladva:{base}:{run}",
+                        "metrics": {"retrieval": {"t2i_R@1": 37.5, "i2t_R@1": 62.5}},
+                    },
+                    {
+                        "name": "tiny-clip",
+                        "spec": "clip:/nowhere",
+                        "metrics": {"retrieval": {"t2i_R@1": 12.5, "i2t_R@1": 25.0}},
+                    },
+                ],
+            }
+        )
+    )
+    return {
+        "root": root,
+        "base": base,
+        "run": run,
+        "ckpt": ckpt,
+        "want": want,
+        "base_texts": base_texts,
+        "images": imgs,
+        "results": results,
+    }
 
 
 @pytest.fixture(scope="module")
 def hf_export(trained):
-    return export_model(ExportRequest(base=trained["base"], adapter=trained["run"], out=trained["root"] / "hf",
-                                      results=trained["results"]), log=lambda *_: None)
+    return export_model(
+        ExportRequest(
+            base=trained["base"], adapter=trained["run"], out=trained["root"] / "hf", results=trained["results"]
+        ),
+        log=lambda *_: None,
+    )
 
 
 @pytest.fixture(scope="module")
 def st_export(trained):
     out = trained["root"] / "st"
-    res = CliRunner().invoke(app, ["export", str(out), "--model", str(trained["base"]), "--adapter", str(trained["run"]),
-                                   "--format", "sentence-transformers", "--name", "tiny st"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(out),
+            "--model",
+            str(trained["base"]),
+            "--adapter",
+            str(trained["run"]),
+            "--format",
+            "sentence-transformers",
+            "--name",
+            "tiny st",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote sentence-transformers export" in res.output
     return out
@@ -82,7 +129,9 @@ def _close(a, b) -> bool:
 
 def test_hf_export_reloads_to_the_same_embeddings(trained, hf_export):
     files = sorted(p.name for p in hf_export.iterdir())
-    assert {"README.md", "config.json", "model.safetensors", "vladva_config.json", "vladva_weights.safetensors"} <= set(files)
+    assert {"README.md", "config.json", "model.safetensors", "vladva_config.json", "vladva_weights.safetensors"} <= set(
+        files
+    )
     assert "adapter" not in files and not list(hf_export.parent.glob(".hf.partial-*"))
     assert json.loads((hf_export / "vladva_config.json").read_text())["format"] == "vladva-merged"
     m = VladVA.from_pretrained(hf_export)
@@ -136,8 +185,18 @@ def test_card_without_results_says_so(st_export):
 def test_results_rows_by_name_or_refused(trained, tmp_path):
     report = select_evaluation(trained["results"], trained["base"], trained["ckpt"], ("tiny-clip", "tiny-vladva"))
     assert [m["name"] for m in report["models"]] == ["tiny-clip", "tiny-vladva"]
-    info = CardInfo(name="x", location="x", export_format="hf", model_type="llava", embedding_dim=64,
-                    vladva_config={}, base_model=None, adapter=None, evaluation=report, results_path="r.json")
+    info = CardInfo(
+        name="x",
+        location="x",
+        export_format="hf",
+        model_type="llava",
+        embedding_dim=64,
+        vladva_config={},
+        base_model=None,
+        adapter=None,
+        evaluation=report,
+        results_path="r.json",
+    )
     assert "| T→I R@1 | 12.5 | 37.5 |" in render_model_card(info)
     with pytest.raises(ValueError, match="no model named 'nope'; it holds 'tiny-vladva', 'tiny-clip'"):
         select_evaluation(trained["results"], trained["base"], trained["ckpt"], ("nope",))
@@ -155,8 +214,9 @@ def test_merged_folder_exports_without_adapter(trained, hf_export):
     assert "none (exported from a merged folder)" in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("case", ["non-empty out", "missing adapter", "not an adapter", "plain base", "bad format",
-                                  "unknown results row"])
+@pytest.mark.parametrize(
+    "case", ["non-empty out", "missing adapter", "not an adapter", "plain base", "bad format", "unknown results row"]
+)
 def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     out = tmp_path / "out"
     args = ["export", str(out), "--model", str(trained["base"]), "--adapter", str(trained["run"])]
@@ -195,7 +255,7 @@ def test_qwen2_vl_sentence_transformers_round_trip(tmp_path):
     """Qwen2-VL's image batches carry extra tensors (image_grid_thw, dynamic resolution)."""
     from sentence_transformers import SentenceTransformer
 
-    from vladva.model.tiny import build_tiny_qwen2_vl
+    from vladva.testing import build_tiny_qwen2_vl
 
     base = build_tiny_qwen2_vl(tmp_path / "qwen")
     m = VladVA.from_pretrained(base)
@@ -206,8 +266,10 @@ def test_qwen2_vl_sentence_transformers_round_trip(tmp_path):
                 p.add_(0.05 * torch.randn_like(p))
     adapter = m.save_adapter(tmp_path / "adapter", base_model=str(base))
     ref = VladVA.from_pretrained(base, adapter)
-    out = export_model(ExportRequest(base=base, adapter=adapter, out=tmp_path / "st", format="sentence-transformers"),
-                       log=lambda *_: None)
+    out = export_model(
+        ExportRequest(base=base, adapter=adapter, out=tmp_path / "st", format="sentence-transformers"),
+        log=lambda *_: None,
+    )
     st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
     assert _close(st.encode(TEXTS), ref.encode_texts(TEXTS))
     assert _close(st.encode(_images()), ref.encode_images(_images()))

@@ -16,10 +16,12 @@ def test_cli_help_lists_subcommands():
 
 def test_manifest_round_trip(tmp_path):
     (tmp_path / "images").mkdir()
-    recs = [Record("a", tmp_path / "images/a.png", ["a red circle"], "A long caption.", {"k": 1}),
-            Record("b", tmp_path / "images/b.png", ["x", "y"])]
+    recs = [
+        Record("a", tmp_path / "images/a.png", ["a red circle"], "A long caption.", {"k": 1}),
+        Record("b", tmp_path / "images/b.png", ["x", "y"]),
+    ]
     write_manifest(tmp_path / "train.jsonl", recs)
-    back, report = read_manifest(tmp_path / "train.jsonl")
+    back, _report = read_manifest(tmp_path / "train.jsonl")
     assert [r.id for r in back] == ["a", "b"]
     assert back[0].image == tmp_path / "images/a.png" and back[0].long_caption == "A long caption."
     assert back[1].captions == ["x", "y"] and back[1].long_caption is None
@@ -27,15 +29,18 @@ def test_manifest_round_trip(tmp_path):
     assert line["image"] == "images/a.png"
 
 
-@pytest.mark.parametrize("line,reason", [
-    ('{"image": "a.png"}', "missing key 'captions'"),
-    ('{"image": "a.png", "captions": ["  "]}', "captions[0] is empty"),
-    ('{"image": "../a.png", "captions": ["x"]}', "escapes the data root"),
-    ('{"image": "/etc/passwd", "captions": ["x"]}', "absolute image path"),
-    ('{"image": "a.png", "captoins": ["x"]}', "unknown key"),
-    ('{"image": 3, "captions": ["x"]}', "non-empty string path"),
-    ('not json', "Expecting value"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ('{"image": "a.png"}', "missing key 'captions'"),
+        ('{"image": "a.png", "captions": ["  "]}', "captions[0] is empty"),
+        ('{"image": "../a.png", "captions": ["x"]}', "escapes the data root"),
+        ('{"image": "/etc/passwd", "captions": ["x"]}', "absolute image path"),
+        ('{"image": "a.png", "captoins": ["x"]}', "unknown key"),
+        ('{"image": 3, "captions": ["x"]}', "non-empty string path"),
+        ("not json", "Expecting value"),
+    ],
+)
 def test_manifest_errors_name_file_and_line(tmp_path, line, reason):
     p = tmp_path / "m.jsonl"
     p.write_text('{"image": "ok.png", "captions": ["fine"]}\n' + line + "\n")

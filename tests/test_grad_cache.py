@@ -10,7 +10,7 @@ from vladva.train.grad_cache import GradCacheConfig, grad_cache_step
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+    from vladva.testing import build_tiny_llava, write_tiny_manifest
 
     root = tmp_path_factory.mktemp("gc")
     return build_tiny_llava(root / "llava", seed=0), write_tiny_manifest(root / "data", n_train=12, n_val=2, seed=0)
@@ -61,7 +61,7 @@ def test_grad_cache_matches_plain_step(tiny, chunk):
     for k in ("contrastive", "ntp", "loss", "batch_acc"):
         torch.testing.assert_close(got_out[k], out[k].detach(), rtol=1e-5, atol=1e-6)
     for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     assert want["contrastive.logit_scale"].abs() > 0 and want["vladva.soft_prompts.text"].abs().sum() > 0
 
 
@@ -79,7 +79,7 @@ def test_grad_cache_replays_dropout(tiny):
     plain(batch)["loss"].backward()
     got, want = _grads(cached), _grads(plain)
     for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_grad_cache_config_rejects_negative_chunk():

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from vladva.config import load_config
-from vladva.data.captions import caption_is_true, count_tokens
 from vladva.data.manifest import ManifestError, Record, read_manifest, write_manifest
-from vladva.data.scene import Scene
-from vladva.data.shapes import HARD_HELDOUT, ShapesDataConfig, generate_shapes_dataset
-from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+from vladva.testing import build_tiny_llava, write_tiny_manifest
+from vladva.toyworld.captions import caption_is_true, count_tokens
+from vladva.toyworld.scene import Scene
+from vladva.toyworld.shapes import HARD_HELDOUT, ShapesDataConfig, generate_shapes_dataset
 from vladva.train.config import TrainConfig
 from vladva.train.data import BatchCollator, load_records
 
@@ -32,11 +32,16 @@ def test_manifest_negative_captions_round_trip_and_validation(tmp_path):
     assert lines[0]["negative_captions"] == ["a blue circle"] and "negative_captions" not in lines[1]
     back, _ = read_manifest(tmp_path / "m.jsonl")
     assert back[0].negative_captions == ["a blue circle"] and back[1].negative_captions == []
-    for bad, why in (("\"a blue circle\"", "must be a list"), ("[\" \"]", r"negative_captions\[0\] is empty"),
-                     ("[3]", r"negative_captions\[0\] must be a string")):
+    for bad, why in (
+        ('"a blue circle"', "must be a list"),
+        ('[" "]', r"negative_captions\[0\] is empty"),
+        ("[3]", r"negative_captions\[0\] must be a string"),
+    ):
         p = tmp_path / "bad.jsonl"
-        p.write_text('{"image": "a.png", "captions": ["x"]}\n{"image": "a.png", "captions": ["x"], '
-                     f'"negative_captions": {bad}}}\n')
+        p.write_text(
+            '{"image": "a.png", "captions": ["x"]}\n{"image": "a.png", "captions": ["x"], '
+            f'"negative_captions": {bad}}}\n'
+        )
         with pytest.raises(ManifestError, match=f"bad.jsonl:2: .*{why}"):
             read_manifest(p)
 
@@ -46,9 +51,11 @@ def test_manifest_caption_negatives_align_with_captions(tmp_path):
     write_manifest(tmp_path / "m.jsonl", [rec, Record("b", tmp_path / "b.png", ["x"])])
     back, _ = read_manifest(tmp_path / "m.jsonl")
     assert back[0].caption_negatives == [["a blue circle"], []] and back[1].caption_negatives == []
-    for bad, why in (('[["a blue circle"]]', r"one list of strings per caption \(2 captions\)"),
-                     ('["a", "b"]', r"caption_negatives\[0\]' must be a list"),
-                     ('[[""], []]', r"caption_negatives\[0\]\[0\] is empty")):
+    for bad, why in (
+        ('[["a blue circle"]]', r"one list of strings per caption \(2 captions\)"),
+        ('["a", "b"]', r"caption_negatives\[0\]' must be a list"),
+        ('[[""], []]', r"caption_negatives\[0\]\[0\] is empty"),
+    ):
         p = tmp_path / "bad.jsonl"
         p.write_text(f'{{"image": "a.png", "captions": ["x", "y"], "caption_negatives": {bad}}}\n')
         with pytest.raises(ManifestError, match=f"bad.jsonl:1: .*{why}"):
@@ -80,8 +87,8 @@ def test_every_training_negative_is_false_for_its_scene(tmp_path, world):
 
 @pytest.mark.parametrize("world", ["default", "hard"])
 def test_caption_negatives_are_false_minimal_edits_of_their_caption(tmp_path, world):
-    from vladva.data.captions import parse_caption
-    from vladva.data.splits import check_dataset
+    from vladva.toyworld.captions import parse_caption
+    from vladva.toyworld.splits import check_dataset
 
     out = tmp_path / world
     summary = generate_shapes_dataset(out, ShapesDataConfig(seed=3, world=world, **TINY), progress=False)
@@ -99,7 +106,8 @@ def test_caption_negatives_are_false_minimal_edits_of_their_caption(tmp_path, wo
                 pc, pn = parse_caption(cap), parse_caption(neg)
                 for attr in ("colour", "shape", "size"):
                     assert sorted(str(getattr(o, attr)) for o in pc.objects) == sorted(
-                        str(getattr(o, attr)) for o in pn.objects), (cap, neg)
+                        str(getattr(o, attr)) for o in pn.objects
+                    ), (cap, neg)
                 assert pc.count == pn.count, (cap, neg)
                 swaps += pc.objects != pn.objects
                 if world == "hard":
@@ -203,12 +211,26 @@ def test_training_module_passes_encoded_negatives_to_the_loss(base, data):
 def test_short_training_run_with_hard_negatives(base, data, tmp_path):
     from vladva.train.trainer import train
 
-    cfg = load_config(TrainConfig, None, [
-        f"base_model={base}", f"data.train={data / 'train.jsonl'}", f"output_dir={tmp_path / 'run'}",
-        "data.contrastive_batch_size=8", "data.ntp_batch_size=2", "data.hard_negatives=1", "optim.max_steps=3",
-        "optim.warmup_steps=0", "eval.every=0", "eval.at_start=false", "checkpoint.every=0", "log_every=1",
-        "progress=false", "num_threads=1",
-    ])
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            f"base_model={base}",
+            f"data.train={data / 'train.jsonl'}",
+            f"output_dir={tmp_path / 'run'}",
+            "data.contrastive_batch_size=8",
+            "data.ntp_batch_size=2",
+            "data.hard_negatives=1",
+            "optim.max_steps=3",
+            "optim.warmup_steps=0",
+            "eval.every=0",
+            "eval.at_start=false",
+            "checkpoint.every=0",
+            "log_every=1",
+            "progress=false",
+            "num_threads=1",
+        ],
+    )
     result = train(cfg)
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert result.steps == 3 and len([r for r in rows if "loss" in r]) == 3
@@ -222,8 +244,16 @@ def test_hard_negatives_config_checks(base, data, tmp_path):
 
     with pytest.raises(ValueError, match="data.hard_negatives must be >= 0"):
         load_config(TrainConfig, None, ["data.hard_negatives=-1"])
-    cfg = load_config(TrainConfig, None, [f"base_model={base}", f"data.train={data / 'train.jsonl'}",
-                                          f"output_dir={tmp_path / 'r'}", "data.hard_negatives=1",
-                                          "grad_cache.chunk_size=4"])
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            f"base_model={base}",
+            f"data.train={data / 'train.jsonl'}",
+            f"output_dir={tmp_path / 'r'}",
+            "data.hard_negatives=1",
+            "grad_cache.chunk_size=4",
+        ],
+    )
     with pytest.raises(ValueError, match="grad_cache"):
         train(cfg)

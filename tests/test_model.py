@@ -12,7 +12,7 @@ from PIL import Image
 from vladva.config import build_config, load_config
 from vladva.model import VladVA, VladVAConfig, last_token_pool
 from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
-from vladva.model.tiny import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_vl
+from vladva.testing import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_vl
 
 torch.set_num_threads(2)
 
@@ -21,8 +21,11 @@ TEXTS = ["a red circle", "a small blue square left of a large green triangle", "
 
 def _images():
     # different colours and, for dynamic-resolution models, different sizes
-    return [Image.new("RGB", (32, 32), (220, 30, 30)), Image.new("RGB", (48, 32), (30, 30, 220)),
-            Image.new("RGB", (32, 32), (30, 200, 60))]
+    return [
+        Image.new("RGB", (32, 32), (220, 30, 30)),
+        Image.new("RGB", (48, 32), (30, 30, 220)),
+        Image.new("RGB", (32, 32), (30, 200, 60)),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def _perturb(m: VladVA, seed: int = 1) -> None:
     """Move every trained part away from its initial value, as training would."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for n, p in m.named_parameters():
+        for _n, p in m.named_parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
@@ -87,7 +90,15 @@ def test_batched_text_embeddings_equal_one_at_a_time(llava_dir, side, pooling):
 def test_prompt_layout_and_soft_prompt_injection(llava_dir):
     m = VladVA.from_pretrained(llava_dir)
     tok = m.tokenizer
-    assert tok.convert_ids_to_tokens(m.image_layout.prompt_ids) == ["Summary", "above", "image", "in", "one", "word", ":"]
+    assert tok.convert_ids_to_tokens(m.image_layout.prompt_ids) == [
+        "Summary",
+        "above",
+        "image",
+        "in",
+        "one",
+        "word",
+        ":",
+    ]
     assert m.text_layout.n_suffix == 0  # the tiny model has no chat template: the prompt ends the sequence
     batch = m.text_inputs(["a red circle", "a small blue square left of a large green triangle"])
     ids, starts = batch.model_inputs["input_ids"], batch.prompt_starts
@@ -96,7 +107,9 @@ def test_prompt_layout_and_soft_prompt_injection(llava_dir):
         assert tok.convert_ids_to_tokens(got)[0] == "Summary" and got == m.text_layout.prompt_ids
     before = m.encode_texts(TEXTS)
     # soft prompts start at the handcrafted prompt: identical to the model without them
-    plain = VladVA.from_pretrained(llava_dir, config=build_config(VladVAConfig, {"soft_prompt": {"enabled": False}}, "t"))
+    plain = VladVA.from_pretrained(
+        llava_dir, config=build_config(VladVAConfig, {"soft_prompt": {"enabled": False}}, "t")
+    )
     assert plain.soft_prompts is None
     assert torch.allclose(before, plain.encode_texts(TEXTS), atol=1e-6)
     with torch.no_grad():
@@ -151,8 +164,10 @@ def test_trainable_parts(llava_dir):
     assert n == sum(p.numel() for k, p in m.named_parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("parts", [{}, {"lora": {"enabled": False}, "train_language_model": True, "pooling": "mean"},
-                                   {"train_language_model": True}])
+@pytest.mark.parametrize(
+    "parts",
+    [{}, {"lora": {"enabled": False}, "train_language_model": True, "pooling": "mean"}, {"train_language_model": True}],
+)
 def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path, parts):
     m = VladVA.from_pretrained(llava_dir, config=build_config(VladVAConfig, parts, "test"))
     m.prepare_for_training()
@@ -162,7 +177,9 @@ def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path, part
     m.save_adapter(tmp_path / "adapter", base_model=str(llava_dir))
     lora = parts.get("lora", {}).get("enabled", True)
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter"] * lora + [
-        "vladva_config.json", "vladva_weights.safetensors"]
+        "vladva_config.json",
+        "vladva_weights.safetensors",
+    ]
     loaded = VladVA.from_pretrained(llava_dir, tmp_path / "adapter")
     assert torch.equal(loaded.encode_images(imgs), want_i)
     assert torch.equal(loaded.encode_texts(TEXTS), want_t)
@@ -274,8 +291,17 @@ def test_prompt_selection_signals(llava_dir):
     ent = summary_entropy(m, _images(), TEXTS)
     vocab = m.model.get_output_embeddings().weight.shape[0]
     assert set(ent) == {"image", "text"} and all(0 < v <= math.log(vocab) + 1e-4 for v in ent.values())
-    rows = score_prompts(llava_dir, [("Summary above image in one word:", "Summary above sentence in one word:"),
-                                     ("describe the image in one word:", "describe the sentence in one word:")],
-                         _images(), TEXTS)
-    assert len(rows) == 2 and rows[0]["image_entropy"] + rows[0]["text_entropy"] >= rows[1]["image_entropy"] + rows[1]["text_entropy"]
+    rows = score_prompts(
+        llava_dir,
+        [
+            ("Summary above image in one word:", "Summary above sentence in one word:"),
+            ("describe the image in one word:", "describe the sentence in one word:"),
+        ],
+        _images(),
+        TEXTS,
+    )
+    assert (
+        len(rows) == 2
+        and rows[0]["image_entropy"] + rows[0]["text_entropy"] >= rows[1]["image_entropy"] + rows[1]["text_entropy"]
+    )
     assert all(1.0 <= r["image_effective_rank"] <= 3 and 1.0 <= r["text_effective_rank"] <= 4 for r in rows)

@@ -37,6 +37,7 @@ class Case(NamedTuple):
 
 # ---- images ---------------------------------------------------------------------------------------
 
+
 def png_header_claiming(width: int, height: int) -> bytes:
     """A tiny PNG file whose header claims `width x height` pixels (a decompression bomb's shape)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
@@ -57,13 +58,25 @@ def good_png() -> bytes:
 BAD_IMAGE_CASES = [
     Case("zero-byte", "a 0-byte .png file", "image file is empty (0 bytes)", b""),
     Case("truncated", "the first half of a valid PNG", "not a readable image", good_png()[: len(good_png()) // 2]),
-    Case("corrupt-header", "a PNG with 20 bytes of its header zeroed", "not a readable image",
-         good_png()[:8] + b"\x00" * 20 + good_png()[28:]),
+    Case(
+        "corrupt-header",
+        "a PNG with 20 bytes of its header zeroed",
+        "not a readable image",
+        good_png()[:8] + b"\x00" * 20 + good_png()[28:],
+    ),
     Case("not-an-image", "a text file named .png", "not a readable image", b"hello, I am not an image\n"),
-    Case("bomb-100k", "a 100 KB-class PNG whose header claims 100000 x 100000 pixels",
-         "refused as a decompression bomb", png_header_claiming(100_000, 100_000)),
-    Case("over-vladva-limit", f"a PNG header claiming 9000 x 9000 = 81 Mpx (vladva's limit: {MAX_PIXELS} px)",
-         "above the limit of", png_header_claiming(9000, 9000)),
+    Case(
+        "bomb-100k",
+        "a 100 KB-class PNG whose header claims 100000 x 100000 pixels",
+        "refused as a decompression bomb",
+        png_header_claiming(100_000, 100_000),
+    ),
+    Case(
+        "over-vladva-limit",
+        f"a PNG header claiming 9000 x 9000 = 81 Mpx (vladva's limit: {MAX_PIXELS} px)",
+        "above the limit of",
+        png_header_claiming(9000, 9000),
+    ),
 ]
 
 
@@ -96,20 +109,48 @@ def _palette_with_transparency() -> bytes:
 
 # (mode, file bytes, expected RGB of every pixel). Alpha is composited on black (scene background).
 IMAGE_MODE_CASES = [
-    Case("cmyk-jpeg", "CMYK JPEG, pure red ink (C=0, M=255, Y=255, K=0)", "RGB (255, 0, 0)",
-         (_save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG", quality=100), (255, 0, 0))),
-    Case("greyscale-L", "8-bit greyscale PNG, value 128", "RGB (128, 128, 128)",
-         (_save(Image.new("L", (8, 8), 128), "PNG"), (128, 128, 128))),
-    Case("greyscale-16bit", "16-bit greyscale PNG, value 30000 of 65535", "RGB (117, 117, 117) (scaled, not clipped)",
-         (_save(Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16)), "PNG"), (117, 117, 117))),
-    Case("greyscale-alpha-LA", "greyscale + alpha PNG, value 200, opaque", "RGB (200, 200, 200)",
-         (_save(Image.new("LA", (8, 8), (200, 255)), "PNG"), (200, 200, 200))),
-    Case("rgba-half-alpha", "RGBA PNG, red at alpha 128", "RGB (128, 0, 0) (alpha composited on black)",
-         (_save(Image.new("RGBA", (8, 8), (255, 0, 0, 128)), "PNG"), (128, 0, 0))),
-    Case("palette", "palette (P) PNG, blue", "RGB (0, 0, 255)",
-         (_save(Image.new("RGB", (8, 8), (0, 0, 255)).convert("P"), "PNG"), (0, 0, 255))),
-    Case("palette-transparent", "palette PNG whose colour index is transparent", "RGB (0, 0, 0) (transparent -> black)",
-         (_palette_with_transparency(), (0, 0, 0))),
+    Case(
+        "cmyk-jpeg",
+        "CMYK JPEG, pure red ink (C=0, M=255, Y=255, K=0)",
+        "RGB (255, 0, 0)",
+        (_save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG", quality=100), (255, 0, 0)),
+    ),
+    Case(
+        "greyscale-L",
+        "8-bit greyscale PNG, value 128",
+        "RGB (128, 128, 128)",
+        (_save(Image.new("L", (8, 8), 128), "PNG"), (128, 128, 128)),
+    ),
+    Case(
+        "greyscale-16bit",
+        "16-bit greyscale PNG, value 30000 of 65535",
+        "RGB (117, 117, 117) (scaled, not clipped)",
+        (_save(Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16)), "PNG"), (117, 117, 117)),
+    ),
+    Case(
+        "greyscale-alpha-LA",
+        "greyscale + alpha PNG, value 200, opaque",
+        "RGB (200, 200, 200)",
+        (_save(Image.new("LA", (8, 8), (200, 255)), "PNG"), (200, 200, 200)),
+    ),
+    Case(
+        "rgba-half-alpha",
+        "RGBA PNG, red at alpha 128",
+        "RGB (128, 0, 0) (alpha composited on black)",
+        (_save(Image.new("RGBA", (8, 8), (255, 0, 0, 128)), "PNG"), (128, 0, 0)),
+    ),
+    Case(
+        "palette",
+        "palette (P) PNG, blue",
+        "RGB (0, 0, 255)",
+        (_save(Image.new("RGB", (8, 8), (0, 0, 255)).convert("P"), "PNG"), (0, 0, 255)),
+    ),
+    Case(
+        "palette-transparent",
+        "palette PNG whose colour index is transparent",
+        "RGB (0, 0, 0) (transparent -> black)",
+        (_palette_with_transparency(), (0, 0, 0)),
+    ),
 ]
 
 
@@ -129,41 +170,107 @@ def test_image_modes_load_as_rgb(tmp_path, case):
 GOOD = {"image": "a.png", "captions": ["a red circle"]}
 
 MANIFEST_CASES = [
-    Case("malformed-json", "a line that is not JSON: {\"image\": \"a.png\",",
-         "Expecting property name enclosed in double quotes", b'{"image": "a.png",'),
+    Case(
+        "malformed-json",
+        'a line that is not JSON: {"image": "a.png",',
+        "Expecting property name enclosed in double quotes",
+        b'{"image": "a.png",',
+    ),
     Case("not-an-object", "a JSON list instead of an object", "expected a JSON object, got list", b'["a.png"]'),
     Case("missing-image", "no 'image' key", "missing key 'image'", json.dumps({"captions": ["x"]}).encode()),
-    Case("missing-captions", "no 'captions' (or 'caption') key", "missing key 'captions'",
-         json.dumps({"image": "a.png"}).encode()),
-    Case("misspelt-key", "'captons' instead of 'captions'", "unknown key(s) ['captons']",
-         json.dumps({"image": "a.png", "captons": ["x"]}).encode()),
-    Case("image-wrong-type", "'image' is a number", "'image' must be a non-empty string path",
-         json.dumps({"image": 7, "captions": ["x"]}).encode()),
-    Case("captions-wrong-type", "'captions' is a number", "'captions' must be a non-empty list of strings",
-         json.dumps({"image": "a.png", "captions": 3}).encode()),
-    Case("caption-item-wrong-type", "a caption that is a number", "captions[1] must be a string, got int",
-         json.dumps({"image": "a.png", "captions": ["x", 5]}).encode()),
-    Case("empty-caption-list", "'captions': []", "'captions' must be a non-empty list of strings",
-         json.dumps({"image": "a.png", "captions": []}).encode()),
-    Case("empty-caption", "an empty caption \"\"", "captions[0] is empty",
-         json.dumps({"image": "a.png", "captions": [""]}).encode()),
-    Case("whitespace-caption", "a whitespace-only caption", "captions[0] is empty",
-         json.dumps({"image": "a.png", "captions": [" \t\n "]}).encode()),
-    Case("empty-long-caption", "a whitespace-only long_caption", "long_caption is empty",
-         json.dumps({"image": "a.png", "captions": ["x"], "long_caption": "  "}).encode()),
-    Case("non-utf8-caption", "a caption with Latin-1 bytes (not UTF-8)", "not valid UTF-8",
-         b'{"image": "a.png", "captions": ["caf\xe9"]}'),
-    Case("lone-surrogate-caption", "a caption with a JSON-escaped lone surrogate \\udc80",
-         "captions[0] is not valid Unicode", b'{"image": "a.png", "captions": ["a \\udc80 b"]}'),
-    Case("meta-wrong-type", "'meta' is a string", "'meta' must be an object",
-         json.dumps({"image": "a.png", "captions": ["x"], "meta": "m"}).encode()),
-    Case("deeply-nested", "a line of 100000 nested JSON lists", "JSON nested too deeply", b"[" * 100_000 + b"]" * 100_000),
-    Case("absolute-path", "an absolute image path /etc/passwd", "absolute image path '/etc/passwd' refused",
-         json.dumps({"image": "/etc/passwd", "captions": ["x"]}).encode()),
-    Case("dotdot-escape", "an image path ../../etc/passwd", "escapes the data root",
-         json.dumps({"image": "../../etc/passwd", "captions": ["x"]}).encode()),
-    Case("nul-in-path", "an image path with a NUL character", "contains a NUL character",
-         json.dumps({"image": "a\u0000.png", "captions": ["x"]}).encode()),
+    Case(
+        "missing-captions",
+        "no 'captions' (or 'caption') key",
+        "missing key 'captions'",
+        json.dumps({"image": "a.png"}).encode(),
+    ),
+    Case(
+        "misspelt-key",
+        "'captons' instead of 'captions'",
+        "unknown key(s) ['captons']",
+        json.dumps({"image": "a.png", "captons": ["x"]}).encode(),
+    ),
+    Case(
+        "image-wrong-type",
+        "'image' is a number",
+        "'image' must be a non-empty string path",
+        json.dumps({"image": 7, "captions": ["x"]}).encode(),
+    ),
+    Case(
+        "captions-wrong-type",
+        "'captions' is a number",
+        "'captions' must be a non-empty list of strings",
+        json.dumps({"image": "a.png", "captions": 3}).encode(),
+    ),
+    Case(
+        "caption-item-wrong-type",
+        "a caption that is a number",
+        "captions[1] must be a string, got int",
+        json.dumps({"image": "a.png", "captions": ["x", 5]}).encode(),
+    ),
+    Case(
+        "empty-caption-list",
+        "'captions': []",
+        "'captions' must be a non-empty list of strings",
+        json.dumps({"image": "a.png", "captions": []}).encode(),
+    ),
+    Case(
+        "empty-caption",
+        'an empty caption ""',
+        "captions[0] is empty",
+        json.dumps({"image": "a.png", "captions": [""]}).encode(),
+    ),
+    Case(
+        "whitespace-caption",
+        "a whitespace-only caption",
+        "captions[0] is empty",
+        json.dumps({"image": "a.png", "captions": [" \t\n "]}).encode(),
+    ),
+    Case(
+        "empty-long-caption",
+        "a whitespace-only long_caption",
+        "long_caption is empty",
+        json.dumps({"image": "a.png", "captions": ["x"], "long_caption": "  "}).encode(),
+    ),
+    Case(
+        "non-utf8-caption",
+        "a caption with Latin-1 bytes (not UTF-8)",
+        "not valid UTF-8",
+        b'{"image": "a.png", "captions": ["caf\xe9"]}',
+    ),
+    Case(
+        "lone-surrogate-caption",
+        "a caption with a JSON-escaped lone surrogate \\udc80",
+        "captions[0] is not valid Unicode",
+        b'{"image": "a.png", "captions": ["a \\udc80 b"]}',
+    ),
+    Case(
+        "meta-wrong-type",
+        "'meta' is a string",
+        "'meta' must be an object",
+        json.dumps({"image": "a.png", "captions": ["x"], "meta": "m"}).encode(),
+    ),
+    Case(
+        "deeply-nested", "a line of 100000 nested JSON lists", "JSON nested too deeply", b"[" * 100_000 + b"]" * 100_000
+    ),
+    Case(
+        "absolute-path",
+        "an absolute image path /etc/passwd",
+        "absolute image path '/etc/passwd' refused",
+        json.dumps({"image": "/etc/passwd", "captions": ["x"]}).encode(),
+    ),
+    Case(
+        "dotdot-escape",
+        "an image path ../../etc/passwd",
+        "escapes the data root",
+        json.dumps({"image": "../../etc/passwd", "captions": ["x"]}).encode(),
+    ),
+    Case(
+        "nul-in-path",
+        "an image path with a NUL character",
+        "contains a NUL character",
+        json.dumps({"image": "a\u0000.png", "captions": ["x"]}).encode(),
+    ),
 ]
 
 
@@ -190,8 +297,12 @@ def test_symlink_pointing_outside_the_root_is_refused(tmp_path):
     (root / "images" / "link.png").symlink_to(outside)
     (root / "images" / "ok.png").write_bytes(good_png())
     path = root / "train.jsonl"
-    path.write_text(json.dumps({"image": "images/ok.png", "captions": ["x"]}) + "\n"
-                    + json.dumps({"image": "images/link.png", "captions": ["x"]}) + "\n")
+    path.write_text(
+        json.dumps({"image": "images/ok.png", "captions": ["x"]})
+        + "\n"
+        + json.dumps({"image": "images/link.png", "captions": ["x"]})
+        + "\n"
+    )
     with pytest.raises(ManifestError, match=r"train\.jsonl:2: image path 'images/link.png' escapes the data root"):
         read_manifest(path)
     records, _ = read_manifest(path, allow_outside_root=True)  # an explicit opt-in allows it
@@ -213,10 +324,17 @@ manifest_objects = st.dictionaries(
 )
 # Near-valid records, so that many lines parse and the accepted records are checked too.
 near_valid = st.fixed_dictionaries(
-    {"image": st.sampled_from(["images/a.png", "images/b.png", "images/\u00fc b.png", "../a.png", "/abs.png", "a\x00.png"]),
-     "captions": st.lists(st.just("a red circle") | any_text, min_size=1, max_size=3)},
-    optional={"id": json_values, "long_caption": st.just("the image shows a red circle .") | any_text,
-              "meta": st.dictionaries(st.text(max_size=5), json_values, max_size=2)},
+    {
+        "image": st.sampled_from(
+            ["images/a.png", "images/b.png", "images/\u00fc b.png", "../a.png", "/abs.png", "a\x00.png"]
+        ),
+        "captions": st.lists(st.just("a red circle") | any_text, min_size=1, max_size=3),
+    },
+    optional={
+        "id": json_values,
+        "long_caption": st.just("the image shows a red circle .") | any_text,
+        "meta": st.dictionaries(st.text(max_size=5), json_values, max_size=2),
+    },
 )
 lines = st.one_of(
     st.binary(max_size=80).map(lambda b: b.replace(b"\n", b" ")),
@@ -257,28 +375,72 @@ def test_fuzz_manifest_parser_only_raises_manifest_error(tmp_path, body):
 # ---- config keys and values ---------------------------------------------------------------------
 
 CONFIG_CASES = [
-    Case("misspelt-key", "optim.lr_lroa=1e-4", "unknown config key 'optim.lr_lroa'; did you mean 'optim.lr_lora'?",
-         "optim.lr_lroa=1e-4"),
-    Case("unknown-section", "optimiser.lr=1e-4", "unknown config key 'optimiser'; did you mean 'optim'?",
-         "optimiser.lr=1e-4"),
-    Case("negative-lr", "optim.lr_lora=-1e-4", "optim.lr_lora must be a finite number >= 0, got -0.0001",
-         "optim.lr_lora=-1e-4"),
-    Case("nan-lr", "optim.lr_soft_prompt=.nan", "optim.lr_soft_prompt must be a finite number >= 0, got nan",
-         "optim.lr_soft_prompt=.nan"),
-    Case("batch-size-0", "data.contrastive_batch_size=0", "data.contrastive_batch_size must be >= 2, got 0",
-         "data.contrastive_batch_size=0"),
-    Case("ntp-batch-too-big", "data.ntp_batch_size=64 (> contrastive batch 32)",
-         "data.ntp_batch_size must be between 0 and data.contrastive_batch_size", "data.ntp_batch_size=64"),
+    Case(
+        "misspelt-key",
+        "optim.lr_lroa=1e-4",
+        "unknown config key 'optim.lr_lroa'; did you mean 'optim.lr_lora'?",
+        "optim.lr_lroa=1e-4",
+    ),
+    Case(
+        "unknown-section",
+        "optimiser.lr=1e-4",
+        "unknown config key 'optimiser'; did you mean 'optim'?",
+        "optimiser.lr=1e-4",
+    ),
+    Case(
+        "negative-lr",
+        "optim.lr_lora=-1e-4",
+        "optim.lr_lora must be a finite number >= 0, got -0.0001",
+        "optim.lr_lora=-1e-4",
+    ),
+    Case(
+        "nan-lr",
+        "optim.lr_soft_prompt=.nan",
+        "optim.lr_soft_prompt must be a finite number >= 0, got nan",
+        "optim.lr_soft_prompt=.nan",
+    ),
+    Case(
+        "batch-size-0",
+        "data.contrastive_batch_size=0",
+        "data.contrastive_batch_size must be >= 2, got 0",
+        "data.contrastive_batch_size=0",
+    ),
+    Case(
+        "ntp-batch-too-big",
+        "data.ntp_batch_size=64 (> contrastive batch 32)",
+        "data.ntp_batch_size must be between 0 and data.contrastive_batch_size",
+        "data.ntp_batch_size=64",
+    ),
     Case("max-steps-0", "optim.max_steps=0", "optim.max_steps must be >= 1, got 0", "optim.max_steps=0"),
     Case("wrong-type", "optim.max_steps=ten", "'optim.max_steps' must be an integer, got 'ten'", "optim.max_steps=ten"),
-    Case("bad-beta", "optim.betas=[0.9,1.5]", "optim.betas must each be in [0, 1), got [0.9, 1.5]", "optim.betas=[0.9,1.5]"),
+    Case(
+        "bad-beta",
+        "optim.betas=[0.9,1.5]",
+        "optim.betas must each be in [0, 1), got [0.9, 1.5]",
+        "optim.betas=[0.9,1.5]",
+    ),
     Case("lora-rank-0", "model.lora.r=0", "model.lora.r must be >= 1, got 0", "model.lora.r=0"),
-    Case("bad-padding-side", "model.prompts.padding_side=up", "model.prompts.padding_side must be 'left' or 'right'",
-         "model.prompts.padding_side=up"),
-    Case("zero-temperature", "loss.contrastive.init_temperature=0", "loss.contrastive.init_temperature must be in (0, 1]",
-         "loss.contrastive.init_temperature=0"),
-    Case("negative-ntp-weight", "loss.ntp_weight=-1", "loss.ntp_weight must be a finite number >= 0", "loss.ntp_weight=-1"),
-    Case("negative-keep-last", "checkpoint.keep_last=-1", "checkpoint.keep_last must be >= 0", "checkpoint.keep_last=-1"),
+    Case(
+        "bad-padding-side",
+        "model.prompts.padding_side=up",
+        "model.prompts.padding_side must be 'left' or 'right'",
+        "model.prompts.padding_side=up",
+    ),
+    Case(
+        "zero-temperature",
+        "loss.contrastive.init_temperature=0",
+        "loss.contrastive.init_temperature must be in (0, 1]",
+        "loss.contrastive.init_temperature=0",
+    ),
+    Case(
+        "negative-ntp-weight",
+        "loss.ntp_weight=-1",
+        "loss.ntp_weight must be a finite number >= 0",
+        "loss.ntp_weight=-1",
+    ),
+    Case(
+        "negative-keep-last", "checkpoint.keep_last=-1", "checkpoint.keep_last must be >= 0", "checkpoint.keep_last=-1"
+    ),
     Case("eval-batch-0", "eval.batch_size=0", "eval.max_images and eval.batch_size must be >= 1", "eval.batch_size=0"),
     Case("not-key-value", "an override without '=' (optim.lr_lora)", "must look like key=value", "optim.lr_lora"),
 ]
@@ -295,7 +457,9 @@ def test_bad_key_in_yaml_names_the_file(tmp_path):
     """A misspelt nested key in a YAML recipe: the error names the file and the dotted key."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("optim:\n  max_stpes: 10\n")
-    with pytest.raises(ConfigError, match=rf"^{recipe}: unknown config key 'optim.max_stpes'; did you mean 'optim.max_steps'\?"):
+    with pytest.raises(
+        ConfigError, match=rf"^{recipe}: unknown config key 'optim.max_stpes'; did you mean 'optim.max_steps'\?"
+    ):
         load_config(TrainConfig, recipe)
     recipe.write_text("optim: [1, 2\n")
     with pytest.raises(ConfigError, match=rf"^{recipe}: not valid YAML"):
@@ -315,9 +479,10 @@ def test_train_cli_reports_config_errors_in_one_line():
 
 # ---- captions through the model -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
-    from vladva.model.tiny import build_tiny_llava
+    from vladva.testing import build_tiny_llava
 
     torch.set_num_threads(1)
     return build_tiny_llava(tmp_path_factory.mktemp("tiny") / "base", hidden=32, layers=1)
@@ -355,10 +520,11 @@ def test_over_long_long_caption_is_truncated_for_the_next_token_loss(tiny_model)
 
 # ---- bad samples in training --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dirty_data(tmp_path_factory, tiny_base):
     """A tiny manifest (12 records) with one malformed line (line 5) and one corrupt image (record 'train-000002')."""
-    from vladva.model.tiny import write_tiny_manifest
+    from vladva.testing import write_tiny_manifest
 
     root = write_tiny_manifest(tmp_path_factory.mktemp("dirty"), n_train=12, n_val=4)
     lines = (root / "train.jsonl").read_text().splitlines()
@@ -369,12 +535,27 @@ def dirty_data(tmp_path_factory, tiny_base):
 
 
 def _train_cfg(root: Path, base: Path, out: Path, *extra: str) -> TrainConfig:
-    return load_config(TrainConfig, None, [
-        f"base_model={base}", f"output_dir={out}", f"data.train={root / 'train.jsonl'}",
-        "data.contrastive_batch_size=4", "data.ntp_batch_size=2", "optim.max_steps=3", "optim.warmup_steps=0",
-        "eval.at_start=false", "eval.every=0", "checkpoint.every=0", "progress=false", "num_threads=1",
-        "model.lora.r=2", "model.lora.target_modules=[q_proj]", *extra,
-    ])
+    return load_config(
+        TrainConfig,
+        None,
+        [
+            f"base_model={base}",
+            f"output_dir={out}",
+            f"data.train={root / 'train.jsonl'}",
+            "data.contrastive_batch_size=4",
+            "data.ntp_batch_size=2",
+            "optim.max_steps=3",
+            "optim.warmup_steps=0",
+            "eval.at_start=false",
+            "eval.every=0",
+            "checkpoint.every=0",
+            "progress=false",
+            "num_threads=1",
+            "model.lora.r=2",
+            "model.lora.target_modules=[q_proj]",
+            *extra,
+        ],
+    )
 
 
 def test_training_skips_and_counts_bad_samples(dirty_data, tmp_path, caplog):
@@ -410,6 +591,7 @@ def test_training_strict_turns_bad_samples_into_errors(dirty_data, tmp_path):
 
 # ---- vladva check-manifest -------------------------------------------------------------------------
 
+
 def test_check_manifest_lists_every_problem_and_exits_1(tmp_path):
     """`vladva check-manifest`: each bad line (file:line), unreadable image (file) and duplicate id is
     listed, then a summary; exit 1. A clean manifest prints `ok` and exits 0; a missing one exits 2."""
@@ -434,12 +616,22 @@ def test_check_manifest_lists_every_problem_and_exits_1(tmp_path):
     assert f"{dirty}:3: captions[0] is empty" in r.stderr
     assert f"record 2: {tmp_path / 'images' / 'bad.png'}: not a readable image" in r.stderr
     assert f"{dirty}: duplicate id '1'" in r.stderr
-    assert r.stdout.strip() == f"FAIL  {dirty}: 3 records, 2 usable; 1 bad manifest line(s), 1 unreadable image(s), 1 duplicate id(s)"
+    assert (
+        r.stdout.strip()
+        == f"FAIL  {dirty}: 3 records, 2 usable; 1 bad manifest line(s), 1 unreadable image(s), 1 duplicate id(s)"
+    )
 
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps(rows[0]) + "\n")
     r = CliRunner().invoke(app, ["check-manifest", str(clean), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)[0] | {"manifest": ""} == {
-        "manifest": "", "records": 1, "usable": 1, "bad_lines": [], "bad_images": [], "duplicate_ids": [], "ok": True}
+        "manifest": "",
+        "records": 1,
+        "usable": 1,
+        "bad_lines": [],
+        "bad_images": [],
+        "duplicate_ids": [],
+        "ok": True,
+    }
     r = CliRunner().invoke(app, ["check-manifest", str(tmp_path / "nope.jsonl")])
     assert r.exit_code == 2 and r.stderr.strip() == f"error: manifest not found: {tmp_path / 'nope.jsonl'}"

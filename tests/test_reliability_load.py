@@ -52,8 +52,9 @@ def server(bench, tmp_path_factory):
     root = tmp_path_factory.mktemp("load")
     images = bench.write_colour_images(root / "images", copies=2)
     bench.build_index("toy:colours", images, root / "index")
-    srv = bench.start_server(root / "index", root / "serve.log", "--max-body-mb", str(BODY_LIMIT_MB),
-                             "--timeout", str(TIMEOUT_S))
+    srv = bench.start_server(
+        root / "index", root / "serve.log", "--max-body-mb", str(BODY_LIMIT_MB), "--timeout", str(TIMEOUT_S)
+    )
     yield srv
     srv.stop()
 
@@ -64,8 +65,10 @@ def test_concurrent_clients_get_correct_answers_with_zero_errors(server, bench, 
     result = bench.run_load(server.url, CLIENTS, SECONDS)
     figures = asdict(result)
     (tmp_path / "service_load.json").write_text(json.dumps(figures, indent=1))
-    print(f"\nservice under load ({CLIENTS} clients, {result.seconds} s): {result.requests} requests, "
-          f"{result.requests_per_s} req/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, max {result.max_ms} ms")
+    print(
+        f"\nservice under load ({CLIENTS} clients, {result.seconds} s): {result.requests} requests, "
+        f"{result.requests_per_s} req/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, max {result.max_ms} ms"
+    )
     assert result.errors == 0, result.first_errors
     assert result.status_counts == {"200": result.requests}
     assert result.wrong_answers == 0
@@ -117,8 +120,10 @@ def _stalled_body(server) -> None:
     """A slow client cannot hold a request open past --timeout; others are served meanwhile."""
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-                  + b'{"text": "r')
+        s.sendall(
+            b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            + b'{"text": "r'
+        )
         t0 = time.monotonic()
         assert httpx.post(server.url + "/search", json={"text": "red"}, timeout=10).status_code == 200  # not blocked
         reply = b""
@@ -135,8 +140,12 @@ def _stalled_body(server) -> None:
 
 
 def _lone_surrogate_text(server) -> None:
-    r = httpx.post(server.url + "/search", content=b'{"text": "a \\udc80 circle"}',
-                   headers={"content-type": "application/json"}, timeout=10)
+    r = httpx.post(
+        server.url + "/search",
+        content=b'{"text": "a \\udc80 circle"}',
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
     assert r.status_code == 422 and "texts[0] is not valid Unicode" in r.json()["detail"]
 
 
@@ -146,17 +155,36 @@ def _over_long_text(server) -> None:
 
 
 LIVE_LIMIT_CASES = [
-    Case("body-over-limit", "a 100 KB JSON body to a server started with --max-body-mb 0.0625",
-         "413 'request body is larger than the limit of 65536 bytes'", _body_over_limit),
-    Case("chunked-body-over-limit", "a 104 KB body streamed without Content-Length",
-         "413 'request body is larger than the limit of 65536 bytes'", _chunked_body_over_limit),
-    Case("stalled-body", "a client that declares 1000 body bytes, sends 11 and stalls (server --timeout 2)",
-         "504 'request took longer than the limit of 2 s' after about 2 s; other requests are answered meanwhile",
-         _stalled_body),
-    Case("lone-surrogate-text", 'a search text with a JSON-escaped lone surrogate "\\udc80"',
-         "422 'texts[0] is not valid Unicode'", _lone_surrogate_text),
-    Case("over-long-text", "a 2,001-character search text", "413 'texts[0] has 2001 characters; the limit is 2000'",
-         _over_long_text),
+    Case(
+        "body-over-limit",
+        "a 100 KB JSON body to a server started with --max-body-mb 0.0625",
+        "413 'request body is larger than the limit of 65536 bytes'",
+        _body_over_limit,
+    ),
+    Case(
+        "chunked-body-over-limit",
+        "a 104 KB body streamed without Content-Length",
+        "413 'request body is larger than the limit of 65536 bytes'",
+        _chunked_body_over_limit,
+    ),
+    Case(
+        "stalled-body",
+        "a client that declares 1000 body bytes, sends 11 and stalls (server --timeout 2)",
+        "504 'request took longer than the limit of 2 s' after about 2 s; other requests are answered meanwhile",
+        _stalled_body,
+    ),
+    Case(
+        "lone-surrogate-text",
+        'a search text with a JSON-escaped lone surrogate "\\udc80"',
+        "422 'texts[0] is not valid Unicode'",
+        _lone_surrogate_text,
+    ),
+    Case(
+        "over-long-text",
+        "a 2,001-character search text",
+        "413 'texts[0] has 2001 characters; the limit is 2000'",
+        _over_long_text,
+    ),
 ]
 
 

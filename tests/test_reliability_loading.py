@@ -30,14 +30,31 @@ class Case(NamedTuple):
 # ---- what the source code may not do -------------------------------------------------------------
 
 FORBIDDEN_CASES = [
-    Case("torch-load-unsafe", "`torch.load(` without `weights_only=True` anywhere in src/",
-         "none: checkpoints' trainer state is read with weights_only=True", r"torch\.load\((?![^)]*weights_only=True)"),
-    Case("pickle", "`pickle.load` / `pickle.loads` / `import pickle` in src/", "none", r"\bpickle\.loads?\(|^\s*import pickle"),
+    Case(
+        "torch-load-unsafe",
+        "`torch.load(` without `weights_only=True` anywhere in src/",
+        "none: checkpoints' trainer state is read with weights_only=True",
+        r"torch\.load\((?![^)]*weights_only=True)",
+    ),
+    Case(
+        "pickle",
+        "`pickle.load` / `pickle.loads` / `import pickle` in src/",
+        "none",
+        r"\bpickle\.loads?\(|^\s*import pickle",
+    ),
     Case("numpy-pickle", "`allow_pickle=True` in src/", "none", r"allow_pickle\s*=\s*True"),
-    Case("remote-code", "`trust_remote_code=True` in src/", "none: model folders' own code is never run",
-         r"trust_remote_code\s*=\s*True"),
-    Case("yaml-unsafe", "`yaml.load(` / `yaml.unsafe_load(` in src/ (instead of yaml.safe_load)", "none",
-         r"\byaml\.(unsafe_)?load\("),
+    Case(
+        "remote-code",
+        "`trust_remote_code=True` in src/",
+        "none: model folders' own code is never run",
+        r"trust_remote_code\s*=\s*True",
+    ),
+    Case(
+        "yaml-unsafe",
+        "`yaml.load(` / `yaml.unsafe_load(` in src/ (instead of yaml.safe_load)",
+        "none",
+        r"\byaml\.(unsafe_)?load\(",
+    ),
 ]
 
 
@@ -46,8 +63,12 @@ def test_source_has_no_unsafe_loading(case):
     pattern = re.compile(case.data, re.MULTILINE)
     files = sorted(SRC.rglob("*.py"))
     assert len(files) > 20  # the scan really covers the package
-    hits = [f"{f.relative_to(SRC.parent)}:{text[: m.start()].count(chr(10)) + 1}"
-            for f in files for text in [f.read_text(encoding="utf-8")] for m in pattern.finditer(text)]
+    hits = [
+        f"{f.relative_to(SRC.parent)}:{text[: m.start()].count(chr(10)) + 1}"
+        for f in files
+        for text in [f.read_text(encoding="utf-8")]
+        for m in pattern.finditer(text)
+    ]
     assert hits == [], f"{case.what}: {hits}"
 
 
@@ -68,11 +89,12 @@ def test_the_scan_would_catch_an_unsafe_call():
 
 # ---- tiny model and checkpoint -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny random LLaVA and a saved VladVA adapter folder for it."""
-    from vladva.model.tiny import build_tiny_llava
     from vladva.model.vladva import VladVA
+    from vladva.testing import build_tiny_llava
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("loading")
@@ -122,12 +144,15 @@ def test_pickled_bin_weights_are_refused_not_run(tiny, tmp_path):
     (folder / "model.safetensors").unlink()
     marker = tmp_path / "code-ran"
     torch.save({"payload": _RunsCode(marker)}, folder / "pytorch_model.bin")
-    with pytest.raises(FileNotFoundError, match=rf"{folder}: no \*\.safetensors weights; vladva loads only safetensors"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"{folder}: no \*\.safetensors weights; vladva loads only safetensors"
+    ):
         VladVA.from_pretrained(folder)
     assert not marker.exists()
 
 
 # ---- foreign model folders -----------------------------------------------------------------------
+
 
 def _bert_folder(folder: Path, _base: Path) -> None:
     from transformers import BertConfig
@@ -137,10 +162,17 @@ def _bert_folder(folder: Path, _base: Path) -> None:
 
 def _remote_code_folder(folder: Path, _base: Path) -> None:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "evil_lvlm",
-        "auto_map": {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForImageTextToText": "modeling_evil.EvilModel"},
-    }))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "evil_lvlm",
+                "auto_map": {
+                    "AutoConfig": "configuration_evil.EvilConfig",
+                    "AutoModelForImageTextToText": "modeling_evil.EvilModel",
+                },
+            }
+        )
+    )
     for name in ("configuration_evil.py", "modeling_evil.py"):
         (folder / name).write_text(f"open({str(folder / 'code-ran')!r}, 'w').write('ran')\n")
 
@@ -160,12 +192,24 @@ def _empty_folder(folder: Path, _base: Path) -> None:
 
 
 MODEL_FOLDER_CASES = [
-    Case("bert", "a BERT model folder (model_type 'bert')",
-         "unsupported model_type 'bert': vladva has adapters for llava, llava_next, qwen2_vl", _bert_folder),
-    Case("remote-code", "a folder whose config.json has auto_map to its own Python files (model_type 'evil_lvlm')",
-         "unsupported model_type 'evil_lvlm'", _remote_code_folder),
-    Case("no-model-type", "a config.json without model_type", "no 'model_type' string; not a Hugging Face model config",
-         _no_model_type),
+    Case(
+        "bert",
+        "a BERT model folder (model_type 'bert')",
+        "unsupported model_type 'bert': vladva has adapters for llava, llava_next, qwen2_vl",
+        _bert_folder,
+    ),
+    Case(
+        "remote-code",
+        "a folder whose config.json has auto_map to its own Python files (model_type 'evil_lvlm')",
+        "unsupported model_type 'evil_lvlm'",
+        _remote_code_folder,
+    ),
+    Case(
+        "no-model-type",
+        "a config.json without model_type",
+        "no 'model_type' string; not a Hugging Face model config",
+        _no_model_type,
+    ),
     Case("broken-config", "a config.json that is not valid JSON", "not valid JSON", _broken_config),
     Case("not-a-model-folder", "an empty folder", "not a Hugging Face model folder (no config.json)", _empty_folder),
 ]
@@ -190,7 +234,10 @@ def test_auto_map_on_a_supported_architecture_does_not_run_its_code(tiny, tmp_pa
     folder = tmp_path / "llava-with-code"
     shutil.copytree(tiny[0], folder)
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForImageTextToText": "modeling_evil.EvilModel"}
+    cfg["auto_map"] = {
+        "AutoConfig": "configuration_evil.EvilConfig",
+        "AutoModelForImageTextToText": "modeling_evil.EvilModel",
+    }
     (folder / "config.json").write_text(json.dumps(cfg))
     for name in ("configuration_evil.py", "modeling_evil.py"):
         (folder / name).write_text(f"open({str(folder / 'code-ran')!r}, 'w').write('ran')\n")
@@ -209,13 +256,15 @@ def test_cli_reports_a_foreign_model_in_one_line(tiny, tmp_path):
     _bert_folder(folder, tiny[0])
     images = tmp_path / "images"
     images.mkdir()
-    r = CliRunner().invoke(app, ["index", "build", "--model", f"vladva:{folder}", "--images", str(images), "--out",
-                                 str(tmp_path / "ix")])
+    r = CliRunner().invoke(
+        app, ["index", "build", "--model", f"vladva:{folder}", "--images", str(images), "--out", str(tmp_path / "ix")]
+    )
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert r.stderr.startswith("error: ") and "unsupported model_type 'bert'" in r.stderr
 
 
 # ---- missing or partial checkpoints --------------------------------------------------------------
+
 
 def _truncate(path: Path, keep: int | None = None) -> None:
     data = path.read_bytes()
@@ -223,25 +272,54 @@ def _truncate(path: Path, keep: int | None = None) -> None:
 
 
 CHECKPOINT_CASES = [
-    Case("no-adapter-folder", "a checkpoint folder without its adapter/ folder",
-         "incomplete vladva checkpoint, adapter/adapter_config.json is missing",
-         lambda c: shutil.rmtree(c / "adapter")),
-    Case("no-adapter-weights", "adapter/adapter_model.safetensors deleted",
-         "incomplete vladva checkpoint, adapter/adapter_model.safetensors is missing",
-         lambda c: (c / "adapter" / "adapter_model.safetensors").unlink()),
-    Case("truncated-adapter", "adapter/adapter_model.safetensors cut in half",
-         "adapter_model.safetensors: not a readable safetensors file", lambda c: _truncate(c / "adapter" / "adapter_model.safetensors")),
-    Case("truncated-tail", "vladva_weights.safetensors missing its last 8 bytes",
-         "vladva_weights.safetensors: not a readable safetensors file",
-         lambda c: _truncate(c / "vladva_weights.safetensors", len((c / "vladva_weights.safetensors").read_bytes()) - 8)),
-    Case("empty-weights", "vladva_weights.safetensors is 0 bytes", "vladva_weights.safetensors: not a readable safetensors file",
-         lambda c: _truncate(c / "vladva_weights.safetensors", 0)),
-    Case("no-weights", "vladva_weights.safetensors deleted", "incomplete vladva checkpoint, vladva_weights.safetensors is missing",
-         lambda c: (c / "vladva_weights.safetensors").unlink()),
-    Case("no-config", "vladva_config.json deleted", "not a vladva adapter folder (no vladva_config.json",
-         lambda c: (c / "vladva_config.json").unlink()),
-    Case("broken-config", "vladva_config.json cut in half", "vladva_config.json: not valid JSON",
-         lambda c: _truncate(c / "vladva_config.json")),
+    Case(
+        "no-adapter-folder",
+        "a checkpoint folder without its adapter/ folder",
+        "incomplete vladva checkpoint, adapter/adapter_config.json is missing",
+        lambda c: shutil.rmtree(c / "adapter"),
+    ),
+    Case(
+        "no-adapter-weights",
+        "adapter/adapter_model.safetensors deleted",
+        "incomplete vladva checkpoint, adapter/adapter_model.safetensors is missing",
+        lambda c: (c / "adapter" / "adapter_model.safetensors").unlink(),
+    ),
+    Case(
+        "truncated-adapter",
+        "adapter/adapter_model.safetensors cut in half",
+        "adapter_model.safetensors: not a readable safetensors file",
+        lambda c: _truncate(c / "adapter" / "adapter_model.safetensors"),
+    ),
+    Case(
+        "truncated-tail",
+        "vladva_weights.safetensors missing its last 8 bytes",
+        "vladva_weights.safetensors: not a readable safetensors file",
+        lambda c: _truncate(c / "vladva_weights.safetensors", len((c / "vladva_weights.safetensors").read_bytes()) - 8),
+    ),
+    Case(
+        "empty-weights",
+        "vladva_weights.safetensors is 0 bytes",
+        "vladva_weights.safetensors: not a readable safetensors file",
+        lambda c: _truncate(c / "vladva_weights.safetensors", 0),
+    ),
+    Case(
+        "no-weights",
+        "vladva_weights.safetensors deleted",
+        "incomplete vladva checkpoint, vladva_weights.safetensors is missing",
+        lambda c: (c / "vladva_weights.safetensors").unlink(),
+    ),
+    Case(
+        "no-config",
+        "vladva_config.json deleted",
+        "not a vladva adapter folder (no vladva_config.json",
+        lambda c: (c / "vladva_config.json").unlink(),
+    ),
+    Case(
+        "broken-config",
+        "vladva_config.json cut in half",
+        "vladva_config.json: not valid JSON",
+        lambda c: _truncate(c / "vladva_config.json"),
+    ),
 ]
 
 
@@ -262,11 +340,13 @@ def test_latest_pointer_to_a_missing_checkpoint_is_named(tiny, tmp_path):
     """A run folder whose `latest` names a checkpoint that is gone: the error names both."""
     from vladva.model.vladva import VladVA
 
-    base, ckpt = tiny
+    base, _ckpt = tiny
     run = tmp_path / "run" / "checkpoints"
     run.mkdir(parents=True)
     (run / "latest").write_text("step-000100\n")
-    with pytest.raises(FileNotFoundError, match=r"checkpoints/latest points to .*step-000100, which is not a vladva checkpoint"):
+    with pytest.raises(
+        FileNotFoundError, match=r"checkpoints/latest points to .*step-000100, which is not a vladva checkpoint"
+    ):
         VladVA.from_pretrained(base, tmp_path / "run")
 
 
@@ -282,6 +362,7 @@ def test_a_good_checkpoint_still_loads_and_embeds(tiny):
 
 # ---- the service's defaults ----------------------------------------------------------------------
 
+
 def test_serve_binds_loopback_and_has_limits_by_default():
     """`vladva serve` binds 127.0.0.1 unless --host says otherwise; bodies over 8 MiB and requests over
     60 s are refused by default (measured on a live server in test_reliability_load.py)."""
@@ -292,7 +373,9 @@ def test_serve_binds_loopback_and_has_limits_by_default():
     assert params["host"].default.default == "127.0.0.1"
     assert params["max_body_mb"].default.default == 8.0 and params["timeout_s"].default.default == 60.0
     s = ServiceSettings()
-    assert s.max_body_bytes == 8 * 1024 * 1024 and s.request_timeout_s == 60.0 and s.max_image_pixels <= 16 * 1024 * 1024
+    assert (
+        s.max_body_bytes == 8 * 1024 * 1024 and s.request_timeout_s == 60.0 and s.max_image_pixels <= 16 * 1024 * 1024
+    )
 
 
 def test_environment_has_no_pause_hook_set():

@@ -36,12 +36,24 @@ MAX_STEPS, EVERY = 8, 2  # checkpoints at steps 2, 4, 6 and the final 8; held-ou
 # One run killed three times in a row, each `--resume` killed at the next point, then finished.
 # data: (pause point, the `latest` checkpoint the kill leaves, which the next `--resume` starts from)
 KILL_CASES = [
-    Case("mid-checkpoint-write", "kill -9 while step 4's checkpoint is half written (adapter saved, trainer state not)",
-         "the partial .tmp-step-000004 is never loaded: `--resume` starts from step-000002", ("files:4", 2)),
-    Case("before-latest-pointer", "kill -9 after step 6's folder is renamed into place, before `latest` names it",
-         "`latest` is the commit point: `--resume` starts from step-000004", ("rename:6", 4)),
-    Case("mid-step", "kill -9 inside step 7 (gradients computed, optimizer not stepped)",
-         "`--resume` starts from step-000006, the last complete checkpoint", ("step:7", 6)),
+    Case(
+        "mid-checkpoint-write",
+        "kill -9 while step 4's checkpoint is half written (adapter saved, trainer state not)",
+        "the partial .tmp-step-000004 is never loaded: `--resume` starts from step-000002",
+        ("files:4", 2),
+    ),
+    Case(
+        "before-latest-pointer",
+        "kill -9 after step 6's folder is renamed into place, before `latest` names it",
+        "`latest` is the commit point: `--resume` starts from step-000004",
+        ("rename:6", 4),
+    ),
+    Case(
+        "mid-step",
+        "kill -9 inside step 7 (gradients computed, optimizer not stepped)",
+        "`--resume` starts from step-000006, the last complete checkpoint",
+        ("step:7", 6),
+    ),
 ]
 RECIPE = """\
 base_model: {base}
@@ -71,8 +83,9 @@ def _vladva() -> list[str]:
 
 
 def _env(pause: str | None = None) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1")
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"
+    )
     env.pop("VLADVA_TEST_PAUSE_AT", None)
     if pause:
         env["VLADVA_TEST_PAUSE_AT"] = pause
@@ -80,8 +93,12 @@ def _env(pause: str | None = None) -> dict:
 
 
 def _start(recipe: Path, log: Path, *args: str, pause: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen([*_vladva(), "train", "--config", str(recipe), *args], env=_env(pause),
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [*_vladva(), "train", "--config", str(recipe), *args],
+        env=_env(pause),
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _finish(proc: subprocess.Popen, log: Path, timeout: float = 240) -> str:
@@ -111,7 +128,7 @@ def _wait_for_pause(proc: subprocess.Popen, marker: Path, log: Path, timeout: fl
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """An uninterrupted run, and beside it one run killed at each case's point in turn and resumed."""
-    from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+    from vladva.testing import build_tiny_llava, write_tiny_manifest
 
     root = tmp_path_factory.mktemp("resume")
     torch.set_num_threads(1)
@@ -186,8 +203,13 @@ def test_training_actually_changed_the_weights(runs):
     final LoRA weights are far from the step-0 initialisation (lora_B starts at zero)."""
     rows = [r for r in _comparable(runs["full"]) if "loss" in r]
     assert rows[0]["loss"] != rows[-1]["loss"]
-    b = [v for k, v in load_file(runs["full"] / "checkpoints" / f"step-{MAX_STEPS:06d}" / "adapter" /
-                                 "adapter_model.safetensors").items() if "lora_B" in k]
+    b = [
+        v
+        for k, v in load_file(
+            runs["full"] / "checkpoints" / f"step-{MAX_STEPS:06d}" / "adapter" / "adapter_model.safetensors"
+        ).items()
+        if "lora_B" in k
+    ]
     assert b and max(float(t.abs().max()) for t in b) > 1e-4
 
 
@@ -205,4 +227,6 @@ def test_resume_refuses_a_corrupt_latest_checkpoint(runs, tmp_path):
 
     r = CliRunner().invoke(app, ["train", "--config", str(runs["recipe"]), f"output_dir={run}", "--resume"])
     assert r.exit_code == 2 and "Traceback" not in r.output
-    assert r.stderr.startswith(f"error: {weights}: not a readable safetensors file") and "truncated or corrupt" in r.stderr
+    assert (
+        r.stderr.startswith(f"error: {weights}: not a readable safetensors file") and "truncated or corrupt" in r.stderr
+    )

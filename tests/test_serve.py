@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
+import operator
 import random
 import time
 
@@ -19,11 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vladva.data.scene import COLOURS, Scene, SceneConfig, SceneObject, render_scene, sample_scene
 from vladva.serve.batching import BatcherConfig, MicroBatcher
 from vladva.serve.build import build_index, list_images, update_index
 from vladva.serve.index import EmbeddingIndex, IndexConfig
-from vladva.serve.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
+from vladva.toyworld.scene import COLOURS, Scene, SceneConfig, SceneObject, render_scene, sample_scene
+from vladva.toyworld.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
 
 COLOUR_NAMES = list(COLOURS)
 
@@ -176,7 +178,7 @@ def test_micro_batcher_batches_concurrent_submits():
         return out
 
     assert asyncio.run(main()) == [2 * i for i in range(10)]
-    assert batcher.batch_sizes == [4, 4, 2] and sorted(sum(seen, [])) == list(range(10))
+    assert batcher.batch_sizes == [4, 4, 2] and sorted(functools.reduce(operator.iadd, seen, [])) == list(range(10))
 
 
 def test_micro_batcher_passes_errors_to_every_waiter():
@@ -214,7 +216,7 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def test_health_page_static_and_openapi(service):
-    client, index, _ = service
+    client, _index, _ = service
     h = client.get("/health").json()
     assert h == {"status": "ok", "model": TOY_SPEC, "embedder": TOY_SPEC, "dim": 9, "kind": "flat", "images": 8}
     page = client.get("/")
@@ -284,7 +286,7 @@ def test_embed_image_rejects_bad_input(service):
 
 
 def test_search_by_text_and_image(service):
-    client, index, colour_dir = service
+    client, _index, colour_dir = service
     r = client.post("/search", json={"text": "yellow", "k": 3})
     assert r.status_code == 200
     body = r.json()
@@ -425,7 +427,7 @@ def test_cli_index_build_add_and_search_json(colour_dir, tmp_path):
             "--json",
         ],
     )
-    assert [x["caption"] for x in json.loads(r.stdout)["results"]][0] == "a blue square"
+    assert next(x["caption"] for x in json.loads(r.stdout)["results"]) == "a blue square"
     more = tmp_path / "more"
     more.mkdir()
     two_colour_image(3).save(more / "extra.png")
@@ -473,11 +475,10 @@ def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
     from typer.testing import CliRunner
 
     from vladva.cli import app
-    from vladva.model.tiny import build_tiny_llava
+    from vladva.model import VladVA
     from vladva.serve.models import load_embedder
     from vladva.serve.service import create_app
-
-    from vladva.model import VladVA
+    from vladva.testing import build_tiny_llava
 
     base = build_tiny_llava(tmp_path / "tiny-llava")
     model = VladVA.from_pretrained(base)

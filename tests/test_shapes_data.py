@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vladva.data.captions import (
+from vladva.data.manifest import read_manifest, write_manifest
+from vladva.toyworld.captions import (
     CaptionParseError,
     Claim,
     ObjectRef,
@@ -21,9 +22,8 @@ from vladva.data.captions import (
     render_claim,
     tokenize,
 )
-from vladva.data.manifest import read_manifest, write_manifest
-from vladva.data.scene import Scene, SceneObject
-from vladva.data.shapes import (
+from vladva.toyworld.scene import Scene, SceneObject
+from vladva.toyworld.shapes import (
     HARD_HELDOUT,
     ShapesDataConfig,
     generate_shapes_dataset,
@@ -32,7 +32,7 @@ from vladva.data.shapes import (
     make_instructions,
     short_captions,
 )
-from vladva.data.splits import SUGARCREPE_CATEGORIES, SUGARCREPE_PP_CATEGORIES
+from vladva.toyworld.splits import SUGARCREPE_CATEGORIES, SUGARCREPE_PP_CATEGORIES
 
 TINY = dict(n_train=60, n_val=10, n_retrieval=40, n_sugarcrepe=30, n_winoground=16, n_aro=30, n_zeroshot=24)
 
@@ -62,20 +62,23 @@ BLUE_SQUARE = SceneObject("square", "blue", "large", 25.0, 16.0)
 HAND = Scene((RED_CIRCLE, BLUE_SQUARE))
 
 
-@pytest.mark.parametrize("caption, truth", [
-    ("a red circle left of a blue square", True),
-    ("a blue circle left of a red square", False),
-    ("a red circle right of a blue square", False),
-    ("a blue square to the right of a red circle", True),
-    ("the red circle is above the blue square", False),  # same height: not above
-    ("the blue square is bigger than the red circle", True),
-    ("a large red circle", False),
-    ("a small red circle", True),
-    ("two objects: a red circle and a blue square", True),
-    ("three shapes", False),
-    ("a green triangle", False),
-    ("a red shape left of a square", True),
-])
+@pytest.mark.parametrize(
+    "caption, truth",
+    [
+        ("a red circle left of a blue square", True),
+        ("a blue circle left of a red square", False),
+        ("a red circle right of a blue square", False),
+        ("a blue square to the right of a red circle", True),
+        ("the red circle is above the blue square", False),  # same height: not above
+        ("the blue square is bigger than the red circle", True),
+        ("a large red circle", False),
+        ("a small red circle", True),
+        ("two objects: a red circle and a blue square", True),
+        ("three shapes", False),
+        ("a green triangle", False),
+        ("a red shape left of a square", True),
+    ],
+)
 def test_hand_written_captions_on_a_hand_built_scene(caption, truth):
     assert caption_is_true(caption, HAND) is truth
 
@@ -91,9 +94,15 @@ def test_relation_inside_the_threshold_is_ambiguous_never_true():
 
 
 def test_parse_reads_structure_and_rejects_unknown_words():
-    c = parse_caption("three shapes: a small red circle left of a large blue square, and a green cross below the red circle")
+    c = parse_caption(
+        "three shapes: a small red circle left of a large blue square, and a green cross below the red circle"
+    )
     assert c.count == 3
-    assert [o.key() for o in c.objects] == [("circle", "red", "small"), ("square", "blue", "large"), ("cross", "green", None)]
+    assert [o.key() for o in c.objects] == [
+        ("circle", "red", "small"),
+        ("square", "blue", "large"),
+        ("cross", "green", None),
+    ]
     assert c.relations == (Relation(0, "left of", 1), Relation(2, "below", 0))
     with pytest.raises(CaptionParseError, match="'dog'"):
         parse_caption("a red dog left of a blue square")
@@ -105,8 +114,11 @@ def test_render_then_parse_keeps_the_meaning():
         Claim((ObjectRef("circle", "red", "small"), ObjectRef("square", "blue")), (Relation(0, "left of", 1),)),
         Claim((ObjectRef("triangle", None, "large"),)),
         Claim(count=2),
-        Claim((ObjectRef("cross", "pink"), ObjectRef("circle", "white"), ObjectRef("square", "green", "large")),
-              (Relation(0, "above", 1), Relation(2, "smaller than", 0)), count=3),
+        Claim(
+            (ObjectRef("cross", "pink"), ObjectRef("circle", "white"), ObjectRef("square", "green", "large")),
+            (Relation(0, "above", 1), Relation(2, "smaller than", 0)),
+            count=3,
+        ),
         Claim((ObjectRef(None, "orange"), ObjectRef("cross")), (Relation(0, "bigger than", 1),)),
     ]
     for claim in claims:
@@ -125,7 +137,10 @@ def test_instructions_answer_in_one_word_and_are_right():
     assert qa["Which shape is the largest? Answer in one word:"] == "square"
     assert qa["Which shape is left of the blue square? Answer in one word:"] == "circle"
     binding = {q: a for q, a in qa.items() if q.startswith("Is there")}
-    assert binding == {"Is there a blue circle? Answer in one word:": "no", "Is there a blue square? Answer in one word:": "yes"}
+    assert binding == {
+        "Is there a blue circle? Answer in one word:": "no",
+        "Is there a blue square? Answer in one word:": "yes",
+    }
     assert all(len(a.split()) == 1 for a in qa.values())
 
 
@@ -133,7 +148,7 @@ def test_caption_lengths_in_tokens():
     assert count_tokens("a red circle, left of it.") == 8  # words and punctuation marks
     rng = random.Random(1)
     for _ in range(200):
-        from vladva.data.shapes import WORLDS, sample_world_scene
+        from vladva.toyworld.shapes import WORLDS, sample_world_scene
 
         world = WORLDS[rng.choice(("default", "hard"))]
         scene = sample_world_scene(rng, world, "train")
@@ -156,12 +171,17 @@ def test_manifest_round_trip_and_every_training_caption_true(default_ds, tmp_pat
         assert 30 <= count_tokens(r.long_caption) <= 500
         for o in scene.objects:  # the long caption describes every object and the count
             assert f"{o.size} {o.colour} {o.shape}" in r.long_caption
-        assert f"there are {len(scene.objects)}" in r.long_caption.lower() or "two" in r.long_caption or "three" in r.long_caption
+        assert (
+            f"there are {len(scene.objects)}" in r.long_caption.lower()
+            or "two" in r.long_caption
+            or "three" in r.long_caption
+        )
         assert all(len(a.split()) == 1 for _, a in r.meta["qa"])
     write_manifest(tmp_path / "copy.jsonl", records)
     again, _ = read_manifest(tmp_path / "copy.jsonl", allow_outside_root=True)
-    assert [(r.id, r.image, r.captions, r.long_caption, r.meta) for r in again] == \
-           [(r.id, r.image, r.captions, r.long_caption, r.meta) for r in records]
+    assert [(r.id, r.image, r.captions, r.long_caption, r.meta) for r in again] == [
+        (r.id, r.image, r.captions, r.long_caption, r.meta) for r in records
+    ]
 
 
 def test_same_seed_same_bytes_other_seed_other_data(default_ds, tmp_path):
@@ -173,7 +193,9 @@ def test_same_seed_same_bytes_other_seed_other_data(default_ds, tmp_path):
     other = tmp_path / "other"
     generate_shapes_dataset(other, ShapesDataConfig(seed=4, **TINY), progress=False)
     assert (other / "train.jsonl").read_bytes() != (default_ds / "train.jsonl").read_bytes()
-    assert (other / "retrieval/images/000000.png").read_bytes() != (default_ds / "retrieval/images/000000.png").read_bytes()
+    assert (other / "retrieval/images/000000.png").read_bytes() != (
+        default_ds / "retrieval/images/000000.png"
+    ).read_bytes()
 
 
 def test_evaluation_scenes_never_appear_in_training(default_ds):
@@ -219,7 +241,10 @@ def test_winoground_same_words_each_caption_true_for_exactly_one_image(default_d
         lines = [json.loads(x) for x in (ds / "winoground/examples.jsonl").read_text().splitlines()]
         assert len(lines) == 16 and {x["secondary_tag"] for x in lines} == {"colour", "shape", "size", "position"}
         for x in lines:
-            assert sorted(tokenize(x["caption_0"])) == sorted(tokenize(x["caption_1"])) and x["caption_0"] != x["caption_1"]
+            assert (
+                sorted(tokenize(x["caption_0"])) == sorted(tokenize(x["caption_1"]))
+                and x["caption_0"] != x["caption_1"]
+            )
             s0, s1 = scenes[x["image_0"]], scenes[x["image_1"]]
             assert (ds / "winoground/images" / f"{x['image_0']}.png").is_file()
             assert [caption_is_true(x["caption_0"], s) for s in (s0, s1)] == [True, False], x
@@ -249,7 +274,10 @@ def test_aro_true_captions_true_and_false_captions_false(default_ds):
         assert len(items) == 30
         for e in items:
             scene = scenes[e["image_path"]]
-            assert caption_is_true(e["true_caption"], scene) and claim_holds(parse_caption(e["false_caption"]), scene) is False
+            assert (
+                caption_is_true(e["true_caption"], scene)
+                and claim_holds(parse_caption(e["false_caption"]), scene) is False
+            )
             assert sorted(tokenize(e["true_caption"])) == sorted(tokenize(e["false_caption"]))
 
 
@@ -313,7 +341,11 @@ def test_cli_help_run_skip_and_errors(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "dataset_summary.json").read_text())
-    assert summary["train"]["images"] == 20 and summary["retrieval"]["images"] == 8 and summary["winoground"]["examples"] == 8
+    assert (
+        summary["train"]["images"] == 20
+        and summary["retrieval"]["images"] == 8
+        and summary["winoground"]["examples"] == 8
+    )
     assert "n_train: 20" in (out / "data_config.yaml").read_text()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "nothing written" in again.output
@@ -329,8 +361,11 @@ def test_never_deletes_a_folder_it_did_not_write(tmp_path):
     mine.mkdir(parents=True)
     (mine / "holiday.png").write_bytes(b"not ours")
     with pytest.raises(ValueError, match="not written by"):
-        generate_shapes_dataset(tmp_path / "user", ShapesDataConfig(n_train=2, n_val=1, n_retrieval=2, n_sugarcrepe=1,
-                                                                    n_winoground=1, n_aro=1, n_zeroshot=1), progress=False)
+        generate_shapes_dataset(
+            tmp_path / "user",
+            ShapesDataConfig(n_train=2, n_val=1, n_retrieval=2, n_sugarcrepe=1, n_winoground=1, n_aro=1, n_zeroshot=1),
+            progress=False,
+        )
     assert (mine / "holiday.png").read_bytes() == b"not ours"
 
 
@@ -343,8 +378,8 @@ def test_changed_config_replaces_stale_files(tmp_path):
 
 
 def test_generated_claims_read_back_to_the_same_meaning():
-    from vladva.data.captions import random_style
-    from vladva.data.shapes import WORLDS, _short_claim, sample_world_scene
+    from vladva.toyworld.captions import random_style
+    from vladva.toyworld.shapes import WORLDS, _short_claim, sample_world_scene
 
     rng = random.Random(7)
     for k in range(300):
@@ -361,7 +396,7 @@ def test_check_passes_on_generated_data_and_names_a_tampered_entry(default_ds, t
     from typer.testing import CliRunner
 
     from vladva.cli import app
-    from vladva.data.splits import check_dataset
+    from vladva.toyworld.splits import check_dataset
 
     result = check_dataset(default_ds)
     assert result["problems"] == [] and result["checked"] > 500

@@ -27,8 +27,15 @@ def manifest(tmp_path_factory) -> Path:
     for i in range(10):
         path = root / "images" / f"{i:03d}.{'jpg' if i == 4 else 'png'}"
         Image.new("RGB", (8, 8), (20 * i, 0, 255 - 20 * i)).save(path)
-        records.append(Record(f"rec.{i:03d}", path, [f"caption {i}", f"other {i}"],
-                              f"a long caption number {i}" if i % 3 == 0 else None, {"n": i}))
+        records.append(
+            Record(
+                f"rec.{i:03d}",
+                path,
+                [f"caption {i}", f"other {i}"],
+                f"a long caption number {i}" if i % 3 == 0 else None,
+                {"n": i},
+            )
+        )
     write_manifest(root / "train.jsonl", records)
     return root / "train.jsonl"
 
@@ -46,8 +53,11 @@ def test_round_trip_gives_back_the_records(manifest, tmp_path):
     report = write_shards(manifest, tmp_path / "shards", shard_size=4)
     assert [s["samples"] for s in report.shards] == [4, 4, 2] and report.skipped == []
     index = json.loads((tmp_path / "shards" / "shards.json").read_text())
-    assert index["samples"] == 10 and [s["name"] for s in index["shards"]] == ["train-000000.tar", "train-000001.tar",
-                                                                               "train-000002.tar"]
+    assert index["samples"] == 10 and [s["name"] for s in index["shards"]] == [
+        "train-000000.tar",
+        "train-000001.tar",
+        "train-000002.tar",
+    ]
     with tarfile.open(tmp_path / "shards" / "train-000000.tar") as tar:
         assert tar.getnames()[:2] == ["rec_000.json", "rec_000.png"]  # key: the id with '.' replaced
     records, _ = read_manifest(manifest)
@@ -88,8 +98,9 @@ def test_two_ranks_two_workers_read_every_sample_exactly_once(manifest, tmp_path
     keys = [k for ks in seen.values() for k in ks]
     assert sorted(keys) == [f"rec_{i:03d}" for i in range(10)]  # each exactly once
     # and the next epoch reshuffles which split reads which shard
-    assert split_shards(shards, 0, 0, 0, 4) != split_shards(shards, 0, 1, 0, 4) or \
-        split_shards(shards, 0, 0, 1, 4) != split_shards(shards, 0, 1, 1, 4)
+    assert split_shards(shards, 0, 0, 0, 4) != split_shards(shards, 0, 1, 0, 4) or split_shards(
+        shards, 0, 0, 1, 4
+    ) != split_shards(shards, 0, 1, 1, 4)
 
 
 def test_too_few_shards_for_the_splits_is_a_clear_error(manifest, tmp_path):
@@ -171,10 +182,18 @@ def test_writer_skips_unreadable_images_and_bad_lines(tmp_path):
 
 def test_cli_writes_shards_under_vladva_data(manifest, tmp_path):
     vladva = Path(sys.executable).parent / "vladva"
-    done = subprocess.run([str(vladva), "data", "shard", "--manifest", str(manifest), "--out", str(tmp_path),
-                           "--shard-size", "6"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(vladva), "data", "shard", "--manifest", str(manifest), "--out", str(tmp_path), "--shard-size", "6"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote 10 samples into 2 shards" in done.stdout
-    bad = subprocess.run([str(vladva), "data", "shard", "--manifest", str(tmp_path / "nope.jsonl"), "--out",
-                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(vladva), "data", "shard", "--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: manifest not found")

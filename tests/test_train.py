@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import shutil
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from vladva.config import load_config
-from vladva.model.tiny import build_tiny_llava, write_tiny_manifest
+from vladva.testing import build_tiny_llava, write_tiny_manifest
 from vladva.train.config import TrainConfig
 from vladva.train.data import BatchCollator, BatchOrder, load_records
 from vladva.train.trainer import train
@@ -30,11 +32,25 @@ def data(tmp_path_factory):
 
 
 def config(base, data, out, *extra) -> TrainConfig:
-    return load_config(TrainConfig, None, [
-        f"base_model={base}", f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-        f"output_dir={out}", "data.contrastive_batch_size=8", "data.ntp_batch_size=4", "eval.every=0",
-        "eval.at_start=false", "checkpoint.every=0", "log_every=1", "progress=false", "num_threads=1", *extra,
-    ])
+    return load_config(
+        TrainConfig,
+        None,
+        [
+            f"base_model={base}",
+            f"data.train={data / 'train.jsonl'}",
+            f"data.val={data / 'val.jsonl'}",
+            f"output_dir={out}",
+            "data.contrastive_batch_size=8",
+            "data.ntp_batch_size=4",
+            "eval.every=0",
+            "eval.at_start=false",
+            "checkpoint.every=0",
+            "log_every=1",
+            "progress=false",
+            "num_threads=1",
+            *extra,
+        ],
+    )
 
 
 def metrics(run) -> list[dict]:
@@ -45,7 +61,7 @@ def test_batch_order_is_deterministic_and_sharded():
     order = BatchOrder(n=10, batch_size=2, seed=3)
     assert order.batches_per_epoch == 5
     epoch0 = [order.batch(i)[1] for i in range(5)]
-    assert sorted(sum(epoch0, [])) == list(range(10))  # an epoch covers every record once
+    assert sorted(functools.reduce(operator.iadd, epoch0, [])) == list(range(10))  # an epoch covers every record once
     assert order.batch(5)[0] == 1 and order.batch(7) == BatchOrder(10, 2, 3).batch(7)
     r0, r1 = BatchOrder(10, 2, 3, rank=0, world=2), BatchOrder(10, 2, 3, rank=1, world=2)
     both = r0.batch(1)[1] + r1.batch(1)[1]
@@ -68,8 +84,17 @@ def test_collator_skips_unreadable_images_and_strict_raises(data, tmp_path, capl
 
 
 def test_short_run_lowers_both_losses_and_raises_batch_accuracy(base, data, tmp_path):
-    cfg = config(base, data, tmp_path / "run", "optim.max_steps=30", "optim.warmup_steps=0", "optim.schedule=constant",
-                 "optim.lr_lora=5e-3", "optim.lr_soft_prompt=1e-2", "optim.lr_temperature=0")
+    cfg = config(
+        base,
+        data,
+        tmp_path / "run",
+        "optim.max_steps=30",
+        "optim.warmup_steps=0",
+        "optim.schedule=constant",
+        "optim.lr_lora=5e-3",
+        "optim.lr_soft_prompt=1e-2",
+        "optim.lr_temperature=0",
+    )
     result = train(cfg)
     rows = [r for r in metrics(tmp_path / "run") if "loss" in r]
     assert len(rows) == 30 and result.steps == 30
@@ -87,8 +112,13 @@ def test_short_run_lowers_both_losses_and_raises_batch_accuracy(base, data, tmp_
 
 
 def test_resume_continues_exactly(base, data, tmp_path):
-    extra = ("optim.max_steps=6", "checkpoint.every=3", "checkpoint.keep_last=5", "model.lora.dropout=0.1",
-             "eval.every=3")
+    extra = (
+        "optim.max_steps=6",
+        "checkpoint.every=3",
+        "checkpoint.keep_last=5",
+        "model.lora.dropout=0.1",
+        "eval.every=3",
+    )
     full = train(config(base, data, tmp_path / "full", *extra))
     # crash simulation: a second run whose last checkpoint is step 3 (step 6 never written)
     train(config(base, data, tmp_path / "cut", *extra))
@@ -98,7 +128,7 @@ def test_resume_continues_exactly(base, data, tmp_path):
     resumed = train(config(base, data, tmp_path / "cut", *extra), resume=True)
     assert resumed.steps == 6
     a, b = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("step_seconds", "eval_seconds")} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("step_seconds", "eval_seconds")} for r in rows]
     assert strip(a) == strip(b)  # same losses at every step, and no duplicated lines for steps 4-6
     from safetensors.torch import load_file
 
@@ -112,13 +142,19 @@ def test_resume_continues_exactly(base, data, tmp_path):
 
 
 def test_checkpoint_layout_and_pruning(base, data, tmp_path):
-    result = train(config(base, data, tmp_path / "run", "optim.max_steps=4", "checkpoint.every=1",
-                          "checkpoint.keep_last=2"))
+    result = train(
+        config(base, data, tmp_path / "run", "optim.max_steps=4", "checkpoint.every=1", "checkpoint.keep_last=2")
+    )
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step-000003", "step-000004"]
     assert (ckpts / "latest").read_text().strip() == "step-000004" == result.checkpoint.name
     assert sorted(p.name for p in result.checkpoint.iterdir()) == [
-        "adapter", "config.yaml", "trainer_state.pt", "vladva_config.json", "vladva_weights.safetensors"]
+        "adapter",
+        "config.yaml",
+        "trainer_state.pt",
+        "vladva_config.json",
+        "vladva_weights.safetensors",
+    ]
     from safetensors.torch import load_file
 
     w = load_file(result.checkpoint / "vladva_weights.safetensors")
@@ -135,8 +171,16 @@ def test_bad_samples_are_counted(base, data, tmp_path):
     last = [r for r in metrics(tmp_path / "run") if "loss" in r][-1]
     assert last["skipped"] == 2
     with pytest.raises(ValueError, match="000003.png: image file is empty"):
-        train(config(base, copy, tmp_path / "strict", "optim.max_steps=2", "data.strict=true",
-                     "data.contrastive_batch_size=16"))
+        train(
+            config(
+                base,
+                copy,
+                tmp_path / "strict",
+                "optim.max_steps=2",
+                "data.strict=true",
+                "data.contrastive_batch_size=16",
+            )
+        )
 
 
 def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
@@ -146,32 +190,76 @@ def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
 
     runner = CliRunner()
     run = tmp_path / "run"
-    args = ["train", f"base_model={base}", f"data.train={data / 'train.jsonl'}", f"data.val={data / 'val.jsonl'}",
-            f"output_dir={run}", "optim.max_steps=3", "data.contrastive_batch_size=8", "data.ntp_batch_size=4",
-            "eval.every=0", "progress=false", "num_threads=1"]
+    args = [
+        "train",
+        f"base_model={base}",
+        f"data.train={data / 'train.jsonl'}",
+        f"data.val={data / 'val.jsonl'}",
+        f"output_dir={run}",
+        "optim.max_steps=3",
+        "data.contrastive_batch_size=8",
+        "data.ntp_batch_size=4",
+        "eval.every=0",
+        "progress=false",
+        "num_threads=1",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "trained 3 steps" in res.output and "held-out R@1" in res.output
     evals = [r for r in metrics(run) if "eval" in r]
     assert [r["step"] for r in evals] == [0, 3] and evals[0]["eval"]["n_images"] == 8
 
-    res = runner.invoke(app, ["embed", "--model", str(base), "--adapter", str(run), "--images",
-                              str(data / "images" / "val"), "--out", str(tmp_path / "img.safetensors")])
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            str(base),
+            "--adapter",
+            str(run),
+            "--images",
+            str(data / "images" / "val"),
+            "--out",
+            str(tmp_path / "img.safetensors"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     emb = load_file(tmp_path / "img.safetensors")["embeddings"]
     assert emb.shape == (8, 64) and torch.allclose(emb.norm(dim=1), torch.ones(8), atol=1e-5)
 
     (tmp_path / "texts.txt").write_text("a red circle\n\na blue square\n")
-    res = runner.invoke(app, ["embed", "--model", str(base), "--adapter", str(run), "--texts",
-                              str(tmp_path / "texts.txt"), "--out", str(tmp_path / "txt.npy")])
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            str(base),
+            "--adapter",
+            str(run),
+            "--texts",
+            str(tmp_path / "texts.txt"),
+            "--out",
+            str(tmp_path / "txt.npy"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert np.load(tmp_path / "txt.npy").shape == (2, 64)
     assert (tmp_path / "txt.items.txt").read_text() == "a red circle\na blue square\n"
 
     res = runner.invoke(app, ["merge", "--model", str(base), "--adapter", str(run), "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["embed", "--model", str(tmp_path / "merged"), "--images", str(data / "val.jsonl"),
-                              "--out", str(tmp_path / "merged.safetensors")])
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            str(tmp_path / "merged"),
+            "--images",
+            str(data / "val.jsonl"),
+            "--out",
+            str(tmp_path / "merged.safetensors"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert torch.allclose(load_file(tmp_path / "merged.safetensors")["embeddings"], emb, atol=1e-5)
 
@@ -189,8 +277,18 @@ def test_cli_errors_are_one_line(base, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"model_type": "paligemma"}')
     (tmp_path / "t.txt").write_text("a\n")
-    res = runner.invoke(app, ["embed", "--model", str(tmp_path / "other"), "--texts", str(tmp_path / "t.txt"),
-                              "--out", str(tmp_path / "x.npy")])
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            "--model",
+            str(tmp_path / "other"),
+            "--texts",
+            str(tmp_path / "t.txt"),
+            "--out",
+            str(tmp_path / "x.npy"),
+        ],
+    )
     assert res.exit_code == 2 and "unsupported model_type 'paligemma'" in res.output
 
 
@@ -199,15 +297,34 @@ def test_cli_score_prompts(base, data, tmp_path):
 
     runner = CliRunner()
     cands = tmp_path / "c.tsv"
-    cands.write_text("Summary above image in one word:\tSummary above sentence in one word:\n"
-                     "what colour is the image ?\twhat colour is the sentence ?\n")
-    res = runner.invoke(app, ["score-prompts", "--model", str(base), "--candidates", str(cands), "--images",
-                              str(data / "val.jsonl"), "--limit", "4", "--out", str(tmp_path / "s.json")])
+    cands.write_text(
+        "Summary above image in one word:\tSummary above sentence in one word:\n"
+        "what colour is the image ?\twhat colour is the sentence ?\n"
+    )
+    res = runner.invoke(
+        app,
+        [
+            "score-prompts",
+            "--model",
+            str(base),
+            "--candidates",
+            str(cands),
+            "--images",
+            str(data / "val.jsonl"),
+            "--limit",
+            "4",
+            "--out",
+            str(tmp_path / "s.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads((tmp_path / "s.json").read_text())
-    assert len(rows) == 2 and {r["image_prompt"] for r in rows} == {"Summary above image in one word:",
-                                                                     "what colour is the image ?"}
+    assert len(rows) == 2 and {r["image_prompt"] for r in rows} == {
+        "Summary above image in one word:",
+        "what colour is the image ?",
+    }
     cands.write_text("no tab here\n")
-    res = runner.invoke(app, ["score-prompts", "--model", str(base), "--candidates", str(cands), "--images",
-                              str(data / "val.jsonl")])
+    res = runner.invoke(
+        app, ["score-prompts", "--model", str(base), "--candidates", str(cands), "--images", str(data / "val.jsonl")]
+    )
     assert res.exit_code == 2 and "c.tsv:1: expected IMAGE PROMPT<TAB>TEXT PROMPT" in res.output

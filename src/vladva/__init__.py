@@ -1,7 +1,7 @@
 """vladva: discriminative fine-tuning of generative vision-language models (VladVA).
 
 The user-facing library lives in `vladva.model` (the two-tower embedder); training in
-`vladva.train`, data in `vladva.data`, the embedded default base models in `vladva.base`,
+`vladva.train`, data in `vladva.data`, the embedded default base models in `vladva.toyworld.base`,
 evaluation in `vladva.eval` and serving in `vladva.serve`.
 """
 

@@ -38,10 +38,19 @@ class DemoConfig:
 
 
 # Sizes for `--quick`: seconds, not minutes; the numbers it prints mean nothing.
-QUICK_DATA = dict(n_train=64, n_val=16, n_retrieval=16, captions_per_image=2, n_sugarcrepe=8, n_winoground=6,
-                  n_aro=8, n_zeroshot=4)
-QUICK_TRAIN = ["optim.max_steps=3", "optim.warmup_steps=1", "data.contrastive_batch_size=4", "data.ntp_batch_size=2",
-               "eval.every=0", "eval.max_images=8", "checkpoint.every=0", "log_every=1"]
+QUICK_DATA = dict(
+    n_train=64, n_val=16, n_retrieval=16, captions_per_image=2, n_sugarcrepe=8, n_winoground=6, n_aro=8, n_zeroshot=4
+)
+QUICK_TRAIN = [
+    "optim.max_steps=3",
+    "optim.warmup_steps=1",
+    "data.contrastive_batch_size=4",
+    "data.ntp_batch_size=2",
+    "eval.every=0",
+    "eval.max_images=8",
+    "checkpoint.every=0",
+    "log_every=1",
+]
 
 
 def _log(msg: str) -> None:
@@ -49,7 +58,7 @@ def _log(msg: str) -> None:
 
 
 def _data(cfg: DemoConfig, out: Path) -> Path:
-    from vladva.data.shapes import ShapesDataConfig, generate_shapes_dataset
+    from vladva.toyworld.shapes import ShapesDataConfig, generate_shapes_dataset
 
     data_cfg = ShapesDataConfig(seed=cfg.seed, world=cfg.world, **(QUICK_DATA if cfg.quick else {}))
     data_dir = out / "data"
@@ -61,11 +70,11 @@ def _data(cfg: DemoConfig, out: Path) -> Path:
 
 def _base_models(cfg: DemoConfig, out: Path, data_dir: Path) -> tuple[Path, Path]:
     """(base LVLM folder, CLIP-style baseline folder)."""
-    from vladva.base import shipped_base_dir, shipped_clip_dir
+    from vladva.pretrained import shipped_base_dir, shipped_clip_dir
 
     if not cfg.from_scratch:
         return shipped_base_dir(), shipped_clip_dir()
-    from vladva.base.recipe import CLIP_DIR, LVLM_DIR, PretrainConfig, run_pretrain
+    from vladva.toyworld.base.recipe import CLIP_DIR, LVLM_DIR, PretrainConfig, run_pretrain
 
     recipe = CONFIGS / "pretrain_quick.yaml" if cfg.quick else Path(cfg.pretrain_recipe)
     pre_cfg = load_config(PretrainConfig, recipe)
@@ -82,9 +91,14 @@ def _finetune(cfg: DemoConfig, out: Path, data_dir: Path, base_dir: Path) -> Pat
     from vladva.train.config import TrainConfig
     from vladva.train.trainer import train
 
-    overrides = [f"base_model={base_dir}", f"output_dir={out / 'vladva'}", f"seed={cfg.seed}",
-                 f"data.train={data_dir / 'train.jsonl'}", f"data.val={data_dir / 'val.jsonl'}",
-                 f"progress={str(cfg.progress).lower()}"]
+    overrides = [
+        f"base_model={base_dir}",
+        f"output_dir={out / 'vladva'}",
+        f"seed={cfg.seed}",
+        f"data.train={data_dir / 'train.jsonl'}",
+        f"data.val={data_dir / 'val.jsonl'}",
+        f"progress={str(cfg.progress).lower()}",
+    ]
     overrides += (QUICK_TRAIN if cfg.quick else []) + list(cfg.train_overrides)
     tcfg = load_config(TrainConfig, cfg.train_recipe, overrides)
     run_dir = Path(tcfg.output_dir)
@@ -110,10 +124,20 @@ def _finetune(cfg: DemoConfig, out: Path, data_dir: Path, base_dir: Path) -> Pat
 def _record_compute(result) -> Path:
     import torch
 
-    (result.checkpoint / "compute.json").write_text(json.dumps(
-        {"stage": "vladva-finetune", "steps": result.steps, "trainable_params": result.trainable_params,
-         "wall_seconds": round(result.seconds, 1), "threads": torch.get_num_threads()}, indent=2) + "\n",
-        encoding="utf-8")
+    (result.checkpoint / "compute.json").write_text(
+        json.dumps(
+            {
+                "stage": "vladva-finetune",
+                "steps": result.steps,
+                "trainable_params": result.trainable_params,
+                "wall_seconds": round(result.seconds, 1),
+                "threads": torch.get_num_threads(),
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return result.checkpoint
 
 
@@ -131,17 +155,24 @@ def run_demo(cfg: DemoConfig) -> dict:
     base_dir, clip_dir = _base_models(cfg, out, data_dir)
     ckpt = _finetune(cfg, out, data_dir, base_dir)
 
-    models = [load_model(f"zero-shot base={'zeroshot:' + str(base_dir)}"),
-              load_model(f"CLIP-style={'clip:' + str(clip_dir)}"),
-              load_model(f"VladVA={'vladva:' + str(base_dir) + ':' + str(ckpt)}")]
-    ecfg = EvalConfig(data=str(data_dir), limit=cfg.eval_limit, seed=cfg.seed, cache_dir=str(out / "cache"),
-                      show_progress=cfg.progress)
+    models = [
+        load_model(f"zero-shot base={'zeroshot:' + str(base_dir)}"),
+        load_model(f"CLIP-style={'clip:' + str(clip_dir)}"),
+        load_model(f"VladVA={'vladva:' + str(base_dir) + ':' + str(ckpt)}"),
+    ]
+    ecfg = EvalConfig(
+        data=str(data_dir),
+        limit=cfg.eval_limit,
+        seed=cfg.seed,
+        cache_dir=str(out / "cache"),
+        show_progress=cfg.progress,
+    )
     results = run_evaluation(models, ecfg, log=_log)
     report = as_report(results, str(out / "eval"))
     paths = write_report(report, out / "eval")
     save_config(ecfg, out / "eval" / "eval_config.yaml")
     print_summary(report)
-    for kind, p in paths.items():
+    for _kind, p in paths.items():
         _log(f"wrote {p}")
 
     if cfg.build_index:
@@ -168,6 +199,6 @@ def _index(out: Path, data_dir: Path, model) -> Path:
             shutil.rmtree(index_dir)
         _, report = build_index(model.embedder, model.spec, images, index_dir, show_progress=True)
         _log(f"index: {len(report.added)} images of {images} in {index_dir}")
-    _log("search it:  vladva search --index " + f"{index_dir} \"a red circle left of a blue square\" -k 5")
+    _log("search it:  vladva search --index " + f'{index_dir} "a red circle left of a blue square" -k 5')
     _log("serve it:   vladva serve --index " + f"{index_dir}   (then open http://127.0.0.1:8000)")
     return index_dir

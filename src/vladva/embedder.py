@@ -18,7 +18,9 @@ class Embedder(Protocol):
 
     name: str
 
-    def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
+    def encode_images(
+        self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False
+    ) -> torch.Tensor:
         """`(len(images), dim)` float32, L2-normalised rows, on CPU."""
         ...
 

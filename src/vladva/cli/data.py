@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from vladva.cli.errors import UserError, friendly_errors
+from vladva.cli.errors import friendly_errors
+from vladva.errors import UserError
 
-data_app = typer.Typer(help="Data sets: make the embedded synthetic shapes data (`shapes`), re-check it (`check`).",
-                       no_args_is_help=True)
+data_app = typer.Typer(
+    help="Data sets: make the embedded synthetic shapes data (`shapes`), re-check it (`check`).", no_args_is_help=True
+)
 
 
 @data_app.command("shapes")
@@ -19,23 +21,33 @@ def shapes(
     seed: int | None = typer.Option(None, "--seed", help="Seed of the whole data set (default 0)."),
     n_train: int | None = typer.Option(None, "--n-train", help="Training images (default 20000)."),
     n_val: int | None = typer.Option(None, "--n-val", help="Validation images (default 500)."),
-    n_test: int | None = typer.Option(None, "--n-test", help="Size of every evaluation split at once: retrieval "
-                                      "images, SugarCrepe per category, Winoground, ARO, zero-shot per task."),
-    world: str | None = typer.Option(None, "--world", help="default (2-3 objects) or hard (3-4 objects, partial "
-                                     "training captions, held-out colour-shape combinations)."),
+    n_test: int | None = typer.Option(
+        None,
+        "--n-test",
+        help="Size of every evaluation split at once: retrieval "
+        "images, SugarCrepe per category, Winoground, ARO, zero-shot per task.",
+    ),
+    world: str | None = typer.Option(
+        None,
+        "--world",
+        help="default (2-3 objects) or hard (3-4 objects, partial "
+        "training captions, held-out colour-shape combinations).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="YAML file of ShapesDataConfig keys."),
-    overrides: list[str] = typer.Option([], "--set", help="Config override key=value, e.g. --set n_aro=100 (repeatable)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Config override key=value, e.g. --set n_aro=100 (repeatable)."
+    ),
     force: bool = typer.Option(False, "--force", help="Regenerate even if OUT already holds this data set."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Write the synthetic compositional data set: train/val manifests and retrieval, SugarCrepe(++),
     Winoground, ARO and zero-shot splits, every caption verified against its scene."""
     from vladva.config import ConfigError, load_config
-    from vladva.data.shapes import ShapesDataConfig, generate_shapes_dataset
+    from vladva.toyworld.shapes import ShapesDataConfig, generate_shapes_dataset
 
     flags = {"seed": seed, "n_train": n_train, "n_val": n_val, "world": world}
     if n_test is not None:
-        flags.update({k: n_test for k in ("n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot")})
+        flags.update(dict.fromkeys(("n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot"), n_test))
     # Flags apply before --set, so an explicit --set key=value wins over --n-test.
     cli = [f"{k}={v}" for k, v in flags.items() if v is not None]
     try:
@@ -49,13 +61,15 @@ def shapes(
     if summary.get("replaced"):
         typer.echo(f"replaced the earlier shapes data set in {out} (its config differed or --force was given)")
     r = summary["retrieval"]
-    typer.echo(f"wrote the {cfg.world} shapes data set to {out} in {summary['seconds']:.1f} s: "
-               f"{summary['train']['images']} train, {summary['val']['images']} val, "
-               f"retrieval {r['images']} images x {cfg.captions_per_image} captions "
-               f"({100 * r['fraction_true_for_exactly_one_image']:.1f}% identify their image), "
-               f"SugarCrepe {sum(summary['sugarcrepe'].values())}, Winoground {summary['winoground']['examples']}, "
-               f"ARO {summary['aro']['relation']}+{summary['aro']['attribution']}, "
-               f"zero-shot {len(summary['zeroshot'])} tasks. Summary: {out / 'dataset_summary.json'}")
+    typer.echo(
+        f"wrote the {cfg.world} shapes data set to {out} in {summary['seconds']:.1f} s: "
+        f"{summary['train']['images']} train, {summary['val']['images']} val, "
+        f"retrieval {r['images']} images x {cfg.captions_per_image} captions "
+        f"({100 * r['fraction_true_for_exactly_one_image']:.1f}% identify their image), "
+        f"SugarCrepe {sum(summary['sugarcrepe'].values())}, Winoground {summary['winoground']['examples']}, "
+        f"ARO {summary['aro']['relation']}+{summary['aro']['attribution']}, "
+        f"zero-shot {len(summary['zeroshot'])} tasks. Summary: {out / 'dataset_summary.json'}"
+    )
 
 
 @data_app.command("check")
@@ -63,7 +77,7 @@ def shapes(
 def check(folder: Path = typer.Argument(..., help="A folder written by `vladva data shapes`.")) -> None:
     """Re-check every caption of a shapes data set against its scenes: positives true, negatives
     false, Winoground captions true for exactly their own image. Exit 1 if any check fails."""
-    from vladva.data.splits import check_dataset
+    from vladva.toyworld.splits import check_dataset
 
     result = check_dataset(folder)
     for p in result["problems"][:20]:

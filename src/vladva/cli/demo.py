@@ -15,22 +15,45 @@ def register(app: typer.Typer) -> None:
 
 @friendly_errors
 def demo_command(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder (data, fine-tuned adapter, report, index, caches)."),
-    quick: bool = typer.Option(False, "--quick", help="Tiny data and budgets: checks the pipeline in about a minute; the numbers mean nothing."),
-    from_scratch: bool = typer.Option(False, "--from-scratch", help="Rerun every pretraining stage (vision tower, base LVLM, CLIP-style baseline) instead of starting from the shipped checkpoints."),
+    out: Path = typer.Option(
+        Path("runs/demo"), "--out", "-o", help="Run folder (data, fine-tuned adapter, report, index, caches)."
+    ),
+    quick: bool = typer.Option(
+        False, "--quick", help="Tiny data and budgets: checks the pipeline in about a minute; the numbers mean nothing."
+    ),
+    from_scratch: bool = typer.Option(
+        False,
+        "--from-scratch",
+        help="Rerun every pretraining stage (vision tower, base LVLM, CLIP-style baseline) instead of starting "
+        "from the shipped checkpoints.",
+    ),
     world: str = typer.Option("default", "--world", help="Data world: default or hard (see docs/data.md)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data, training and evaluation subsets."),
-    eval_limit: int = typer.Option(0, "--eval-limit", help="Evaluate a seeded subset of N items per benchmark (0: all)."),
+    eval_limit: int = typer.Option(
+        0, "--eval-limit", help="Evaluate a seeded subset of N items per benchmark (0: all)."
+    ),
     no_index: bool = typer.Option(False, "--no-index", help="Skip building the search index at the end."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key of the VladVA training recipe, e.g. --set optim.max_steps=100 (repeatable)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a key of the VladVA training recipe, e.g. --set optim.max_steps=100 (repeatable)."
+    ),
 ) -> None:
     """Generate data, fine-tune VladVA from the shipped base LVLM, evaluate it beside the zero-shot
     base and the CLIP-style baseline on every suite, and write the report. Reruns reuse caches."""
     from vladva.config import load_config
     from vladva.demo import DemoConfig, run_demo
 
-    cfg = load_config(DemoConfig, None, [f"out={out}", f"quick={str(quick).lower()}",
-                                         f"from_scratch={str(from_scratch).lower()}", f"world={world}", f"seed={seed}",
-                                         f"eval_limit={eval_limit}", f"build_index={str(not no_index).lower()}"])
+    cfg = load_config(
+        DemoConfig,
+        None,
+        [
+            f"out={out}",
+            f"quick={str(quick).lower()}",
+            f"from_scratch={str(from_scratch).lower()}",
+            f"world={world}",
+            f"seed={seed}",
+            f"eval_limit={eval_limit}",
+            f"build_index={str(not no_index).lower()}",
+        ],
+    )
     cfg.train_overrides = list(overrides)
     run_demo(cfg)

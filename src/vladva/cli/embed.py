@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from vladva.cli.errors import UserError, friendly_errors
+from vladva.cli.errors import friendly_errors
+from vladva.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -19,9 +20,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _base(model: str) -> Path:
-    from vladva.train.config import DEFAULT_BASE, default_base_dir
+    from vladva.pretrained import resolve_base
 
-    return default_base_dir() if model == DEFAULT_BASE else Path(model)
+    return resolve_base(model)
 
 
 def image_items(source: Path) -> tuple[list[Path], list[str]]:
@@ -43,7 +44,7 @@ def text_items(source: Path) -> list[str]:
     if not source.is_file():
         raise UserError(f"--texts {source}: file not found")
     texts = []
-    for i, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+    for _i, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             texts.append(line.strip())
     if not texts:
@@ -70,8 +71,12 @@ def write_embeddings(out: Path, embeddings, items: list[str], meta: dict) -> Non
 
 @friendly_errors
 def embed_command(
-    model: str = typer.Option("default", "--model", "-m", help="Base LVLM folder, a merged VladVA folder, or 'default'."),
-    adapter: Path | None = typer.Option(None, "--adapter", "-a", help="Trained adapter: a checkpoint folder or a run folder."),
+    model: str = typer.Option(
+        "default", "--model", "-m", help="Base LVLM folder, a merged VladVA folder, or 'default'."
+    ),
+    adapter: Path | None = typer.Option(
+        None, "--adapter", "-a", help="Trained adapter: a checkpoint folder or a run folder."
+    ),
     images: Path | None = typer.Option(None, "--images", help="Folder of images or a JSONL manifest."),
     texts: Path | None = typer.Option(None, "--texts", help="Text file, one sentence per line."),
     out: Path = typer.Option(..., "--out", "-o", help="Output FILE.safetensors or FILE.npy."),
@@ -119,7 +124,9 @@ def merge_command(
 def score_prompts_command(
     candidates: Path = typer.Option(..., "--candidates", help="One candidate per line: IMAGE PROMPT<TAB>TEXT PROMPT."),
     images: Path = typer.Option(..., "--images", help="Folder of images or a JSONL manifest (a sample is used)."),
-    texts: Path | None = typer.Option(None, "--texts", help="Sentences, one per line (default: the manifest's captions)."),
+    texts: Path | None = typer.Option(
+        None, "--texts", help="Sentences, one per line (default: the manifest's captions)."
+    ),
     model: str = typer.Option("default", "--model", "-m", help="Base LVLM folder or 'default'."),
     limit: int = typer.Option(100, "--limit", help="Use the first N images and N texts."),
     out: Path | None = typer.Option(None, "--out", help="Also write the scores as JSON."),
@@ -150,7 +157,10 @@ def score_prompts_command(
         raise UserError("--texts is required when --images is a folder")
     rows = score_prompts(_base(model), pairs, [load_image(p) for p in paths[:limit]], sentences[:limit])
     for r in rows:
-        typer.echo(f"entropy image {r['image_entropy']:.3f} text {r['text_entropy']:.3f}  eff. rank image "
-                   f"{r['image_effective_rank']:.1f} text {r['text_effective_rank']:.1f}  | {r['image_prompt']} | {r['text_prompt']}")
+        typer.echo(
+            f"entropy image {r['image_entropy']:.3f} text {r['text_entropy']:.3f}  eff. rank image "
+            f"{r['image_effective_rank']:.1f} text {r['text_effective_rank']:.1f}  "
+            f"| {r['image_prompt']} | {r['text_prompt']}"
+        )
     if out is not None:
         out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

@@ -7,9 +7,7 @@ import sys
 
 import typer
 
-
-class UserError(Exception):
-    """A mistake in the user's input (file, config, flag) with a message that says what to fix."""
+from vladva.errors import UserError
 
 
 def friendly_errors(fn):

@@ -64,8 +64,9 @@ def check_manifest(path: Path | str, allow_outside_root: bool = False, load_imag
 @friendly_errors
 def check_manifest_command(
     manifests: list[Path] = typer.Argument(..., help="JSONL manifest(s) to check (docs/data-layouts.md)."),
-    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
-                                            help="Accept image paths outside the manifest's folder."),
+    allow_outside_root: bool = typer.Option(
+        False, "--allow-outside-root", help="Accept image paths outside the manifest's folder."
+    ),
     skip_images: bool = typer.Option(False, "--skip-images", help="Check the manifest lines only, do not open images."),
     show: int = typer.Option(20, "--show", min=0, help="Problems listed per manifest."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),

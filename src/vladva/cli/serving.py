@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from vladva.cli.errors import UserError, friendly_errors
+from vladva.cli.errors import friendly_errors
+from vladva.errors import UserError
 
 index_app = typer.Typer(help="Build and grow a FAISS index of image embeddings.", no_args_is_help=True)
 

@@ -19,8 +19,12 @@ def default_recipe() -> Path:
 
 @friendly_errors
 def train_command(
-    overrides: list[str] = typer.Argument(None, help="Recipe overrides key=value, e.g. optim.max_steps=100 data.train=DATA/train.jsonl."),
-    config: Path | None = typer.Option(None, "--config", "-c", help="YAML recipe (default: the packaged configs/default.yaml)."),
+    overrides: list[str] = typer.Argument(
+        None, help="Recipe overrides key=value, e.g. optim.max_steps=100 data.train=DATA/train.jsonl."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML recipe (default: the packaged configs/default.yaml)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue output_dir's run from its latest checkpoint."),
 ) -> None:
     """Train soft prompts + LoRA with contrastive (short captions) and next-token (long captions) losses."""
@@ -38,5 +42,6 @@ def train_command(
         first, last = result.evals[0], result.evals[-1]
         typer.echo(
             f"held-out R@1 text->image {first['eval']['t2i_r1']:.1f} -> {last['eval']['t2i_r1']:.1f}, "
-            f"image->text {first['eval']['i2t_r1']:.1f} -> {last['eval']['i2t_r1']:.1f} (steps {first['step']} -> {last['step']})"
+            f"image->text {first['eval']['i2t_r1']:.1f} -> {last['eval']['i2t_r1']:.1f} "
+            f"(steps {first['step']} -> {last['step']})"
         )

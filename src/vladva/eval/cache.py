@@ -55,7 +55,9 @@ class CachedEncoder:
 
     `cache_dir=None` disables the disk cache (deduplication still applies)."""
 
-    def __init__(self, embedder, identity: str, cache_dir: Path | None, batch_size: int = 32, show_progress: bool = True):
+    def __init__(
+        self, embedder, identity: str, cache_dir: Path | None, batch_size: int = 32, show_progress: bool = True
+    ):
         self.embedder, self.identity = embedder, identity
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size, self.show_progress = batch_size, show_progress
@@ -92,7 +94,9 @@ class CachedEncoder:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            save_file({"embeddings": table.contiguous()}, str(tmp), metadata={"model": self.identity[:500], "kind": kind})
+            save_file(
+                {"embeddings": table.contiguous()}, str(tmp), metadata={"model": self.identity[:500], "kind": kind}
+            )
             tmp.replace(path)
         return table
 
@@ -108,7 +112,10 @@ class CachedEncoder:
     def _check(self, out: torch.Tensor, n: int, what: str) -> torch.Tensor:
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"model '{getattr(self.embedder, 'name', '?')}': encode_{what} returned {shape} for {n} inputs; expected (n, dim)")
+            raise ValueError(
+                f"model '{getattr(self.embedder, 'name', '?')}': encode_{what} returned {shape} "
+                f"for {n} inputs; expected (n, dim)"
+            )
         # The protocol promises L2-normalised rows; renormalising is cheap and guards cosine scores.
         return torch.nn.functional.normalize(out.detach().to("cpu", torch.float32), dim=-1)
 
@@ -116,7 +123,9 @@ class CachedEncoder:
         t0, parts = time.perf_counter(), []
         for s in self._batches(len(refs), desc):
             chunk = [r.load() for r in refs[s : s + self.batch_size]]
-            parts.append(self._check(self.embedder.encode_images(chunk, batch_size=self.batch_size), len(chunk), "images"))
+            parts.append(
+                self._check(self.embedder.encode_images(chunk, batch_size=self.batch_size), len(chunk), "images")
+            )
         self.stats.images_encoded += len(refs)
         self.stats.seconds["images"] += time.perf_counter() - t0
         return torch.cat(parts) if parts else torch.zeros(0, 0)
@@ -125,7 +134,9 @@ class CachedEncoder:
         t0, parts = time.perf_counter(), []
         for s in self._batches(len(texts), desc):
             chunk = texts[s : s + self.batch_size]
-            parts.append(self._check(self.embedder.encode_texts(chunk, batch_size=self.batch_size), len(chunk), "texts"))
+            parts.append(
+                self._check(self.embedder.encode_texts(chunk, batch_size=self.batch_size), len(chunk), "texts")
+            )
         self.stats.texts_encoded += len(texts)
         self.stats.seconds["texts"] += time.perf_counter() - t0
         return torch.cat(parts) if parts else torch.zeros(0, 0)

@@ -173,8 +173,10 @@ def load_karpathy(json_path: Path, image_root: Path | None = None, split: str = 
         candidates.append(root / filename)
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
-            raise BenchmarkFormatError(f"{where}: image not found (looked for {', '.join(map(str, candidates))}); "
-                                       "pass the image folder with --images")
+            raise BenchmarkFormatError(
+                f"{where}: image not found (looked for {', '.join(map(str, candidates))}); "
+                "pass the image folder with --images"
+            )
         sentences = entry.get("sentences")
         if not isinstance(sentences, list) or not sentences:
             raise BenchmarkFormatError(f"{where}: 'sentences' must be a non-empty list")
@@ -246,7 +248,9 @@ def load_sugarcrepe(folder: Path, image_root: Path | None = None) -> list[PairSe
             neg.append(_text(entry, "negative_caption", where))
         sets.append(PairSet(category, images, pos, neg))
     if not sets:
-        raise BenchmarkFormatError(f"{folder}: no SugarCrepe files (expected some of {', '.join(c + '.json' for c in SUGARCREPE_CATEGORIES)})")
+        raise BenchmarkFormatError(
+            f"{folder}: no SugarCrepe files (expected some of {', '.join(c + '.json' for c in SUGARCREPE_CATEGORIES)})"
+        )
     return sets
 
 
@@ -268,7 +272,10 @@ def load_sugarcrepe_pp(folder: Path, image_root: Path | None = None) -> list[Par
             neg.append(_text(entry, "negative_caption", where))
         sets.append(ParaphraseSet(category, images, c1, c2, neg))
     if not sets:
-        raise BenchmarkFormatError(f"{folder}: no SugarCrepe++ files (expected some of {', '.join(c + '.json' for c in SUGARCREPE_PP_CATEGORIES)})")
+        raise BenchmarkFormatError(
+            f"{folder}: no SugarCrepe++ files "
+            f"(expected some of {', '.join(c + '.json' for c in SUGARCREPE_PP_CATEGORIES)})"
+        )
     return sets
 
 
@@ -288,7 +295,11 @@ def load_winoground(path: Path) -> WinogroundSet:
         path = path.parent
     jsonl = path / "examples.jsonl"
     if not jsonl.is_file():
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+        if (
+            (path / "dataset_info.json").is_file()
+            or (path / "state.json").is_file()
+            or (path / "dataset_dict.json").is_file()
+        ):
             return _load_winoground_hf(path)
         raise BenchmarkFormatError(f"{path}: no examples.jsonl (nor a saved Hugging Face dataset)")
     out = WinogroundSet([], [], [], [], [])
@@ -316,8 +327,10 @@ def _load_winoground_hf(path: Path) -> WinogroundSet:
     try:
         import datasets
     except ImportError:
-        raise BenchmarkFormatError(f"{path}: a saved Hugging Face dataset needs the optional 'datasets' package "
-                                   "(pip install datasets), or convert it to examples.jsonl + images/") from None
+        raise BenchmarkFormatError(
+            f"{path}: a saved Hugging Face dataset needs the optional 'datasets' package "
+            "(pip install datasets), or convert it to examples.jsonl + images/"
+        ) from None
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["test"] if "test" in ds else next(iter(ds.values()))
@@ -400,7 +413,9 @@ def zeroshot_task_dirs(folder: Path) -> list[Path]:
         return [folder]
     tasks = sorted(p for p in folder.iterdir() if (p / "classnames.txt").is_file()) if folder.is_dir() else []
     if not tasks:
-        raise BenchmarkFormatError(f"{folder}: no zero-shot task (a folder with classnames.txt, templates.txt and test/<class>/)")
+        raise BenchmarkFormatError(
+            f"{folder}: no zero-shot task (a folder with classnames.txt, templates.txt and test/<class>/)"
+        )
     return tasks
 
 

@@ -97,8 +97,12 @@ def macro_micro_accuracy(positive: torch.Tensor, negative: torch.Tensor, groups:
 
 
 def sugarcrepe_pp_scores(
-    img_p1: torch.Tensor, img_p2: torch.Tensor, img_neg: torch.Tensor,
-    p1_p2: torch.Tensor, p1_neg: torch.Tensor, p2_neg: torch.Tensor,
+    img_p1: torch.Tensor,
+    img_p2: torch.Tensor,
+    img_neg: torch.Tensor,
+    p1_p2: torch.Tensor,
+    p1_neg: torch.Tensor,
+    p2_neg: torch.Tensor,
 ) -> dict[str, float]:
     """SugarCrepe++ (Dumpala et al. 2024), all inputs `(n,)` similarities.
 

@@ -3,7 +3,7 @@
 Specs:
 - `vladva:BASE_DIR[:ADAPTER_DIR]`  a VladVA model (`vladva.model.VladVA.from_pretrained`)
 - `zeroshot:BASE_DIR`              the same class with no adapter (the zero-shot prompt baseline)
-- `clip:DIR`                       the CLIP-style baseline (`vladva.base.clip_baseline`)
+- `clip:DIR`                       the CLIP-style baseline (`vladva.toyworld.base.clip_baseline`)
 - `python:MODULE:ATTR[:ARG]`       any factory `ATTR(ARG)` / `ATTR()` returning an Embedder
 A spec may be prefixed by a display name: `name=spec`. Model code is imported only when used,
 so the harness runs with whichever model packages exist.
@@ -58,7 +58,7 @@ def _zeroshot(args: list[str]):
 def _clip(args: list[str]):
     if len(args) != 1:
         raise ModelSpecError("expected clip:DIR")
-    from vladva.base.clip_baseline import ClipBaselineEmbedder
+    from vladva.toyworld.base.clip_baseline import ClipBaselineEmbedder
 
     return ClipBaselineEmbedder.from_pretrained(args[0]), [Path(args[0])]
 
@@ -96,7 +96,13 @@ def folder_fingerprint(folders: list[Path]) -> str:
     """SHA-256 over (relative path, size, mtime) of every file under `folders`."""
     h = hashlib.sha256()
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder] if folder.is_file() else []
+        files = (
+            sorted(p for p in folder.rglob("*") if p.is_file())
+            if folder.is_dir()
+            else [folder]
+            if folder.is_file()
+            else []
+        )
         for p in files:
             st = p.stat()
             h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -189,8 +195,11 @@ def cpu_minutes(report: dict) -> float | None:
 def gpu_seconds(report: dict) -> float | None:
     """Accelerator seconds of a `{"stages": [...]}` compute report (the stages whose device is not
     the CPU: `device_seconds`, else `seconds`), or None when it has no such stage."""
-    stages = [st for st in report.get("stages", []) if isinstance(st, dict) and st.get("device", "cpu") != "cpu"] \
-        if isinstance(report.get("stages"), list) else []
+    stages = (
+        [st for st in report.get("stages", []) if isinstance(st, dict) and st.get("device", "cpu") != "cpu"]
+        if isinstance(report.get("stages"), list)
+        else []
+    )
     times = [st.get("device_seconds", st.get("seconds")) for st in stages]
     times = [t for t in times if isinstance(t, (int, float))]
     return float(sum(times)) if times else None

@@ -15,8 +15,19 @@ from pathlib import Path
 from vladva.eval.loaders import SUGARCREPE_CATEGORIES
 
 REPORT_SCHEMA = "vladva.eval.report/1"
-RUN_KEYS = ("created", "data", "seed", "config", "versions", "git_commit", "git_dirty", "python", "platform",
-            "torch_threads", "total_seconds")
+RUN_KEYS = (
+    "created",
+    "data",
+    "seed",
+    "config",
+    "versions",
+    "git_commit",
+    "git_dirty",
+    "python",
+    "platform",
+    "torch_threads",
+    "total_seconds",
+)
 
 
 def as_report(results: dict, path: str | None = None) -> dict:
@@ -88,7 +99,10 @@ def summary_columns(models: list[dict]) -> list[Column]:
     cols.append(("T→I valid R@1", _metric("retrieval", "t2i_valid_R@1")))
     cols.append(("T→I unique R@1", _metric("retrieval", "t2i_unique_R@1")))
     cols += [(f"SC {c}", _metric("sugarcrepe", c)) for c in SUGARCREPE_CATEGORIES]
-    cols += [("SC++ ITT", _metric("sugarcrepe_pp", "mean", "ITT")), ("SC++ TOT", _metric("sugarcrepe_pp", "mean", "TOT"))]
+    cols += [
+        ("SC++ ITT", _metric("sugarcrepe_pp", "mean", "ITT")),
+        ("SC++ TOT", _metric("sugarcrepe_pp", "mean", "TOT")),
+    ]
     cols += [(f"Wino {s}", _metric("winoground", s)) for s in ("text", "image", "group")]
     cols += [("ARO rel", _metric("aro", "relation", "macro")), ("ARO attr", _metric("aro", "attribution", "macro"))]
     tasks = sorted({t for m in models for t in (_get(m, "metrics", "zeroshot") or {})})
@@ -145,38 +159,74 @@ def _detail_sections(models: list[dict]) -> list[str]:
     ret = [(m["name"], _get(m, "metrics", "retrieval")) for m in models if _get(m, "metrics", "retrieval")]
     if ret:
         keys = sorted({k for _, r in ret for k in r}, key=lambda k: (k.split("_R@")[0], int(k.split("@")[1])))
-        section("Retrieval (recall %, ties against the model)", ["model"] + keys, [[n] + [_fmt(r.get(k)) for k in keys] for n, r in ret])
+        section(
+            "Retrieval (recall %, ties against the model)",
+            ["model"] + keys,
+            [[n] + [_fmt(r.get(k)) for k in keys] for n, r in ret],
+        )
     pp = [(m["name"], _get(m, "metrics", "sugarcrepe_pp")) for m in models if _get(m, "metrics", "sugarcrepe_pp")]
     if pp:
         cats = [c for c in list(SUGARCREPE_CATEGORIES) + ["mean"] if any(c in r for _, r in pp)]
         header = ["model"] + [f"{c} {s}" for c in cats for s in ("ITT", "TOT")]
-        section("SugarCrepe++ (accuracy %)", header, [[n] + [_fmt(_get(r, c, s)) for c in cats for s in ("ITT", "TOT")] for n, r in pp])
+        section(
+            "SugarCrepe++ (accuracy %)",
+            header,
+            [[n] + [_fmt(_get(r, c, s)) for c in cats for s in ("ITT", "TOT")] for n, r in pp],
+        )
     aro = [(m["name"], _get(m, "metrics", "aro")) for m in models if _get(m, "metrics", "aro")]
     if aro:
         header = ["model"] + [f"{s} {a}" for s in ("relation", "attribution") for a in ("macro", "micro")]
-        section("ARO (accuracy %; macro = mean over relations / attribute pairs)", header,
-                [[n] + [_fmt(_get(r, s, a)) for s in ("relation", "attribution") for a in ("macro", "micro")] for n, r in aro])
+        section(
+            "ARO (accuracy %; macro = mean over relations / attribute pairs)",
+            header,
+            [
+                [n] + [_fmt(_get(r, s, a)) for s in ("relation", "attribution") for a in ("macro", "micro")]
+                for n, r in aro
+            ],
+        )
     zs = [(m["name"], _get(m, "metrics", "zeroshot")) for m in models if _get(m, "metrics", "zeroshot")]
     if zs:
         keys = sorted({(t, k) for _, r in zs for t, v in r.items() for k in v})
-        section("Zero-shot classification (accuracy %)", ["model"] + [f"{t} {k}" for t, k in keys],
-                [[n] + [_fmt(_get(r, t, k)) for t, k in keys] for n, r in zs])
+        section(
+            "Zero-shot classification (accuracy %)",
+            ["model"] + [f"{t} {k}" for t, k in keys],
+            [[n] + [_fmt(_get(r, t, k)) for t, k in keys] for n, r in zs],
+        )
     flat = [_flatten(m.get("counts") or {}) for m in models]
     count_keys = sorted({k for f in flat for k in f})
     if count_keys:
-        section("Items evaluated", ["model"] + count_keys, [[m["name"]] + [_fmt(f.get(k)) for k in count_keys] for m, f in zip(models, flat)])
-    section("Timings (seconds)", ["model", "total", "encode images", "encode texts"],
-            [[m["name"], _fmt(float(sum(v for k, v in m.get("timings_s", {}).items() if not k.startswith("encode")))),
-              _fmt(_get(m, "timings_s", "encode_images")), _fmt(_get(m, "timings_s", "encode_texts"))] for m in models])
+        section(
+            "Items evaluated",
+            ["model"] + count_keys,
+            [[m["name"]] + [_fmt(f.get(k)) for k in count_keys] for m, f in zip(models, flat)],
+        )
+    section(
+        "Timings (seconds)",
+        ["model", "total", "encode images", "encode texts"],
+        [
+            [
+                m["name"],
+                _fmt(float(sum(v for k, v in m.get("timings_s", {}).items() if not k.startswith("encode")))),
+                _fmt(_get(m, "timings_s", "encode_images")),
+                _fmt(_get(m, "timings_s", "encode_texts")),
+            ]
+            for m in models
+        ],
+    )
     return out
 
 
 def render_markdown(report: dict, chart_name: str | None = "results.png") -> str:
     header, rows = summary_rows(report)
-    parts = ["# vladva evaluation", "",
-             "Percentages; ties count against the model (see docs/evaluation.md). "
-             "SC = SugarCrepe (chance 50), Wino = Winoground (chance 25 / 25 / 16.7), ARO macro (chance 50).", "",
-             _md_table(header, rows), ""]
+    parts = [
+        "# vladva evaluation",
+        "",
+        "Percentages; ties count against the model (see docs/evaluation.md). "
+        "SC = SugarCrepe (chance 50), Wino = Winoground (chance 25 / 25 / 16.7), ARO macro (chance 50).",
+        "",
+        _md_table(header, rows),
+        "",
+    ]
     if chart_name:
         parts += [f"![compositional accuracy per category]({chart_name})", ""]
     parts += [s + "\n" for s in _detail_sections(report["models"])]
@@ -186,11 +236,23 @@ def render_markdown(report: dict, chart_name: str | None = "results.png") -> str
         versions = r.get("versions") or {}
         commit = (r.get("git_commit") or "?")[:10] + ("+dirty" if r.get("git_dirty") else "")
         data = "; ".join(f"{k}: {v}" for k, v in (r.get("data") or {}).items())
-        run_rows.append([str(i), r.get("created") or "?", commit, str(r.get("seed")),
-                         f"torch {versions.get('torch')}, transformers {versions.get('transformers')}", data])
+        run_rows.append(
+            [
+                str(i),
+                r.get("created") or "?",
+                commit,
+                str(r.get("seed")),
+                f"torch {versions.get('torch')}, transformers {versions.get('transformers')}",
+                data,
+            ]
+        )
     parts.append(_md_table(["run", "created", "commit", "seed", "versions", "data"], run_rows))
     parts.append("")
-    parts.append(_md_table(["model", "run", "spec"], [[m["name"], str(m.get("run", 0)), f"`{m['spec']}`"] for m in report["models"]]))
+    parts.append(
+        _md_table(
+            ["model", "run", "spec"], [[m["name"], str(m.get("run", 0)), f"`{m['spec']}`"] for m in report["models"]]
+        )
+    )
     return "\n".join(parts) + "\n"
 
 

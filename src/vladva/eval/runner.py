@@ -9,7 +9,7 @@ import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vladva.eval import loaders as L
@@ -60,14 +60,22 @@ def resolve_benchmarks(cfg: EvalConfig) -> dict[str, Path]:
     """`{suite: path}` for the suites to run, in `L.SUITES` order. `all` means every benchmark
     found; a named suite with no data is an error that says which flag provides it."""
     found = L.discover(Path(cfg.data)) if cfg.data else {}
-    explicit = {"retrieval": cfg.retrieval_json, "sugarcrepe": cfg.sugarcrepe, "sugarcrepe_pp": cfg.sugarcrepe_pp,
-                "winoground": cfg.winoground, "aro": cfg.aro, "zeroshot": cfg.zeroshot}
+    explicit = {
+        "retrieval": cfg.retrieval_json,
+        "sugarcrepe": cfg.sugarcrepe,
+        "sugarcrepe_pp": cfg.sugarcrepe_pp,
+        "winoground": cfg.winoground,
+        "aro": cfg.aro,
+        "zeroshot": cfg.zeroshot,
+    }
     found |= {k: Path(v) for k, v in explicit.items() if v}
     wanted = list(L.SUITES) if "all" in cfg.suites else list(dict.fromkeys(cfg.suites))
     if "all" in cfg.suites:
         if not found:
             where = f"under {cfg.data}" if cfg.data else "(no --data folder and no per-benchmark path given)"
-            raise ValueError(f"no benchmark data found {where}; expected retrieval/, sugarcrepe/, winoground/, aro/ or zeroshot/")
+            raise ValueError(
+                f"no benchmark data found {where}; expected retrieval/, sugarcrepe/, winoground/, aro/ or zeroshot/"
+            )
         return {s: found[s] for s in wanted if s in found}
     missing = [s for s in wanted if s not in found]
     if missing:
@@ -78,6 +86,7 @@ def resolve_benchmarks(cfg: EvalConfig) -> dict[str, Path]:
 
 def load_benchmarks(cfg: EvalConfig, paths: dict[str, Path]) -> dict[str, object]:
     """Read every benchmark once (all files checked before any model runs)."""
+
     def opt(p):
         return Path(p) if p else None
 
@@ -122,12 +131,23 @@ def evaluate_model(model: LoadedModel, benchmarks: dict[str, object], cfg: EvalC
         timings[suite] = round(time.perf_counter() - t0, 3)
         log(f"{model.name}: {suite} done in {timings[suite]:.1f}s")
     return {
-        "name": model.name, "spec": model.spec, "identity": model.identity,
-        "params": model.params, "train_compute": model.train_compute,
-        "metrics": metrics, "counts": counts,
-        "timings_s": timings | {"encode_images": round(enc.stats.seconds["images"], 3),
-                                "encode_texts": round(enc.stats.seconds["texts"], 3)},
-        "encoded": {"images": enc.stats.images_encoded, "texts": enc.stats.texts_encoded, "from_cache": enc.stats.cache_hits},
+        "name": model.name,
+        "spec": model.spec,
+        "identity": model.identity,
+        "params": model.params,
+        "train_compute": model.train_compute,
+        "metrics": metrics,
+        "counts": counts,
+        "timings_s": timings
+        | {
+            "encode_images": round(enc.stats.seconds["images"], 3),
+            "encode_texts": round(enc.stats.seconds["texts"], 3),
+        },
+        "encoded": {
+            "images": enc.stats.images_encoded,
+            "texts": enc.stats.texts_encoded,
+            "from_cache": enc.stats.cache_hits,
+        },
     }
 
 
@@ -144,16 +164,33 @@ def environment() -> dict:
     src = Path(__file__).resolve().parent
     commit = dirty = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
         if commit:
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src, capture_output=True, text=True, timeout=10).stdout
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=src,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout
             dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         pass
     import torch
 
-    return {"versions": versions, "git_commit": commit, "git_dirty": dirty,
-            "python": platform.python_version(), "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
+    return {
+        "versions": versions,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def run_evaluation(models: list[LoadedModel], cfg: EvalConfig, log=print) -> dict:
@@ -170,7 +207,7 @@ def run_evaluation(models: list[LoadedModel], cfg: EvalConfig, log=print) -> dic
     entries = [evaluate_model(m, benchmarks, cfg, log) for m in models]
     return {
         "schema": RESULTS_SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": {suite: str(p.resolve()) for suite, p in paths.items()},
         "seed": cfg.seed,
         "config": config_to_dict(cfg),
@@ -180,7 +217,9 @@ def run_evaluation(models: list[LoadedModel], cfg: EvalConfig, log=print) -> dic
     }
 
 
-def evaluate_to_dir(model_args: list[str], cfg: EvalConfig, out_dir: Path, log=print, show_table: bool = True) -> dict[str, Path]:
+def evaluate_to_dir(
+    model_args: list[str], cfg: EvalConfig, out_dir: Path, log=print, show_table: bool = True
+) -> dict[str, Path]:
     """What `vladva eval` does, for callers such as the demo: load `[name=]spec` models, run,
     write eval_config.yaml, results.json/.md/.png into `out_dir`; returns the written paths."""
     from vladva.config import save_config

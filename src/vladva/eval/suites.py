@@ -31,8 +31,9 @@ def _rowwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(dim=-1)
 
 
-def run_retrieval(enc: CachedEncoder, rs: RetrievalSet, ks: Sequence[int] = M.DEFAULT_KS,
-                  limit: int = 0, seed: int = 0) -> tuple[dict, dict]:
+def run_retrieval(
+    enc: CachedEncoder, rs: RetrievalSet, ks: Sequence[int] = M.DEFAULT_KS, limit: int = 0, seed: int = 0
+) -> tuple[dict, dict]:
     """Image<->text recall at `ks` over the whole gallery; `limit` keeps that many images (and
     all their captions). Adds `t2i_valid_R@k` when caption_truth.json lists images per caption,
     and `t2i_unique_R@k` (text->image over captions true for exactly one image) when it counts."""
@@ -91,7 +92,9 @@ def run_aro(enc: CachedEncoder, sets: list[PairSet], limit: int = 0, seed: int =
     return out, counts
 
 
-def run_sugarcrepe_pp(enc: CachedEncoder, sets: list[ParaphraseSet], limit: int = 0, seed: int = 0) -> tuple[dict, dict]:
+def run_sugarcrepe_pp(
+    enc: CachedEncoder, sets: list[ParaphraseSet], limit: int = 0, seed: int = 0
+) -> tuple[dict, dict]:
     """SugarCrepe++ ITT and TOT per category, and their mean over categories."""
     out, counts = {}, {}
     for ps in sets:
@@ -100,8 +103,14 @@ def run_sugarcrepe_pp(enc: CachedEncoder, sets: list[ParaphraseSet], limit: int 
         p1 = enc.texts(_take(ps.captions, idx), f"{ps.name}++ captions")
         p2 = enc.texts(_take(ps.captions2, idx), f"{ps.name}++ paraphrases")
         ng = enc.texts(_take(ps.negatives, idx), f"{ps.name}++ negatives")
-        out[ps.name] = M.sugarcrepe_pp_scores(_rowwise(img, p1), _rowwise(img, p2), _rowwise(img, ng),
-                                              _rowwise(p1, p2), _rowwise(p1, ng), _rowwise(p2, ng))
+        out[ps.name] = M.sugarcrepe_pp_scores(
+            _rowwise(img, p1),
+            _rowwise(img, p2),
+            _rowwise(img, ng),
+            _rowwise(p1, p2),
+            _rowwise(p1, ng),
+            _rowwise(p2, ng),
+        )
         counts[ps.name] = len(idx)
     out["mean"] = {m: sum(v[m] for v in out.values()) / len(sets) for m in ("ITT", "TOT")}
     return out, counts
@@ -114,8 +123,13 @@ def run_winoground(enc: CachedEncoder, ws: WinogroundSet, limit: int = 0, seed: 
     i1 = enc.images(_take(ws.images_1, idx), "winoground image_1")
     c0 = enc.texts(_take(ws.captions_0, idx), "winoground caption_0")
     c1 = enc.texts(_take(ws.captions_1, idx), "winoground caption_1")
-    sim = torch.stack([torch.stack([_rowwise(c0, i0), _rowwise(c0, i1)], dim=1),
-                       torch.stack([_rowwise(c1, i0), _rowwise(c1, i1)], dim=1)], dim=1)  # (n, caption, image)
+    sim = torch.stack(
+        [
+            torch.stack([_rowwise(c0, i0), _rowwise(c0, i1)], dim=1),
+            torch.stack([_rowwise(c1, i0), _rowwise(c1, i1)], dim=1),
+        ],
+        dim=1,
+    )  # (n, caption, image)
     return M.winoground_scores(sim), {"examples": len(idx)}
 
 
@@ -127,4 +141,7 @@ def run_zeroshot(enc: CachedEncoder, zs: ZeroShotSet, limit: int = 0, seed: int 
     text = enc.texts(prompts, f"{zs.name} prompts").view(len(zs.classnames), len(zs.templates), -1)
     logits = enc.images(_take(zs.images, idx), f"{zs.name} images") @ M.class_prototypes(text).T
     labels = torch.tensor(_take(zs.labels, idx))
-    return M.topk_accuracy(logits, labels, M.zeroshot_ks(len(zs.classnames))), {"images": len(idx), "classes": len(zs.classnames)}
+    return M.topk_accuracy(logits, labels, M.zeroshot_ks(len(zs.classnames))), {
+        "images": len(idx),
+        "classes": len(zs.classnames),
+    }

@@ -4,5 +4,12 @@
 from vladva.export.card import CardInfo, render_model_card, select_evaluation
 from vladva.export.writer import FORMATS, ExportError, ExportRequest, export_model
 
-__all__ = ["FORMATS", "CardInfo", "ExportError", "ExportRequest", "export_model", "render_model_card",
-           "select_evaluation"]
+__all__ = [
+    "FORMATS",
+    "CardInfo",
+    "ExportError",
+    "ExportRequest",
+    "export_model",
+    "render_model_card",
+    "select_evaluation",
+]

@@ -95,8 +95,10 @@ def _lora_text(adapter: str | None, lora: dict) -> str:
         return "already in the weights of the merged folder this was exported from"
     if not lora.get("enabled"):
         return "none (the adapter trained no LoRA)"
-    return (f"merged into the weights (r={lora.get('r')}, alpha={lora.get('alpha')}, "
-            f"targets {', '.join(lora.get('target_modules') or [])})")
+    return (
+        f"merged into the weights (r={lora.get('r')}, alpha={lora.get('alpha')}, "
+        f"targets {', '.join(lora.get('target_modules') or [])})"
+    )
 
 
 def _model_section(info: CardInfo) -> str:
@@ -107,8 +109,12 @@ def _model_section(info: CardInfo) -> str:
         ("base model", info.base_model or "unknown"),
         ("adapter", info.adapter or "none (exported from a merged folder)"),
         ("embedding dimension", info.embedding_dim),
-        ("pooling", "mean of the final hidden states over every real token, L2-normalised (float32)"
-         if cfg.get("pooling") == "mean" else "final hidden state of the last real token, L2-normalised (float32)"),
+        (
+            "pooling",
+            "mean of the final hidden states over every real token, L2-normalised (float32)"
+            if cfg.get("pooling") == "mean"
+            else "final hidden state of the last real token, L2-normalised (float32)",
+        ),
         ("image tower", "image + image prompt through the whole LVLM"),
         ("text tower", "sentence + text prompt through the language model alone"),
         ("image prompt", prompts.get("image_prompt")),
@@ -116,8 +122,12 @@ def _model_section(info: CardInfo) -> str:
         ("separator", prompts.get("separator")),
         ("chat template", prompts.get("use_chat_template")),
         ("max text tokens", prompts.get("max_text_tokens")),
-        ("soft prompts", f"trained, stored in vladva_weights.safetensors ({soft.get('extra_tokens', 0)} extra tokens)"
-         if soft.get("enabled") else "none"),
+        (
+            "soft prompts",
+            f"trained, stored in vladva_weights.safetensors ({soft.get('extra_tokens', 0)} extra tokens)"
+            if soft.get("enabled")
+            else "none",
+        ),
         ("LoRA", _lora_text(info.adapter, lora)),
     ]
     if info.num_parameters is not None:
@@ -136,36 +146,57 @@ def _training_section(info: CardInfo) -> str:
             parts += [_kv_table(rows), ""]
     if info.compute:
         c = info.compute
-        parts.append(f"Compute: {c.get('steps', '?')} steps, {c.get('wall_seconds', '?')} s wall clock, "
-                     f"{c.get('threads', '?')} threads, {c.get('trainable_params', '?')} trainable parameters.")
+        parts.append(
+            f"Compute: {c.get('steps', '?')} steps, {c.get('wall_seconds', '?')} s wall clock, "
+            f"{c.get('threads', '?')} threads, {c.get('trainable_params', '?')} trainable parameters."
+        )
         parts.append("")
     if info.training_config is not None:
         import yaml
 
-        parts += ["<details><summary>Full training config (config.yaml)</summary>", "", "```yaml",
-                  yaml.safe_dump(info.training_config, sort_keys=False).rstrip(), "```", "", "</details>"]
+        parts += [
+            "<details><summary>Full training config (config.yaml)</summary>",
+            "",
+            "```yaml",
+            yaml.safe_dump(info.training_config, sort_keys=False).rstrip(),
+            "```",
+            "",
+            "</details>",
+        ]
     return "\n".join(parts).rstrip()
 
 
 def _evaluation_section(info: CardInfo) -> str:
     if info.evaluation is None:
-        return ("## Evaluation\n\nNo evaluation was supplied. Run `vladva eval -m vladva:OUT` and export again with "
-                "`--results results.json` to put the measured table here.")
+        return (
+            "## Evaluation\n\nNo evaluation was supplied. Run `vladva eval -m vladva:OUT` and export again with "
+            "`--results results.json` to put the measured table here."
+        )
     from vladva.eval.report import _md_table, summary_rows
 
     header, rows = summary_rows(info.evaluation)
     # transposed (one row per metric, one column per model), as `vladva eval` prints it: the summary has ~30 columns
-    table = _md_table(["metric"] + [r[0] for r in rows], [[h] + [r[i] for r in rows] for i, h in enumerate(header) if i])
+    table = _md_table(
+        ["metric"] + [r[0] for r in rows], [[h] + [r[i] for r in rows] for i, h in enumerate(header) if i]
+    )
     runs = info.evaluation["runs"]
-    lines = ["## Evaluation", "",
-             f"Measured by `vladva eval` (from `{info.results_path}`); percentages, ties count against the model "
-             "(see vladva's docs/evaluation.md).", "", table, ""]
+    lines = [
+        "## Evaluation",
+        "",
+        f"Measured by `vladva eval` (from `{info.results_path}`); percentages, ties count against the model "
+        "(see vladva's docs/evaluation.md).",
+        "",
+        table,
+        "",
+    ]
     for m in info.evaluation["models"]:
         run = runs[m.get("run", 0)] if runs else {}
         commit = (run.get("git_commit") or "?")[:10] + ("+dirty" if run.get("git_dirty") else "")
         data = "; ".join(f"{k}: {v}" for k, v in (run.get("data") or {}).items()) or "?"
-        lines.append(f"- {m['name']}: `{m.get('spec')}`, evaluated {run.get('created') or '?'} at commit {commit}, "
-                     f"seed {run.get('seed')}, data {data}")
+        lines.append(
+            f"- {m['name']}: `{m.get('spec')}`, evaluated {run.get('created') or '?'} at commit {commit}, "
+            f"seed {run.get('seed')}, data {data}"
+        )
     return "\n".join(lines)
 
 
@@ -174,7 +205,9 @@ def _usage_section(info: CardInfo) -> str:
     keeps its own card text."""
     from string import Template
 
-    names = ["usage_vladva.md"] + (["usage_sentence_transformers.md"] if info.export_format == "sentence-transformers" else [])
+    names = ["usage_vladva.md"] + (
+        ["usage_sentence_transformers.md"] if info.export_format == "sentence-transformers" else []
+    )
     values = {"location": info.location, "module_type": "vladva.export.sentence_transformers_module.VladVAModule"}
     return "".join(Template((TEMPLATES / n).read_text(encoding="utf-8")).substitute(values) for n in names).rstrip()
 
@@ -184,9 +217,12 @@ def _provenance_section(info: CardInfo) -> str:
     versions = env.get("versions") or {}
     commit = env.get("git_commit")
     commit_text = "unknown" if not commit else commit + (" (uncommitted changes)" if env.get("git_dirty") else "")
-    rows = [("vladva version", versions.get("vladva") or "unknown"), ("vladva git commit", commit_text),
-            ("torch / transformers", f"{versions.get('torch')} / {versions.get('transformers')}"),
-            ("export format", info.export_format)]
+    rows = [
+        ("vladva version", versions.get("vladva") or "unknown"),
+        ("vladva git commit", commit_text),
+        ("torch / transformers", f"{versions.get('torch')} / {versions.get('transformers')}"),
+        ("export format", info.export_format),
+    ]
     return "## Provenance\n\n" + _kv_table(rows)
 
 
@@ -199,12 +235,20 @@ def render_model_card(info: CardInfo) -> str:
         library = "sentence-transformers"
     header = ["---", f"library_name: {library}", "pipeline_tag: feature-extraction", "tags:"] + [f"- {t}" for t in tags]
     header.append("---")
-    intro = (f"# {info.name}\n\nA CLIP-style image/text embedder made from a generative vision-language model "
-             f"({info.model_type}) by VladVA discriminative fine-tuning (soft prompts + LoRA, trained with symmetric "
-             "InfoNCE on short captions and next-token loss on long captions). Images and texts map to "
-             f"L2-normalised {info.embedding_dim}-dimensional vectors; their dot product is the cosine similarity.")
-    sections = [intro, _model_section(info), _evaluation_section(info), _training_section(info), _usage_section(info),
-                _provenance_section(info)]
+    intro = (
+        f"# {info.name}\n\nA CLIP-style image/text embedder made from a generative vision-language model "
+        f"({info.model_type}) by VladVA discriminative fine-tuning (soft prompts + LoRA, trained with symmetric "
+        "InfoNCE on short captions and next-token loss on long captions). Images and texts map to "
+        f"L2-normalised {info.embedding_dim}-dimensional vectors; their dot product is the cosine similarity."
+    )
+    sections = [
+        intro,
+        _model_section(info),
+        _evaluation_section(info),
+        _training_section(info),
+        _usage_section(info),
+        _provenance_section(info),
+    ]
     return "\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n"
 
 
@@ -257,6 +301,7 @@ def select_evaluation(results: Path, base_dir: Path, adapter_dir: Path | None, n
         roots = list(Path(results).resolve().parents)
         picked = [m for m in models if _spec_points_at(m.get("spec", ""), base_dir, adapter_dir, roots)]
         if not picked:
-            raise ValueError(f"{results}: no row evaluates this model (rows: {available}); "
-                             "choose the rows with --results-model NAME")
+            raise ValueError(
+                f"{results}: no row evaluates this model (rows: {available}); choose the rows with --results-model NAME"
+            )
     return {"schema": report["schema"], "runs": report["runs"], "models": picked}

@@ -73,7 +73,9 @@ class VladVAModule(InputModule):
         elif kinds == {"image"}:
             batch, tower = self.vladva.image_inputs([_as_pil(x) for x in inputs]), "image"
         else:
-            raise ValueError(f"VladVA encodes one modality per call (texts or images); this batch holds {sorted(map(str, kinds))}")
+            raise ValueError(
+                f"VladVA encodes one modality per call (texts or images); this batch holds {sorted(map(str, kinds))}"
+            )
         return {**batch.model_inputs, STARTS_KEY: batch.prompt_starts, TOWER_KEY: tower}
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -91,11 +93,25 @@ class VladVAModule(InputModule):
         self.vladva.merge(output_path)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token=None, cache_folder: str | None = None,
-             revision: str | None = None, local_files_only: bool = False, model_kwargs: dict | None = None,
-             **kwargs) -> VladVAModule:
-        path = cls.load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
-                                 revision=revision, local_files_only=local_files_only)
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token=None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        model_kwargs: dict | None = None,
+        **kwargs,
+    ) -> VladVAModule:
+        path = cls.load_dir_path(
+            model_name_or_path,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
         dtype = (model_kwargs or {}).get("dtype") or (model_kwargs or {}).get("torch_dtype")
         if isinstance(dtype, str):
             dtype = None if dtype == "auto" else getattr(torch, dtype)
@@ -110,4 +126,3 @@ def _as_pil(x):
     if isinstance(x, (str, Path)):
         x = load_image(x)
     return x.convert("RGB")
-

@@ -58,8 +58,10 @@ def _source(req: ExportRequest) -> tuple[Path | None, dict, str | None]:
         _, meta = read_vladva_config(adapter_dir)
         return adapter_dir, meta, str(req.base)
     if not (req.base / CONFIG_FILE).is_file():
-        raise ExportError(f"--model {req.base}: not a merged VladVA folder (no {CONFIG_FILE}); give the trained "
-                          "--adapter (a run or checkpoint folder) with the base model")
+        raise ExportError(
+            f"--model {req.base}: not a merged VladVA folder (no {CONFIG_FILE}); give the trained "
+            "--adapter (a run or checkpoint folder) with the base model"
+        )
     _, meta = read_vladva_config(req.base)
     return None, meta, meta.get("base_model") or str(req.base)
 
@@ -85,8 +87,9 @@ def export_model(req: ExportRequest, log=print) -> Path:
         try:
             import sentence_transformers  # noqa: F401
         except ImportError:
-            raise ExportError("--format sentence-transformers needs the sentence-transformers package: "
-                              "pip install 'vladva[export]'") from None
+            raise ExportError(
+                "--format sentence-transformers needs the sentence-transformers package: pip install 'vladva[export]'"
+            ) from None
 
     log(f"loading {req.base}" + (f" + {adapter_dir}" if adapter_dir else ""))
     model = VladVA.from_pretrained(req.base, adapter_dir, dtype=getattr(torch, req.dtype))
@@ -105,12 +108,20 @@ def export_model(req: ExportRequest, log=print) -> Path:
             st = SentenceTransformer(modules=[VladVAModule(model)], device="cpu", similarity_fn_name="cosine")
             st.save(str(tmp), create_model_card=False)
         info = CardInfo(
-            name=req.name or req.out.name, location=str(req.out), export_format=req.format,
-            model_type=model.model.config.model_type, embedding_dim=model.hidden_size,
-            vladva_config=meta.get("vladva", {}), base_model=base_name,
-            adapter=str(adapter_dir) if adapter_dir else None, training_config=training_config, compute=compute,
-            evaluation=evaluation, results_path=str(req.results) if req.results else None,
-            environment=environment(), num_parameters=sum(p.numel() for p in model.model.parameters()),
+            name=req.name or req.out.name,
+            location=str(req.out),
+            export_format=req.format,
+            model_type=model.model.config.model_type,
+            embedding_dim=model.hidden_size,
+            vladva_config=meta.get("vladva", {}),
+            base_model=base_name,
+            adapter=str(adapter_dir) if adapter_dir else None,
+            training_config=training_config,
+            compute=compute,
+            evaluation=evaluation,
+            results_path=str(req.results) if req.results else None,
+            environment=environment(),
+            num_parameters=sum(p.numel() for p in model.model.parameters()),
         )
         (tmp / "README.md").write_text(render_model_card(info), encoding="utf-8")
         if req.out.exists():

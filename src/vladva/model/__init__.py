@@ -8,13 +8,13 @@ from vladva.model.soft_prompt import SoftPromptConfig
 from vladva.model.vladva import VladVA, VladVAConfig
 
 __all__ = [
-    "VladVA",
-    "VladVAConfig",
+    "SUPPORTED_MODEL_TYPES",
+    "LoraSettings",
     "PromptConfig",
     "SoftPromptConfig",
-    "LoraSettings",
-    "last_token_pool",
-    "adapter_for",
-    "SUPPORTED_MODEL_TYPES",
     "UnsupportedModelError",
+    "VladVA",
+    "VladVAConfig",
+    "adapter_for",
+    "last_token_pool",
 ]

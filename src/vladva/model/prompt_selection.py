@@ -20,8 +20,9 @@ from vladva.model.pooling import last_token_pool
 
 
 @torch.no_grad()
-def summary_entropy(model, images: Sequence | None = None, texts: Sequence[str] | None = None,
-                    batch_size: int = 32) -> dict[str, float]:
+def summary_entropy(
+    model, images: Sequence | None = None, texts: Sequence[str] | None = None, batch_size: int = 32
+) -> dict[str, float]:
     """Mean next-token entropy (nats) at the last prompt token, per tower given.
     `images` are PIL images; returns `{"image": ..., "text": ...}` for the towers given."""
     model.eval()
@@ -68,8 +69,9 @@ def pca_cumulative_variance(embeddings: torch.Tensor, k: int = 10) -> float:
     return float(var[:k].sum() / var.sum()) if var.sum() > 0 else 1.0
 
 
-def score_prompts(base_dir, candidates: Sequence[tuple[str, str]], images: Sequence, texts: Sequence[str],
-                  batch_size: int = 32) -> list[dict]:
+def score_prompts(
+    base_dir, candidates: Sequence[tuple[str, str]], images: Sequence, texts: Sequence[str], batch_size: int = 32
+) -> list[dict]:
     """For each `(image_prompt, text_prompt)`: entropies and embedding spread on the sample.
     Rows are sorted best first by image + text entropy (the paper's first signal)."""
     from vladva.model.vladva import VladVA, VladVAConfig
@@ -81,9 +83,14 @@ def score_prompts(base_dir, candidates: Sequence[tuple[str, str]], images: Seque
         m = VladVA.from_pretrained(base_dir, config=cfg)
         ent = summary_entropy(m, images, texts, batch_size)
         img, txt = m.encode_images(images, batch_size), m.encode_texts(texts, batch_size)
-        rows.append({
-            "image_prompt": image_prompt, "text_prompt": text_prompt,
-            "image_entropy": round(ent["image"], 4), "text_entropy": round(ent["text"], 4),
-            "image_effective_rank": round(effective_rank(img), 3), "text_effective_rank": round(effective_rank(txt), 3),
-        })
+        rows.append(
+            {
+                "image_prompt": image_prompt,
+                "text_prompt": text_prompt,
+                "image_entropy": round(ent["image"], 4),
+                "text_entropy": round(ent["text"], 4),
+                "image_effective_rank": round(effective_rank(img), 3),
+                "text_effective_rank": round(effective_rank(txt), 3),
+            }
+        )
     return sorted(rows, key=lambda r: -(r["image_entropy"] + r["text_entropy"]))

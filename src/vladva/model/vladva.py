@@ -120,7 +120,7 @@ def check_adapter_dir(folder: Path) -> None:
     for path in files:
         try:
             with safe_open(path, framework="pt") as f:
-                for key in f.keys():
+                for key in f:
                     f.get_tensor(key)
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{path}: not a readable safetensors file ({e}); it is truncated or corrupt") from None
@@ -184,7 +184,9 @@ class VladVA(nn.Module):
         body = sentence + self.config.prompts.separator + self._prompt_text("text")
         if self._use_chat():
             return self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "text", "text": body}]}], add_generation_prompt=True, tokenize=False
+                [{"role": "user", "content": [{"type": "text", "text": body}]}],
+                add_generation_prompt=True,
+                tokenize=False,
             )
         return body
 
@@ -216,7 +218,8 @@ class VladVA(nn.Module):
     def _check_prompt(self, input_ids: torch.Tensor, starts: torch.Tensor, layout: PromptLayout) -> None:
         cols = starts[:, None] + torch.arange(layout.n_prompt, device=starts.device)[None, :]
         if (starts < 0).any() or not torch.equal(
-            input_ids.gather(1, cols.clamp(min=0)), torch.tensor(layout.prompt_ids, device=input_ids.device).expand_as(cols)
+            input_ids.gather(1, cols.clamp(min=0)),
+            torch.tensor(layout.prompt_ids, device=input_ids.device).expand_as(cols),
         ):
             raise RuntimeError(
                 f"prompt tokens not where expected in the batch (prompt {layout.prompt_text!r}); "
@@ -294,7 +297,9 @@ class VladVA(nn.Module):
         lm = self.adapter.language_model(self.model)
         with self._soft("text", batch.prompt_starts):
             return lm(
-                input_ids=batch.model_inputs["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)
+                input_ids=batch.model_inputs["input_ids"],
+                attention_mask=mask,
+                position_ids=position_ids_from_mask(mask),
             ).last_hidden_state
 
     def embed_text_inputs(self, batch: TowerInputs) -> torch.Tensor:
@@ -331,16 +336,26 @@ class VladVA(nn.Module):
         def load(x):
             return x if hasattr(x, "convert") and not isinstance(x, (str, Path)) else load_image(x)
 
-        return self._encode(list(images), batch_size, show_progress, "images", lambda chunk: self.embed_image_inputs(
-            self.image_inputs([load(x).convert("RGB") for x in chunk]).to(self.device)
-        ))
+        return self._encode(
+            list(images),
+            batch_size,
+            show_progress,
+            "images",
+            lambda chunk: self.embed_image_inputs(
+                self.image_inputs([load(x).convert("RGB") for x in chunk]).to(self.device)
+            ),
+        )
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
         """`(len(texts), hidden)` float32 L2-normalised on CPU."""
-        return self._encode(list(texts), batch_size, show_progress, "texts", lambda chunk: self.embed_text_inputs(
-            self.text_inputs(chunk).to(self.device)
-        ))
+        return self._encode(
+            list(texts),
+            batch_size,
+            show_progress,
+            "texts",
+            lambda chunk: self.embed_text_inputs(self.text_inputs(chunk).to(self.device)),
+        )
 
     def _encode(self, items: list, batch_size: int, show_progress: bool, what: str, fn) -> torch.Tensor:
         from tqdm.auto import tqdm
@@ -455,7 +470,9 @@ class VladVA(nn.Module):
         tensors = self.trained_tensors()
         tensors.update(extra or {})
         save_file(tensors, out_dir / WEIGHTS_FILE)
-        (out_dir / CONFIG_FILE).write_text(json.dumps(self._meta(base_model, "vladva-adapter"), indent=2), encoding="utf-8")
+        (out_dir / CONFIG_FILE).write_text(
+            json.dumps(self._meta(base_model, "vladva-adapter"), indent=2), encoding="utf-8"
+        )
         return out_dir
 
     def merge(self, out_dir: Path | str) -> Path:
@@ -506,10 +523,13 @@ class VladVA(nn.Module):
             raise UnsupportedModelError(f"{base_dir / 'config.json'}: {e}") from None
         AutoConfig.from_pretrained(base_dir, trust_remote_code=False)
         if not any(base_dir.glob("*.safetensors")):  # pickled .bin weights are never read
-            raise FileNotFoundError(f"{base_dir}: no *.safetensors weights; vladva loads only safetensors "
-                                    "(convert pickled .bin checkpoints first)")
-        model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=dtype or torch.float32, trust_remote_code=False,
-                                                            use_safetensors=True)
+            raise FileNotFoundError(
+                f"{base_dir}: no *.safetensors weights; vladva loads only safetensors "
+                "(convert pickled .bin checkpoints first)"
+            )
+        model = AutoModelForImageTextToText.from_pretrained(
+            base_dir, dtype=dtype or torch.float32, trust_remote_code=False, use_safetensors=True
+        )
         processor = adapter.load_processor(base_dir)
         weights_dir, name = None, f"vladva:{base_dir.name}"
         if (base_dir / CONFIG_FILE).is_file():  # a merged folder
@@ -525,7 +545,9 @@ class VladVA(nn.Module):
         if adapter_dir is not None and self.config.lora.enabled:
             from peft import PeftModel
 
-            self.peft_model = PeftModel.from_pretrained(self.model, adapter_dir / ADAPTER_SUBDIR, is_trainable=trainable)
+            self.peft_model = PeftModel.from_pretrained(
+                self.model, adapter_dir / ADAPTER_SUBDIR, is_trainable=trainable
+            )
         if weights_dir is not None and (weights_dir / WEIGHTS_FILE).is_file():
             self.load_trained_tensors(read_safetensors(weights_dir / WEIGHTS_FILE))
         if device is not None:

@@ -8,6 +8,7 @@ once in a worker thread (the event loop stays free), and hands each request its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,8 +111,6 @@ class MicroBatcher:
     async def close(self) -> None:
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._worker
-            except (asyncio.CancelledError, RuntimeError):
-                pass
         self._worker = None

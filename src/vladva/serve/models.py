@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-from vladva.cli.errors import UserError
 from vladva.embedder import Embedder
-from vladva.serve.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
+from vladva.errors import UserError
+from vladva.toyworld.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
 
 
 def load_embedder(spec: str) -> Embedder:

@@ -178,7 +178,9 @@ def _check_texts(texts, settings: ServiceSettings) -> list[str]:
         try:  # a JSON escape like "\\udc80" decodes to a lone surrogate, which tokenizers cannot encode
             t.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise HTTPException(422, f"texts[{i}] is not valid Unicode (lone surrogate at character {e.start})") from None
+            raise HTTPException(
+                422, f"texts[{i}] is not valid Unicode (lone surrogate at character {e.start})"
+            ) from None
     return [t.strip() for t in texts]
 
 

@@ -56,8 +56,13 @@ def _fsync_tree(root: Path) -> None:
 def rng_state() -> dict:
     """Every RNG's state as tensors and plain values (loadable with `weights_only=True`)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    numpy_state = {
+        "kind": kind,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -67,7 +72,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -82,8 +89,16 @@ def write_latest(ckpt_root: Path, name: str) -> None:
     os.replace(tmp, ckpt_root / LATEST_FILE)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, logit_scale: torch.Tensor, trainer_state: dict, cfg,
-                    base_model: str, keep_last: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model,
+    logit_scale: torch.Tensor,
+    trainer_state: dict,
+    cfg,
+    base_model: str,
+    keep_last: int = 2,
+) -> Path:
     """Write `run_dir/checkpoints/step-{step:06d}` atomically and point `latest` at it."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -135,4 +150,6 @@ def load_trainer_state(ckpt: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError for bad files
-        raise ValueError(f"{path}: cannot load the trainer state ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise ValueError(
+            f"{path}: cannot load the trainer state ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None

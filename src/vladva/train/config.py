@@ -6,16 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vladva.model.vladva import VladVAConfig
+from vladva.pretrained import DEFAULT_BASE, resolve_base
 from vladva.train.distributed import DistributedConfig
 from vladva.train.grad_cache import GradCacheConfig
 from vladva.train.losses import ContrastiveLossConfig
-
-DEFAULT_BASE = "default"
-
-
-def default_base_dir() -> Path:
-    """The embedded default base LVLM shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "pretrained" / "base-lvlm"
 
 
 @dataclass
@@ -23,7 +17,8 @@ class DataConfig:
     """JSONL manifests (docs/data-layouts.md) or webdataset shards (docs/distributed.md). Batch
     sizes are per process and per micro-step."""
 
-    # A .jsonl manifest, or shards: a folder of .tar files, one .tar, or a brace pattern "DIR/train-{000000..000063}.tar".
+    # A .jsonl manifest, or shards: a folder of .tar files, one .tar, or a brace pattern
+    # "DIR/train-{000000..000063}.tar".
     train: str = ""
     val: str | None = None
     contrastive_batch_size: int = 32
@@ -117,7 +112,9 @@ class EvalConfig:
         if self.every < 0:
             raise ValueError(f"eval.every must be >= 0 (0: only at the end), got {self.every}")
         if self.max_images < 1 or self.batch_size < 1:
-            raise ValueError(f"eval.max_images and eval.batch_size must be >= 1, got {self.max_images}, {self.batch_size}")
+            raise ValueError(
+                f"eval.max_images and eval.batch_size must be >= 1, got {self.max_images}, {self.batch_size}"
+            )
 
 
 @dataclass
@@ -164,4 +161,4 @@ class TrainConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 
     def base_dir(self) -> Path:
-        return default_base_dir() if self.base_model == DEFAULT_BASE else Path(self.base_model)
+        return resolve_base(self.base_model)

@@ -86,8 +86,15 @@ class StepBatch:
 class BatchCollator:
     """Turns record indices into a `StepBatch`."""
 
-    def __init__(self, records: list[Record], ntp_batch_size: int, caption_choice: str, seed: int, strict: bool,
-                 hard_negatives: int = 0):
+    def __init__(
+        self,
+        records: list[Record],
+        ntp_batch_size: int,
+        caption_choice: str,
+        seed: int,
+        strict: bool,
+        hard_negatives: int = 0,
+    ):
         self.records = records
         self.hard_negatives = hard_negatives
         self.ntp_batch_size = ntp_batch_size
@@ -133,6 +140,14 @@ class BatchCollator:
             keep = [j for j, key in enumerate(caption_keys(negatives).tolist()) if key not in keys]
             negatives, negative_rows = [negatives[j] for j in keep], [negative_rows[j] for j in keep]
         return StepBatch(
-            images, captions, torch.tensor(ids, dtype=torch.long), caption_keys(captions), ntp_images, ntp_caps,
-            ntp_rows, negatives, negative_rows, skipped,
+            images,
+            captions,
+            torch.tensor(ids, dtype=torch.long),
+            caption_keys(captions),
+            ntp_images,
+            ntp_caps,
+            ntp_rows,
+            negatives,
+            negative_rows,
+            skipped,
         )

@@ -126,7 +126,9 @@ def grad_cache_step(
     #    several processes, by this process's share of all processes' tokens)
     inputs = []
     if batch.ntp_images and module.ntp_weight > 0:
-        inputs = [m.ntp_inputs(batch.ntp_images[s], batch.ntp_captions[s]) for s in _chunks(len(batch.ntp_images), chunk_size)]
+        inputs = [
+            m.ntp_inputs(batch.ntp_images[s], batch.ntp_captions[s]) for s in _chunks(len(batch.ntp_images), chunk_size)
+        ]
     tokens = [_caption_tokens(x.labels) for x in inputs]
     total_tokens = sum(tokens)
     share_fn = getattr(module, "token_share", None)
@@ -145,7 +147,9 @@ def grad_cache_step(
         out["loss"] = out["loss"] + module.ntp_weight * ntp
 
     with torch.no_grad():  # in-batch image->text accuracy, as TrainingModule.forward reports it
-        pos = (batch.image_ids[:, None] == batch.image_ids[None, :]) | (batch.caption_ids[:, None] == batch.caption_ids[None, :])
+        pos = (batch.image_ids[:, None] == batch.image_ids[None, :]) | (
+            batch.caption_ids[:, None] == batch.caption_ids[None, :]
+        )
         top = (img.detach() @ txt.detach().T).argmax(dim=1).cpu()
         out["batch_acc"] = pos[torch.arange(len(top)), top].float().mean()
     return out

@@ -49,7 +49,9 @@ class ContrastiveLossConfig:
 class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE over a batch of `(n, dim)` L2-normalised image and text embeddings."""
 
-    def __init__(self, config: ContrastiveLossConfig | None = None, gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self, config: ContrastiveLossConfig | None = None, gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ):
         super().__init__()
         self.config = config or ContrastiveLossConfig()
         init = torch.tensor(math.log(1.0 / self.config.init_temperature))
@@ -107,4 +109,6 @@ def _multi_positive_nll(logits: torch.Tensor, positives: torch.Tensor) -> torch.
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of `logits` `(batch, seq, vocab)` predicting `labels` `(batch, seq)`
     shifted by one; positions labelled -100 (prompt, image, padding) do not count."""
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )

@@ -27,8 +27,18 @@ def _as_list(sample):
 class ShardBatches:
     """`next_batch()` -> `StepBatch` for this process; `state()` / `positions` to resume."""
 
-    def __init__(self, spec: str, batch_size: int, ntp_batch_size: int, caption_choice: str, seed: int,
-                 rank: int = 0, world: int = 1, num_workers: int = 0, state: dict | None = None):
+    def __init__(
+        self,
+        spec: str,
+        batch_size: int,
+        ntp_batch_size: int,
+        caption_choice: str,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        num_workers: int = 0,
+        state: dict | None = None,
+    ):
         self.shards = resolve_shards(spec)
         self.batch_size, self.ntp_batch_size = batch_size, ntp_batch_size
         self.caption_choice, self.seed = caption_choice, seed
@@ -46,8 +56,13 @@ class ShardBatches:
     def _samples(self):
         if self._iter is None:
             stream = ShardStream(self.shards, self.seed, self.rank, self.world, positions=self.positions)
-            loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                                                 collate_fn=_as_list, prefetch_factor=4 if self.num_workers else None)
+            loader = torch.utils.data.DataLoader(
+                stream,
+                batch_size=None,
+                num_workers=self.num_workers,
+                collate_fn=_as_list,
+                prefetch_factor=4 if self.num_workers else None,
+            )
             self._iter = iter(loader)
         return self._iter
 
@@ -74,14 +89,24 @@ class ShardBatches:
                 ntp_rows.append(len(images) - 1)
                 ntp_images.append(s.image)
                 ntp_caps.append(s.long_caption)
-        return StepBatch(images=images, captions=captions, image_ids=torch.tensor(ids, dtype=torch.long),
-                         caption_ids=caption_keys(captions), ntp_images=ntp_images, ntp_captions=ntp_caps,
-                         ntp_rows=ntp_rows, skipped=skipped)
+        return StepBatch(
+            images=images,
+            captions=captions,
+            image_ids=torch.tensor(ids, dtype=torch.long),
+            caption_ids=caption_keys(captions),
+            ntp_images=ntp_images,
+            ntp_captions=ntp_caps,
+            ntp_rows=ntp_rows,
+            skipped=skipped,
+        )
 
     def state(self) -> dict:
         """This process's resume point: `{"world", "workers", "positions": {split: {epoch, shard, offset}}}`."""
-        return {"world": self.world, "workers": max(1, self.num_workers),
-                "positions": {str(k): dict(v) for k, v in sorted(self.positions.items())}}
+        return {
+            "world": self.world,
+            "workers": max(1, self.num_workers),
+            "positions": {str(k): dict(v) for k, v in sorted(self.positions.items())},
+        }
 
     def state_all_processes(self) -> dict:
         """`state()` merged over every process (a collective: all processes must call it)."""

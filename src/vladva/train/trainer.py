@@ -89,8 +89,9 @@ class TrainingModule(nn.Module):
         else:
             txt = m.embed_text_inputs(m.text_inputs(batch.captions).to(device))
             neg = txt[:0] if self.hard_negatives else None
-        contrastive = self.contrastive(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids,
-                                       hard_negatives=neg)
+        contrastive = self.contrastive(
+            img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids, hard_negatives=neg
+        )
         out = {"contrastive": contrastive, "loss": contrastive}
         if ntp is not None:
             out["ntp"] = ntp
@@ -135,7 +136,12 @@ def retrieval_recall(model: VladVA, records, batch_size: int = 64) -> dict[str, 
     sim = txt @ img.T  # (texts, images)
     t2i = (sim.argmax(dim=1) == owner_t).float().mean().item()
     i2t = (owner_t[sim.argmax(dim=0)] == torch.arange(len(images))).float().mean().item()
-    return {"t2i_r1": round(100 * t2i, 2), "i2t_r1": round(100 * i2t, 2), "n_images": len(images), "n_texts": len(texts)}
+    return {
+        "t2i_r1": round(100 * t2i, 2),
+        "i2t_r1": round(100 * i2t, 2),
+        "n_images": len(images),
+        "n_texts": len(texts),
+    }
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -167,8 +173,14 @@ def _param_groups(module: TrainingModule, cfg: TrainConfig) -> list[dict]:
         {"name": "projector", "params": proj, "lr": o.lr_projector, "weight_decay": o.weight_decay},
     ]
     if module.contrastive.logit_scale.requires_grad:
-        groups.append({"name": "temperature", "params": [module.contrastive.logit_scale], "lr": o.lr_temperature,
-                       "weight_decay": 0.0})
+        groups.append(
+            {
+                "name": "temperature",
+                "params": [module.contrastive.logit_scale],
+                "lr": o.lr_temperature,
+                "weight_decay": 0.0,
+            }
+        )
     return [g for g in groups if g["params"]]
 
 
@@ -194,8 +206,11 @@ class MetricsLog:
         if resume_step is None:
             path.write_text("", encoding="utf-8")
         elif path.is_file():
-            keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()
-                    and json.loads(ln).get("step", 0) <= resume_step]
+            keep = [
+                ln
+                for ln in path.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
+            ]
             path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
 
     def write(self, record: dict) -> None:
@@ -236,18 +251,40 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     shards = None  # webdataset shards stream instead of a manifest's seeded order (docs/distributed.md)
     if is_shard_spec(cfg.data.train):
         saved = load_trainer_state(ckpt).get("data", {}).get("shards") if ckpt is not None else None
-        shards = ShardBatches(cfg.data.train, cfg.data.contrastive_batch_size, cfg.data.ntp_batch_size,
-                              cfg.data.caption_choice, cfg.seed, accelerator.process_index,
-                              accelerator.num_processes, cfg.data.num_workers, saved)
+        shards = ShardBatches(
+            cfg.data.train,
+            cfg.data.contrastive_batch_size,
+            cfg.data.ntp_batch_size,
+            cfg.data.caption_choice,
+            cfg.seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+            cfg.data.num_workers,
+            saved,
+        )
     else:
         records = load_records(cfg.data.train, strict=cfg.data.strict)
-        order = BatchOrder(len(records), cfg.data.contrastive_batch_size, cfg.seed,
-                           accelerator.process_index, accelerator.num_processes)
-        collate = BatchCollator(records, cfg.data.ntp_batch_size, cfg.data.caption_choice, cfg.seed, cfg.data.strict,
-                                cfg.data.hard_negatives)
+        order = BatchOrder(
+            len(records),
+            cfg.data.contrastive_batch_size,
+            cfg.seed,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
+        collate = BatchCollator(
+            records,
+            cfg.data.ntp_batch_size,
+            cfg.data.caption_choice,
+            cfg.seed,
+            cfg.data.strict,
+            cfg.data.hard_negatives,
+        )
         if cfg.data.hard_negatives > 0 and not any(r.negative_captions for r in records):
-            log.warning("data.hard_negatives=%d but no record of %s has negative_captions: training without hard "
-                        "negatives", cfg.data.hard_negatives, cfg.data.train)
+            log.warning(
+                "data.hard_negatives=%d but no record of %s has negative_captions: training without hard negatives",
+                cfg.data.hard_negatives,
+                cfg.data.train,
+            )
     vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
     n_trainable = vladva.prepare_for_training()
     n_total = sum(p.numel() for p in vladva.parameters())
@@ -255,8 +292,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     # Global negatives: every process scores its queries against all processes' candidates.
     global_negatives = accelerator.num_processes > 1 and cfg.distributed.global_negatives
     gather = gather_with_grad if global_negatives else None
-    module = TrainingModule(vladva, ContrastiveLoss(cfg.loss.contrastive, gather=gather), cfg.loss.ntp_weight,
-                            hard_negatives=cfg.data.hard_negatives > 0)
+    module = TrainingModule(
+        vladva,
+        ContrastiveLoss(cfg.loss.contrastive, gather=gather),
+        cfg.loss.ntp_weight,
+        hard_negatives=cfg.data.hard_negatives > 0,
+    )
     if accelerator.num_processes > 1:
         module.token_share = token_share
     if cfg.grad_cache.chunk_size > 0:
@@ -267,8 +308,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         f"contrastive batch: {accelerator.num_processes} process(es) x {b} pairs; each query is scored against "
         f"{negatives + 1} candidates ({negatives} negatives, {'global' if global_negatives else 'per-process'})"
         + (f"; GradCache chunks of {cfg.grad_cache.chunk_size}" if cfg.grad_cache.chunk_size > 0 else "")
-        + (f"; plus up to {cfg.data.hard_negatives} hard negative caption(s) per image (image->text)"
-           if cfg.data.hard_negatives > 0 else "")
+        + (
+            f"; plus up to {cfg.data.hard_negatives} hard negative caption(s) per image (image->text)"
+            if cfg.data.hard_negatives > 0
+            else ""
+        )
     )
     optimizer = torch.optim.AdamW(_param_groups(module, cfg), betas=tuple(cfg.optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
@@ -304,25 +348,40 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         rec = {"step": step, "eval": result, "eval_seconds": round(time.perf_counter() - t0, 2)}
         evals.append(rec)
         metrics.write(rec)
-        accelerator.print(f"step {step}: held-out R@1 text->image {result['t2i_r1']:.1f}  image->text {result['i2t_r1']:.1f}")
+        accelerator.print(
+            f"step {step}: held-out R@1 text->image {result['t2i_r1']:.1f}  image->text {result['i2t_r1']:.1f}"
+        )
 
     def checkpoint() -> Path | None:
         shard_state = shards.state_all_processes() if shards is not None else None  # collective: before the rank check
         if not accelerator.is_main_process:
             return None
         data_state = {"micro_batch": step * cfg.optim.grad_accum}
-        data_state.update({"shards": shard_state} if shards is not None else {"batches_per_epoch": order.batches_per_epoch})
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                 "step": step, "data": data_state}
-        return save_checkpoint(run_dir, step, vladva, inner.contrastive.logit_scale, state, cfg, str(base_dir),
-                               cfg.checkpoint.keep_last)
+        data_state.update(
+            {"shards": shard_state} if shards is not None else {"batches_per_epoch": order.batches_per_epoch}
+        )
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "step": step,
+            "data": data_state,
+        }
+        return save_checkpoint(
+            run_dir, step, vladva, inner.contrastive.logit_scale, state, cfg, str(base_dir), cfg.checkpoint.keep_last
+        )
 
     if ckpt is None and cfg.eval.at_start:
         evaluate()  # zero-shot: LoRA starts at zero and soft prompts at the handcrafted prompt
     module.train()
     skipped_total = 0
     last: dict = {}
-    bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="training", disable=not (cfg.progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=cfg.optim.max_steps,
+        initial=step,
+        desc="training",
+        disable=not (cfg.progress and accelerator.is_main_process),
+    )
     last_ckpt = ckpt
     while step < cfg.optim.max_steps:
         t0 = time.perf_counter()
@@ -335,10 +394,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                 batch = collate(epoch, indices)
             skipped_total += len(batch.skipped)
             if len(batch.images) < 2:
-                raise ValueError(f"step {step}: fewer than 2 readable images in the batch ({len(batch.skipped)} skipped)")
+                raise ValueError(
+                    f"step {step}: fewer than 2 readable images in the batch ({len(batch.skipped)} skipped)"
+                )
             if cfg.grad_cache.chunk_size > 0:  # chunked forward/backward outside DDP's reducer
-                out = grad_cache_step(inner, batch, cfg.grad_cache.chunk_size, accelerator.backward,
-                                      1.0 / cfg.optim.grad_accum, accelerator.autocast)
+                out = grad_cache_step(
+                    inner,
+                    batch,
+                    cfg.grad_cache.chunk_size,
+                    accelerator.backward,
+                    1.0 / cfg.optim.grad_accum,
+                    accelerator.autocast,
+                )
             else:
                 with accelerator.autocast():
                     out = module(batch)
@@ -349,22 +416,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if cfg.grad_cache.chunk_size > 0:
             average_gradients(p for p in module.parameters() if p.requires_grad)
         if accelerator.num_processes > 1:  # log the global batch's losses, not the main process's part
-            keys = ["loss", "contrastive", "batch_acc"] + (["ntp"] if cfg.loss.ntp_weight > 0 and cfg.data.ntp_batch_size else [])
+            keys = ["loss", "contrastive", "batch_acc"] + (
+                ["ntp"] if cfg.loss.ntp_weight > 0 and cfg.data.ntp_batch_size else []
+            )
             sums = mean_over_processes({k: sums.get(k, 0.0) for k in keys})
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        last = {"step": step, **{k: round(v, 5) for k, v in sums.items()},
-                "logit_scale": round(float(inner.contrastive.scale().detach()), 3),
-                "grad_norm": round(float(grad_norm), 4),
-                "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
-                "skipped": skipped_total, "negatives": negatives, "step_seconds": round(time.perf_counter() - t0, 3)}
+        last = {
+            "step": step,
+            **{k: round(v, 5) for k, v in sums.items()},
+            "logit_scale": round(float(inner.contrastive.scale().detach()), 3),
+            "grad_norm": round(float(grad_norm), 4),
+            "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
+            "skipped": skipped_total,
+            "negatives": negatives,
+            "step_seconds": round(time.perf_counter() - t0, 3),
+        }
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps or step == 1:
             metrics.write(last)
         bar.update(1)
-        bar.set_postfix({k: f"{last[k]:.3f}" for k in ("loss", "contrastive", "ntp", "batch_acc", "hard_neg_acc") if k in last})
+        bar.set_postfix(
+            {k: f"{last[k]:.3f}" for k in ("loss", "contrastive", "ntp", "batch_acc", "hard_neg_acc") if k in last}
+        )
         if cfg.eval.every > 0 and step % cfg.eval.every == 0 and step != cfg.optim.max_steps:
             evaluate()
             module.train()

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vladva.data.captions import (
+from vladva.data.manifest import Record, write_manifest
+from vladva.toyworld.captions import (
     FRAMES,
     LONG_MAX_TOKENS,
     LONG_MIN_TOKENS,
@@ -40,22 +41,38 @@ from vladva.data.captions import (
     tokenize,
     true_relations,
 )
-from vladva.data.manifest import Record, write_manifest
-from vladva.data.scene import Scene, SceneConfig, SceneObject, render_scene, sample_scene
+from vladva.toyworld.scene import Scene, SceneConfig, SceneObject, render_scene, sample_scene
 
 SUMMARY_FILE = "dataset_summary.json"
 CONFIG_FILE = "data_config.yaml"
 FORMAT_VERSION = 1
 # Everything the generator writes under DIR; only these are removed when regenerating.
-OUTPUTS = ("train.jsonl", "val.jsonl", "images", "retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro",
-           "zeroshot", SUMMARY_FILE, CONFIG_FILE)
+OUTPUTS = (
+    "train.jsonl",
+    "val.jsonl",
+    "images",
+    "retrieval",
+    "sugarcrepe",
+    "sugarcrepe_pp",
+    "winoground",
+    "aro",
+    "zeroshot",
+    SUMMARY_FILE,
+    CONFIG_FILE,
+)
 TRAIN_SPLITS = ("train", "val")
 
 # Hard world: 8 of the 32 colour-shape combinations never appear in training. Each shape loses
 # two colours and each colour one shape, so every word is still seen in training, only not together.
 HARD_HELDOUT: tuple[tuple[str, str], ...] = (
-    ("red", "square"), ("green", "circle"), ("blue", "triangle"), ("yellow", "cross"),
-    ("purple", "square"), ("orange", "circle"), ("white", "triangle"), ("pink", "cross"),
+    ("red", "square"),
+    ("green", "circle"),
+    ("blue", "triangle"),
+    ("yellow", "cross"),
+    ("purple", "square"),
+    ("orange", "circle"),
+    ("white", "triangle"),
+    ("pink", "cross"),
 )
 
 
@@ -114,8 +131,17 @@ class ShapesDataConfig:
     n_caption_negatives: int = 2
 
     def validate(self) -> None:
-        for name in ("n_train", "n_val", "n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot",
-                     "n_train_negatives", "n_caption_negatives"):
+        for name in (
+            "n_train",
+            "n_val",
+            "n_retrieval",
+            "n_sugarcrepe",
+            "n_winoground",
+            "n_aro",
+            "n_zeroshot",
+            "n_train_negatives",
+            "n_caption_negatives",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_train < 1:
@@ -161,7 +187,9 @@ def sample_world_scene(rng: random.Random, world: World, split: str, image_size:
 # ----------------------------------------------------------------------------- short captions
 
 
-def _pick_ref(o: SceneObject, rng: random.Random, p_size: float = 0.35, p_colour: float = 0.85, p_shape: float = 0.9) -> ObjectRef:
+def _pick_ref(
+    o: SceneObject, rng: random.Random, p_size: float = 0.35, p_colour: float = 0.85, p_shape: float = 0.9
+) -> ObjectRef:
     shape, colour = rng.random() < p_shape, rng.random() < p_colour
     if not (shape or colour):
         shape = True
@@ -179,7 +207,7 @@ def relation_pairs(scene: Scene, threshold: float) -> list[tuple[int, str, int]]
 
 
 def pair_claim(scene: Scene, rng: random.Random, threshold: float, full: bool = False) -> Claim:
-    """"a red circle left of a blue square": two objects and one relation that holds.
+    """ "a red circle left of a blue square": two objects and one relation that holds.
     `full`: both objects named by colour and shape (size sometimes)."""
     i, rel, j = rng.choice(relation_pairs(scene, threshold))
     a, b = scene.objects[i], scene.objects[j]
@@ -228,8 +256,9 @@ def _short_claim(scene: Scene, rng: random.Random, threshold: float, partial: bo
     return identifying_claim(scene, rng, threshold)
 
 
-def short_captions(scene: Scene, rng: random.Random, n: int, partial: bool = False,
-                   threshold: float = 4.0) -> list[str]:
+def short_captions(
+    scene: Scene, rng: random.Random, n: int, partial: bool = False, threshold: float = 4.0
+) -> list[str]:
     """`n` distinct true captions under 30 tokens (fewer if the scene cannot give `n` distinct
     ones). Kinds: two objects and a relation, one object, a count, every object listed, or an
     identifying description. `partial` (hard world): only one or two objects, never a count."""
@@ -266,11 +295,23 @@ def long_caption(scene: Scene, rng: random.Random, threshold: float = 4.0) -> st
     objs = list(scene.objects)
     n = NUMBER_WORDS[len(objs)]
     thr = threshold * scene.image_size / 32.0
-    s = [rng.choice((f"The image shows {n} objects on a black background.",
-                     f"There are {n} shapes on a black background in this picture."))]
+    s = [
+        rng.choice(
+            (
+                f"The image shows {n} objects on a black background.",
+                f"There are {n} shapes on a black background in this picture.",
+            )
+        )
+    ]
     for o in objs:
-        s.append(rng.choice((f"There is a {o.size} {o.colour} {o.shape} {position_phrase(o, scene.image_size)}.",
-                             f"A {o.size} {o.colour} {o.shape} is {position_phrase(o, scene.image_size)}.")))
+        s.append(
+            rng.choice(
+                (
+                    f"There is a {o.size} {o.colour} {o.shape} {position_phrase(o, scene.image_size)}.",
+                    f"A {o.size} {o.colour} {o.shape} is {position_phrase(o, scene.image_size)}.",
+                )
+            )
+        )
     for i in range(len(objs)):
         for j in range(i + 1, len(objs)):
             a, b = objs[i], objs[j]
@@ -318,7 +359,9 @@ def make_instructions(scene: Scene, rng: random.Random, n: int = 8, threshold: f
             rel = rng.choice(SPATIAL)
             truth = relation_truth(a, rel, b, thr)
             if truth is not None:
-                qa.append((f"Is the {a.colour} {a.shape} {rel} the {b.colour} {b.shape}? {_ANSWER}", "yes" if truth else "no"))
+                qa.append(
+                    (f"Is the {a.colour} {a.shape} {rel} the {b.colour} {b.shape}? {_ANSWER}", "yes" if truth else "no")
+                )
         for rel in SPATIAL:
             truths = [relation_truth(o, rel, a, thr) for o in objs if o is not a]
             if truths.count(True) == 1 and truths.count(None) == 0:
@@ -363,8 +406,12 @@ class TokenStats:
         self.vocab.update(tokenize(text))
 
     def to_dict(self) -> dict:
-        return {"count": self.n, "min_tokens": self.min, "mean_tokens": round(self.total / max(1, self.n), 2),
-                "max_tokens": self.max}
+        return {
+            "count": self.n,
+            "min_tokens": self.min,
+            "mean_tokens": round(self.total / max(1, self.n), 2),
+            "max_tokens": self.max,
+        }
 
 
 def make_record(scene: Scene, rng: random.Random, cfg: ShapesDataConfig, world: World, rid: str, image: Path) -> Record:
@@ -372,22 +419,24 @@ def make_record(scene: Scene, rng: random.Random, cfg: ShapesDataConfig, world: 
     n_short = rng.randint(1, cfg.max_short_captions)
     captions = short_captions(scene, rng, n_short, partial=world.partial_captions, threshold=thr)
     qa = make_instructions(scene, rng, cfg.n_instructions, thr)
-    return Record(rid, image, captions, long_caption(scene, rng, thr),
-                  {"scene": scene.to_dict(), "qa": [[q, a] for q, a in qa]})
+    return Record(
+        rid, image, captions, long_caption(scene, rng, thr), {"scene": scene.to_dict(), "qa": [[q, a] for q, a in qa]}
+    )
 
 
 NEGATIVE_CATEGORIES = ("swap_att", "swap_obj", "replace_rel")
 
 
-def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: int, threshold: float,
-                      world: World | None = None) -> list[str]:
+def negative_captions(
+    scene: Scene, captions: list[str], rng: random.Random, n: int, threshold: float, world: World | None = None
+) -> list[str]:
     """Up to `n` distinct captions false for `scene` (NegCLIP-style hard negatives): one of the
     SugarCrepe edits (swap attributes, swap objects, replace the relation) of the claim of one of
     `captions` that names two objects and a relation, or of a fresh true pair claim. Each text is
     parsed back and verified false, is short, and is none of `captions`; in a world with held-out
     colour-shape combinations no negative names one."""
-    from vladva.data.captions import CaptionParseError, parse_caption
-    from vladva.data.splits import hard_negative
+    from vladva.toyworld.captions import CaptionParseError, parse_caption
+    from vladva.toyworld.splits import hard_negative
 
     def truth(text: str) -> bool | None:
         try:
@@ -408,10 +457,7 @@ def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: 
             bases.append(claim)
     heldout = set(world.heldout) if world is not None else set()
     for _ in range(10 * n):
-        if bases and rng.random() < 0.5:
-            claim = rng.choice(bases)
-        else:
-            claim = pair_claim(scene, rng, threshold, full=True)
+        claim = rng.choice(bases) if bases and rng.random() < 0.5 else pair_claim(scene, rng, threshold, full=True)
         made = hard_negative(rng.choice(NEGATIVE_CATEGORIES), claim, scene, rng, threshold)
         if made is None:
             continue
@@ -419,8 +465,7 @@ def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: 
         if any((r.colour, r.shape) in heldout for r in neg.objects):
             continue
         text = render_claim(neg, random_style(rng))
-        if (text in out or text in captions or count_tokens(text) > SHORT_MAX_TOKENS
-                or truth(text) is not False):
+        if text in out or text in captions or count_tokens(text) > SHORT_MAX_TOKENS or truth(text) is not False:
             continue
         out.append(text)
         if len(out) == n:
@@ -431,16 +476,17 @@ def negative_captions(scene: Scene, captions: list[str], rng: random.Random, n: 
 ALL_STYLES = tuple(Style(f, v, c) for f in FRAMES for v in range(3) for c in ("objects", "shapes"))
 
 
-def caption_negatives(scene: Scene, captions: list[str], rng: random.Random, n: int, threshold: float,
-                      world: World | None = None) -> list[list[str]]:
+def caption_negatives(
+    scene: Scene, captions: list[str], rng: random.Random, n: int, threshold: float, world: World | None = None
+) -> list[list[str]]:
     """Up to `n` minimal edits of each caption that make it false for `scene` (NegCLIP-style):
     the objects' attributes or shapes swapped, or the relation replaced, worded exactly as the
     caption is, so the negative has the caption's words and differs only in what binds to what.
     One list per caption, aligned with `captions` (empty for a caption with fewer than two
     objects). Each negative is parsed back and verified false; in a world with held-out
     colour-shape combinations no negative names one."""
-    from vladva.data.captions import CaptionParseError, parse_caption
-    from vladva.data.splits import hard_negative
+    from vladva.toyworld.captions import CaptionParseError, parse_caption
+    from vladva.toyworld.splits import hard_negative
 
     heldout = set(world.heldout) if world is not None else set()
     out: list[list[str]] = []
@@ -469,8 +515,9 @@ def caption_negatives(scene: Scene, captions: list[str], rng: random.Random, n: 
     return out
 
 
-def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, world: World,
-                      progress: bool = True) -> dict:
+def write_train_split(
+    out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, world: World, progress: bool = True
+) -> dict:
     """Render `n` scenes to `images/<split>/` and write `<split>.jsonl`. Returns statistics."""
     records = []
     short, long_, qa_count, objects = TokenStats(), TokenStats(), 0, 0
@@ -486,13 +533,15 @@ def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, 
             rec = make_record(scene, rng, cfg, world, rid, path)
             if cfg.n_train_negatives > 0:  # own seed namespace: the record's other fields do not change
                 neg_rng = item_rng(cfg.seed, f"{split}-negatives", i)
-                rec.negative_captions = negative_captions(scene, rec.captions, neg_rng, cfg.n_train_negatives,
-                                                          cfg.relation_threshold_px, world)
+                rec.negative_captions = negative_captions(
+                    scene, rec.captions, neg_rng, cfg.n_train_negatives, cfg.relation_threshold_px, world
+                )
                 n_negatives += len(rec.negative_captions)
             if cfg.n_caption_negatives > 0:
                 cneg_rng = item_rng(cfg.seed, f"{split}-caption-negatives", i)
-                rec.caption_negatives = caption_negatives(scene, rec.captions, cneg_rng, cfg.n_caption_negatives,
-                                                          cfg.relation_threshold_px, world)
+                rec.caption_negatives = caption_negatives(
+                    scene, rec.captions, cneg_rng, cfg.n_caption_negatives, cfg.relation_threshold_px, world
+                )
                 n_caption_negatives += sum(map(len, rec.caption_negatives))
             for c in rec.captions:
                 short.add(c)
@@ -503,10 +552,18 @@ def write_train_split(out_dir: Path, split: str, n: int, cfg: ShapesDataConfig, 
             records.append(rec)
             bar.update()
     write_manifest(out_dir / f"{split}.jsonl", records)
-    return {"images": n, "manifest": f"{split}.jsonl", "short_captions": short.to_dict(), "long_captions": long_.to_dict(),
-            "instructions": qa_count, "negative_captions": n_negatives,
-            "caption_negatives": n_caption_negatives, "mean_objects": round(objects / max(1, n), 3),
-            "colour_shape_combinations": len(combos), "vocabulary": sorted(short.vocab | long_.vocab)}
+    return {
+        "images": n,
+        "manifest": f"{split}.jsonl",
+        "short_captions": short.to_dict(),
+        "long_captions": long_.to_dict(),
+        "instructions": qa_count,
+        "negative_captions": n_negatives,
+        "caption_negatives": n_caption_negatives,
+        "mean_objects": round(objects / max(1, n), 3),
+        "colour_shape_combinations": len(combos),
+        "vocabulary": sorted(short.vocab | long_.vocab),
+    }
 
 
 def _same_config(out_dir: Path, cfg: ShapesDataConfig) -> bool:
@@ -534,8 +591,9 @@ def _clear_outputs(out_dir: Path) -> None:
             p.unlink()
 
 
-def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = None, force: bool = False,
-                            progress: bool = True) -> dict:
+def generate_shapes_dataset(
+    out_dir: Path | str, cfg: ShapesDataConfig | None = None, force: bool = False, progress: bool = True
+) -> dict:
     """Write the whole data set under `out_dir` (layouts: docs/data-layouts.md) and return the
     summary also written to `out_dir/dataset_summary.json`. If `out_dir` already holds a complete
     data set from the same resolved config, nothing is written and the summary comes back with
@@ -556,16 +614,22 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
     foreign = [name for name in OUTPUTS if (out_dir / name).exists()]
     if foreign and not ours:
         # Never delete what this generator did not write (e.g. a user's own images/ folder).
-        raise ValueError(f"{out_dir} already holds {', '.join(foreign)} but no {CONFIG_FILE}: it was not written by "
-                         "`vladva data shapes`; choose an empty or new folder")
+        raise ValueError(
+            f"{out_dir} already holds {', '.join(foreign)} but no {CONFIG_FILE}: it was not written by "
+            "`vladva data shapes`; choose an empty or new folder"
+        )
     replaced = ours
     out_dir.mkdir(parents=True, exist_ok=True)
     _clear_outputs(out_dir)
     world = WORLDS[cfg.world]
     start = time.perf_counter()
-    summary: dict = {"format_version": FORMAT_VERSION, "world": cfg.world, "seed": cfg.seed,
-                     "config": config_to_dict(cfg),
-                     "seed_namespaces": "item seed = 'vladva-shapes/<seed>/<split>/<index>'; one namespace per split"}
+    summary: dict = {
+        "format_version": FORMAT_VERSION,
+        "world": cfg.world,
+        "seed": cfg.seed,
+        "config": config_to_dict(cfg),
+        "seed_namespaces": "item seed = 'vladva-shapes/<seed>/<split>/<index>'; one namespace per split",
+    }
     if world.heldout:
         summary["heldout_combinations"] = [list(c) for c in world.heldout]
     # Config first: an interrupted run still marks the folder as this generator's to replace.
@@ -585,7 +649,20 @@ def generate_shapes_dataset(out_dir: Path | str, cfg: ShapesDataConfig | None = 
 
 
 __all__ = [
-    "HARD_HELDOUT", "WORLDS", "World", "ShapesDataConfig", "generate_shapes_dataset", "short_captions", "long_caption",
-    "make_instructions", "identifying_claim", "pair_claim", "item_rng", "sample_world_scene", "has_heldout",
-    "position_phrase", "negative_captions", "caption_negatives",
+    "HARD_HELDOUT",
+    "WORLDS",
+    "ShapesDataConfig",
+    "World",
+    "caption_negatives",
+    "generate_shapes_dataset",
+    "has_heldout",
+    "identifying_claim",
+    "item_rng",
+    "long_caption",
+    "make_instructions",
+    "negative_captions",
+    "pair_claim",
+    "position_phrase",
+    "sample_world_scene",
+    "short_captions",
 ]

@@ -1,7 +1,7 @@
 """Evaluation splits of the shapes data set, in the public benchmarks' layouts.
 
 Beside each split's files, `scenes.json` maps every image (its path relative to the split's image
-folder) to its scene, so any caption can be re-checked later with `vladva.data.captions`.
+folder) to its scene, so any caption can be re-checked later with `vladva.toyworld.captions`.
 Each split draws scenes from its own seed namespace (disjoint from train/val) and checks every
 caption it writes: positives are parsed back from their text and must be true for their image,
 negatives must be false. A scene that cannot give a checked example is skipped, not forced.
@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from vladva.data.captions import (
+from vladva.toyworld.captions import (
     FRAMES,
     INVERSE,
     RELATIONS,
@@ -32,8 +32,8 @@ from vladva.data.captions import (
     render_claim,
     tokenize,
 )
-from vladva.data.scene import COLOURS, SHAPES, SIZES, Scene, SceneConfig, render_scene
-from vladva.data.shapes import (
+from vladva.toyworld.scene import COLOURS, SHAPES, SIZES, Scene, SceneConfig, render_scene
+from vladva.toyworld.shapes import (
     NUMBER_WORDS,
     ShapesDataConfig,
     World,
@@ -62,8 +62,13 @@ def text_truth(text: str, scene: Scene, threshold: float) -> bool | None:
 
 
 def _checked(pos: str, neg: str, scene: Scene, thr: float) -> bool:
-    return (pos != neg and text_truth(pos, scene, thr) is True and text_truth(neg, scene, thr) is False
-            and count_tokens(pos) <= SHORT_MAX_TOKENS and count_tokens(neg) <= SHORT_MAX_TOKENS)
+    return (
+        pos != neg
+        and text_truth(pos, scene, thr) is True
+        and text_truth(neg, scene, thr) is False
+        and count_tokens(pos) <= SHORT_MAX_TOKENS
+        and count_tokens(neg) <= SHORT_MAX_TOKENS
+    )
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -100,7 +105,9 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
     with _progress(cfg.n_retrieval, "retrieval", progress) as bar:
         for i in range(cfg.n_retrieval):
             rng = item_rng(cfg.seed, "retrieval", i)
-            scene = sample_world_scene(rng, world, "retrieval", cfg.image_size, accept=lambda s: _signature(s) not in seen)
+            scene = sample_world_scene(
+                rng, world, "retrieval", cfg.image_size, accept=lambda s: _signature(s) not in seen
+            )
             seen.add(_signature(scene))
             scenes.append(scene)
             name = f"{i:06d}.png"
@@ -118,9 +125,19 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
             for text in caps:
                 sid = len(all_caps)
                 all_caps.append(text)
-                sents.append({"sentid": sid, "imgid": i, "raw": text, "tokens": [t for t in tokenize(text) if t.isalnum()]})
-            images.append({"imgid": i, "filepath": "images", "filename": name, "split": "test",
-                           "sentids": [s["sentid"] for s in sents], "sentences": sents})
+                sents.append(
+                    {"sentid": sid, "imgid": i, "raw": text, "tokens": [t for t in tokenize(text) if t.isalnum()]}
+                )
+            images.append(
+                {
+                    "imgid": i,
+                    "filepath": "images",
+                    "filename": name,
+                    "split": "test",
+                    "sentids": [s["sentid"] for s in sents],
+                    "sentences": sents,
+                }
+            )
             bar.update()
     _write_json(out / "dataset_shapes.json", {"dataset": "shapes", "images": images})
     _write_json(out / "scenes.json", {im["filename"]: s.to_dict() for im, s in zip(images, scenes)})
@@ -136,9 +153,12 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
         exactly_one += len(ids) == 1
         total_true += len(ids)
     n = max(1, len(all_caps))
-    summary = {"images": len(scenes), "captions": len(all_caps),
-               "fraction_true_for_exactly_one_image": round(exactly_one / n, 4),
-               "mean_images_caption_true_for": round(total_true / n, 4)}
+    summary = {
+        "images": len(scenes),
+        "captions": len(all_caps),
+        "fraction_true_for_exactly_one_image": round(exactly_one / n, 4),
+        "mean_images_caption_true_for": round(total_true / n, 4),
+    }
     if world.heldout:
         summary["images_with_heldout_combination"] = sum(has_heldout(s, world) for s in scenes)
     _write_json(out / "caption_truth.json", {"summary": summary, "captions": truth})
@@ -161,7 +181,9 @@ def _first_false(candidates, scene: Scene, thr: float) -> Claim | None:
     return None
 
 
-def hard_negative(category: str, claim: Claim, scene: Scene, rng: random.Random, thr: float) -> tuple[Claim, Claim] | None:
+def hard_negative(
+    category: str, claim: Claim, scene: Scene, rng: random.Random, thr: float
+) -> tuple[Claim, Claim] | None:
     """(positive, negative) claims for a SugarCrepe category from a true two-object claim, or None.
     The negative changes one thing as the category says and is false for the scene; `add_att`
     first drops an attribute from the positive, then adds a wrong one back."""
@@ -172,17 +194,27 @@ def hard_negative(category: str, claim: Claim, scene: Scene, rng: random.Random,
     used_colours = {r.colour for r in claim.objects}
     used_shapes = {r.shape for r in claim.objects}
     if category == "replace_obj":
-        cands = [_set_ref(claim, k, shape=s) for k in ks for s in rng.sample(SHAPES, len(SHAPES))
-                 if claim.objects[k].shape is not None and s not in used_shapes]
+        cands = [
+            _set_ref(claim, k, shape=s)
+            for k in ks
+            for s in rng.sample(SHAPES, len(SHAPES))
+            if claim.objects[k].shape is not None and s not in used_shapes
+        ]
         neg = _first_false(cands, scene, thr)
     elif category == "replace_att":
-        cands = [_set_ref(claim, k, colour=c) for k in ks for c in rng.sample(list(COLOURS), len(COLOURS))
-                 if claim.objects[k].colour is not None and c not in used_colours]
+        cands = [
+            _set_ref(claim, k, colour=c)
+            for k in ks
+            for c in rng.sample(list(COLOURS), len(COLOURS))
+            if claim.objects[k].colour is not None and c not in used_colours
+        ]
         cands += [_set_ref(claim, k, size=z) for k in ks for z in SIZES if claim.objects[k].size not in (None, z)]
         neg = _first_false(cands, scene, thr)
     elif category == "replace_rel":
         r = claim.relations[0]
-        names = [INVERSE[r.name]] + rng.sample([n for n in RELATIONS if n not in (r.name, INVERSE[r.name])], len(RELATIONS) - 2)
+        names = [INVERSE[r.name]] + rng.sample(
+            [n for n in RELATIONS if n not in (r.name, INVERSE[r.name])], len(RELATIONS) - 2
+        )
         neg = _first_false([replace(claim, relations=(Relation(r.subject, n, r.object),)) for n in names], scene, thr)
     elif category in ("swap_obj", "swap_att"):
         a, b = claim.objects[0], claim.objects[1]
@@ -194,9 +226,15 @@ def hard_negative(category: str, claim: Claim, scene: Scene, rng: random.Random,
                 cands.append(_set_ref(_set_ref(claim, 0, **{attr: vb}), 1, **{attr: va}))
         neg = _first_false(cands, scene, thr)
     elif category == "add_obj":
-        absent = [(c, s) for c in rng.sample(list(COLOURS), len(COLOURS)) for s in rng.sample(SHAPES, len(SHAPES))
-                  if (c, s) not in present and c not in used_colours and s not in used_shapes]
-        neg = _first_false([replace(claim, objects=claim.objects + (ObjectRef(s, c),)) for c, s in absent[:5]], scene, thr)
+        absent = [
+            (c, s)
+            for c in rng.sample(list(COLOURS), len(COLOURS))
+            for s in rng.sample(SHAPES, len(SHAPES))
+            if (c, s) not in present and c not in used_colours and s not in used_shapes
+        ]
+        neg = _first_false(
+            [replace(claim, objects=claim.objects + (ObjectRef(s, c),)) for c, s in absent[:5]], scene, thr
+        )
     elif category == "add_att":
         for k in ks:
             ref = claim.objects[k]
@@ -204,7 +242,9 @@ def hard_negative(category: str, claim: Claim, scene: Scene, rng: random.Random,
                 if getattr(ref, attr) is None or (attr == "colour" and ref.shape is None):
                     continue
                 pos = _set_ref(claim, k, **{attr: None})
-                wrong = [v for v in rng.sample(values, len(values)) if v != getattr(ref, attr) and v not in used_colours]
+                wrong = [
+                    v for v in rng.sample(values, len(values)) if v != getattr(ref, attr) and v not in used_colours
+                ]
                 neg = _first_false([_set_ref(pos, k, **{attr: v}) for v in wrong], scene, thr)
                 if neg is not None and claim_holds(pos, scene, thr) is True:
                     return pos, neg
@@ -218,8 +258,11 @@ def paraphrase(claim: Claim, style: Style, rng: random.Random) -> tuple[Claim, S
     """Same meaning, other words: the relation seen from its other side ("a blue square right of
     a red circle") and/or another sentence frame and relation wording."""
     r = claim.relations[0]
-    flipped = Claim((claim.objects[r.object], claim.objects[r.subject]) + claim.objects[2:],
-                    (Relation(0, INVERSE[r.name], 1),) + claim.relations[1:], claim.count)
+    flipped = Claim(
+        (claim.objects[r.object], claim.objects[r.subject]) + claim.objects[2:],
+        (Relation(0, INVERSE[r.name], 1),) + claim.relations[1:],
+        claim.count,
+    )
     frames = [f for f in FRAMES if f != style.frame]
     new_style = Style(rng.choice(frames), style.rel_variant + 1, style.count_noun)
     return (flipped if rng.random() < 0.7 else claim), new_style
@@ -255,8 +298,12 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
                     for _ in range(10):
                         c2 = render_claim(*paraphrase(made[0], style, rng))
                         if c2 not in (pos, neg) and text_truth(c2, scene, thr) is True:
-                            pp[category][str(len(pp[category]))] = {"filename": name, "caption": pos, "caption2": c2,
-                                                                    "negative_caption": neg}
+                            pp[category][str(len(pp[category]))] = {
+                                "filename": name,
+                                "caption": pos,
+                                "caption2": c2,
+                                "negative_caption": neg,
+                            }
                             break
             bar.update()
     for c, items in sc.items():
@@ -272,8 +319,12 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
 
 # What is swapped between the two images -> (Winoground-style tag, collapsed tag). As in
 # Winoground, swapped adjectives count as "Relation" and swapped noun phrases as "Object".
-WINOGROUND_SWAPS = {"colour": ("Adjective-Color", "Relation"), "size": ("Adjective-Size", "Relation"),
-                    "shape": ("Noun", "Object"), "position": ("Noun Phrase", "Object")}
+WINOGROUND_SWAPS = {
+    "colour": ("Adjective-Color", "Relation"),
+    "size": ("Adjective-Size", "Relation"),
+    "shape": ("Noun", "Object"),
+    "position": ("Noun Phrase", "Object"),
+}
 
 
 def _fits(scene: Scene) -> bool:
@@ -282,9 +333,12 @@ def _fits(scene: Scene) -> bool:
     objs = scene.objects
     for i in range(len(objs)):
         a = objs[i]
-        if not (a.radius + 1 <= a.x <= scene.image_size - a.radius - 1 and a.radius + 1 <= a.y <= scene.image_size - a.radius - 1):
+        if not (
+            a.radius + 1 <= a.x <= scene.image_size - a.radius - 1
+            and a.radius + 1 <= a.y <= scene.image_size - a.radius - 1
+        ):
             return False
-        for b in objs[i + 1:]:
+        for b in objs[i + 1 :]:
             if ((a.x - b.x) ** 2 + (a.y - b.y) ** 2) ** 0.5 < a.radius + b.radius + cfg.min_gap:
                 return False
     return True
@@ -294,8 +348,11 @@ def winoground_pair(scene: Scene, swap: str, rng: random.Random, thr: float):
     """(caption_0, caption_1, scene_1) with the same words in another order, or None: scene_1 is
     `scene` with the swap applied to two objects, so caption_1 describes it and caption_0 does not."""
     objs = list(scene.objects)
-    pairs = [(i, r, j) for i, r, j in relation_pairs(scene, thr)
-             if (swap != "position" or r in SPATIAL) and (swap != "size" or objs[i].size != objs[j].size)]
+    pairs = [
+        (i, r, j)
+        for i, r, j in relation_pairs(scene, thr)
+        if (swap != "position" or r in SPATIAL) and (swap != "size" or objs[i].size != objs[j].size)
+    ]
     if swap == "size":  # the size words carry the difference; the relation must survive the swap
         pairs = [p for p in pairs if p[1] in SPATIAL]
     if not pairs:
@@ -326,9 +383,14 @@ def winoground_pair(scene: Scene, swap: str, rng: random.Random, thr: float):
     # Definite articles throughout: "a"/"an" would change with the colour after it.
     style = Style("is", rng.randrange(3))
     t0, t1 = render_claim(c0, style), render_claim(c1, style)
-    ok = (sorted(tokenize(t0)) == sorted(tokenize(t1)) and t0 != t1
-          and text_truth(t0, scene, thr) is True and text_truth(t0, scene_1, thr) is False
-          and text_truth(t1, scene_1, thr) is True and text_truth(t1, scene, thr) is False)
+    ok = (
+        sorted(tokenize(t0)) == sorted(tokenize(t1))
+        and t0 != t1
+        and text_truth(t0, scene, thr) is True
+        and text_truth(t0, scene_1, thr) is False
+        and text_truth(t1, scene_1, thr) is True
+        and text_truth(t1, scene, thr) is False
+    )
     return (t0, t1, scene_1) if ok else None
 
 
@@ -354,9 +416,19 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
                 _save_png(render_scene(s), out / "images" / f"ex{i}_img_{k}.png")
                 scenes[f"ex{i}_img_{k}"] = s.to_dict()
             tag, collapsed = WINOGROUND_SWAPS[swap]
-            lines.append({"id": i, "image_0": f"ex{i}_img_0", "image_1": f"ex{i}_img_1", "caption_0": t0,
-                          "caption_1": t1, "tag": tag, "secondary_tag": swap, "num_main_preds": 1,
-                          "collapsed_tag": collapsed})
+            lines.append(
+                {
+                    "id": i,
+                    "image_0": f"ex{i}_img_0",
+                    "image_1": f"ex{i}_img_1",
+                    "caption_0": t0,
+                    "caption_1": t1,
+                    "tag": tag,
+                    "secondary_tag": swap,
+                    "num_main_preds": 1,
+                    "collapsed_tag": collapsed,
+                }
+            )
             by_tag[swap] += 1
             bar.update()
     out.mkdir(parents=True, exist_ok=True)
@@ -387,14 +459,30 @@ def write_aro(root: Path, cfg: ShapesDataConfig, world: World, progress: bool) -
             pos = f"the {a.colour} {a.shape} is {rel} the {b.colour} {b.shape}"
             neg = f"the {b.colour} {b.shape} is {rel} the {a.colour} {a.shape}"
             if _checked(pos, neg, scene, thr):
-                rel_items.append({"image_id": stem, "image_path": f"{stem}.png", **box, "relation_name": rel,
-                                  "true_caption": pos, "false_caption": neg})
+                rel_items.append(
+                    {
+                        "image_id": stem,
+                        "image_path": f"{stem}.png",
+                        **box,
+                        "relation_name": rel,
+                        "true_caption": pos,
+                        "false_caption": neg,
+                    }
+                )
             a, b = rng.sample(scene.objects, 2)
             pos = f"the {a.colour} {a.shape} and the {b.colour} {b.shape}"
             neg = f"the {b.colour} {a.shape} and the {a.colour} {b.shape}"
             if _checked(pos, neg, scene, thr):
-                att_items.append({"image_id": stem, "image_path": f"{stem}.png", **box, "attributes": [a.colour, b.colour],
-                                  "true_caption": pos, "false_caption": neg})
+                att_items.append(
+                    {
+                        "image_id": stem,
+                        "image_path": f"{stem}.png",
+                        **box,
+                        "attributes": [a.colour, b.colour],
+                        "true_caption": pos,
+                        "false_caption": neg,
+                    }
+                )
             bar.update()
     _write_json(out / "visual_genome_relation.json", rel_items)
     _write_json(out / "visual_genome_attribution.json", att_items)
@@ -411,11 +499,24 @@ def _largest(scene: Scene):
 
 
 ZEROSHOT_TEMPLATES = {
-    "largest_shape": ("a large {c} and smaller shapes.", "the largest shape is a {c}.", "a picture whose biggest object is a {c}.",
-                      "a big {c} on a black background."),
-    "largest_colour": ("the largest shape is {c}.", "a large {c} shape and smaller shapes.", "a picture whose biggest object is {c}.",
-                       "a big {c} shape on a black background."),
-    "count": ("{c} objects.", "there are {c} shapes.", "a picture of {c} shapes on a black background.", "{c} objects on a black background."),
+    "largest_shape": (
+        "a large {c} and smaller shapes.",
+        "the largest shape is a {c}.",
+        "a picture whose biggest object is a {c}.",
+        "a big {c} on a black background.",
+    ),
+    "largest_colour": (
+        "the largest shape is {c}.",
+        "a large {c} shape and smaller shapes.",
+        "a picture whose biggest object is {c}.",
+        "a big {c} shape on a black background.",
+    ),
+    "count": (
+        "{c} objects.",
+        "there are {c} shapes.",
+        "a picture of {c} shapes on a black background.",
+        "{c} objects on a black background.",
+    ),
 }
 
 
@@ -442,7 +543,13 @@ def write_zeroshot(root: Path, cfg: ShapesDataConfig, world: World, progress: bo
             for i in range(cfg.n_zeroshot):
                 rng = item_rng(cfg.seed, f"zeroshot/{task}", i)
                 target = classes[i % len(classes)]
-                scene = sample_world_scene(rng, world, "zeroshot", cfg.image_size, accept=lambda s: label(s) == target)
+                scene = sample_world_scene(
+                    rng,
+                    world,
+                    "zeroshot",
+                    cfg.image_size,
+                    accept=lambda s, label=label, target=target: label(s) == target,
+                )
                 _save_png(render_scene(scene), out / "test" / target / f"{i:06d}.png")
                 scenes[f"test/{target}/{i:06d}.png"] = scene.to_dict()
                 per_class[target] += 1
@@ -509,8 +616,11 @@ def check_dataset(root: Path) -> dict:
     scenes = scenes_of(folder)
     for im in json.loads((folder / "dataset_shapes.json").read_text(encoding="utf-8"))["images"]:
         for s in im["sentences"]:
-            expect(truth(s["raw"], scenes[im["filename"]], f"{folder}: sentid {s['sentid']}") is True,
-                   f"{folder}/dataset_shapes.json: sentid {s['sentid']}", s["raw"])
+            expect(
+                truth(s["raw"], scenes[im["filename"]], f"{folder}: sentid {s['sentid']}") is True,
+                f"{folder}/dataset_shapes.json: sentid {s['sentid']}",
+                s["raw"],
+            )
     for name, cats in (("sugarcrepe", SUGARCREPE_CATEGORIES), ("sugarcrepe_pp", SUGARCREPE_PP_CATEGORIES)):
         scenes = scenes_of(root / name)
         for cat in cats:
@@ -520,7 +630,11 @@ def check_dataset(root: Path) -> dict:
                 for field in ("caption", "caption2"):
                     if field in e:
                         expect(truth(e[field], scene, where) is True, f"{where} {field}", e[field])
-                expect(truth(e["negative_caption"], scene, where) is False, f"{where} negative_caption", e["negative_caption"])
+                expect(
+                    truth(e["negative_caption"], scene, where) is False,
+                    f"{where} negative_caption",
+                    e["negative_caption"],
+                )
     folder = root / "winoground"
     scenes = scenes_of(folder)
     for n, line in enumerate((folder / "examples.jsonl").read_text(encoding="utf-8").splitlines(), start=1):

@@ -8,17 +8,65 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = (
-    "a an the image shows of on and with is are in left right above below next to black background "
-    "red green blue yellow purple orange white pink circle square triangle cross small large object objects "
-    "summary sentence one word : . , two three there picture photo describe what colour shape"
-).split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "image",
+    "shows",
+    "of",
+    "on",
+    "and",
+    "with",
+    "is",
+    "are",
+    "in",
+    "left",
+    "right",
+    "above",
+    "below",
+    "next",
+    "to",
+    "black",
+    "background",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "white",
+    "pink",
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "small",
+    "large",
+    "object",
+    "objects",
+    "summary",
+    "sentence",
+    "one",
+    "word",
+    ":",
+    ".",
+    ",",
+    "two",
+    "three",
+    "there",
+    "picture",
+    "photo",
+    "describe",
+    "what",
+    "colour",
+    "shape",
+]
 
 
 def _word_tokenizer(special: list[str], extra_words: tuple[str, ...] = ()):
     """A `PreTrainedTokenizerFast` over a whitespace word vocabulary plus `special` tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
     for w in [*special, *WORDS, *extra_words]:
@@ -30,8 +78,15 @@ def _word_tokenizer(special: list[str], extra_words: tuple[str, ...] = ()):
     return tok, len(vocab)
 
 
-def build_tiny_llava(out_dir: Path | str, hidden: int = 64, layers: int = 2, seed: int = 0, vision_hidden: int = 32,
-                     vision_layers: int = 1, intermediate: int | None = None) -> Path:
+def build_tiny_llava(
+    out_dir: Path | str,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+    vision_hidden: int = 32,
+    vision_layers: int = 1,
+    intermediate: int | None = None,
+) -> Path:
     """LLaVA-1.5 architecture: CLIP vision tower (32 px, patch 4 -> 64 image tokens), Llama LM.
     The defaults make a ~0.15M-parameter model; `hidden=256, layers=4, intermediate=688,
     vision_hidden=128, vision_layers=4` matches the shipped base's sizes (for timing)."""
@@ -54,8 +109,12 @@ def build_tiny_llava(out_dir: Path | str, hidden: int = 64, layers: int = 2, see
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=vision_hidden, intermediate_size=vision_hidden * 2 if vision_hidden == 32 else vision_hidden * 4,
-            num_hidden_layers=vision_layers, num_attention_heads=2 if vision_hidden == 32 else 4, image_size=32, patch_size=4,
+            hidden_size=vision_hidden,
+            intermediate_size=vision_hidden * 2 if vision_hidden == 32 else vision_hidden * 4,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=2 if vision_hidden == 32 else 4,
+            image_size=32,
+            patch_size=4,
         ),
         text_config=LlamaConfig(
             vocab_size=vocab_size,
@@ -94,7 +153,7 @@ def write_tiny_manifest(out_dir: Path | str, n_train: int = 64, n_val: int = 16,
     import random
 
     from vladva.data.manifest import Record, write_manifest
-    from vladva.data.scene import SceneConfig, render_scene, sample_scene
+    from vladva.toyworld.scene import SceneConfig, render_scene, sample_scene
 
     out_dir = Path(out_dir)
     rng = random.Random(seed)
@@ -109,8 +168,12 @@ def write_tiny_manifest(out_dir: Path | str, n_train: int = 64, n_val: int = 16,
             names = [o.phrase() for o in scene.objects]
             short = "a " + " and a ".join(names)
             parts = [f"a {o.phrase(with_size=True)} on the {'left' if o.x < 16 else 'right'}" for o in scene.objects]
-            long = f"the image shows {len(names)} objects on a black background . there is " + " and ".join(parts) + " ."
-            records.append(Record(f"{split}-{i:06d}", path, [short, " and a ".join(reversed(names)).join(["a ", ""])], long))
+            long = (
+                f"the image shows {len(names)} objects on a black background . there is " + " and ".join(parts) + " ."
+            )
+            records.append(
+                Record(f"{split}-{i:06d}", path, [short, " and a ".join(reversed(names)).join(["a ", ""])], long)
+            )
         write_manifest(out_dir / f"{split}.jsonl", records)
     return out_dir
 
@@ -129,29 +192,56 @@ def build_tiny_qwen2_vl(out_dir: Path | str, hidden: int = 64, layers: int = 2, 
     from vladva.model.adapters import qwen2_vl_image_only_processor
 
     out_dir = Path(out_dir)
-    special = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
+    special = [
+        "<|endoftext|>",
+        "<unk>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     tok, vocab_size = _word_tokenizer(special)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", unk_token="<unk>",
-                                        eos_token="<|im_end|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<|endoftext|>", unk_token="<unk>", eos_token="<|im_end|>"
+    )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in special}
     config = Qwen2VLConfig(
         text_config={
-            "vocab_size": vocab_size, "hidden_size": hidden, "intermediate_size": hidden * 2,
-            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 4,
-            "max_position_embeddings": 512, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                                                "mrope_section": [2, 3, 3]},
-            "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "bos_token_id": None,
+            "vocab_size": vocab_size,
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 512,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "pad_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "bos_token_id": None,
         },
-        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": hidden, "num_heads": 2, "mlp_ratio": 2,
-                       "patch_size": 4, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": hidden,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2,
-                                               temporal_patch_size=2)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=16 * 16, max_pixels=64 * 64, patch_size=4, merge_size=2, temporal_patch_size=2
+    )
     processor = qwen2_vl_image_only_processor()(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
@@ -174,25 +264,51 @@ def build_tiny_idefics3(out_dir: Path | str, hidden: int = 64, layers: int = 2, 
 
     out_dir = Path(out_dir)
     rowcol = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
-    special = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<end_of_utterance>",
-               "<global-img>", *rowcol]
+    special = [
+        "<pad>",
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<image>",
+        "<fake_token_around_image>",
+        "<end_of_utterance>",
+        "<global-img>",
+        *rowcol,
+    ]
     tok, vocab_size = _word_tokenizer(special)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
-                                        eos_token="</s>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     config = Idefics3Config(
-        vision_config=Idefics3VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=2, image_size=32, patch_size=4),
-        text_config=LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
-                                num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
-                                max_position_embeddings=512, pad_token_id=0, bos_token_id=2, eos_token_id=3),
+        vision_config=Idefics3VisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=4,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         pad_token_id=0,
     )
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
-    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
-                                                do_image_splitting=False)
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False
+    )
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=16)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -15,12 +15,18 @@ from pathlib import Path
 
 import torch
 
-from vladva.base.data import Split, make_image_processor, to_pixel_values
-from vladva.base.tokenizer import wrap_tokenizer
-from vladva.base.training import (
-    StageCompute, StepBudget, autocast, describe_device, param_groups, progress_bar, set_lr,
-)
 from vladva.embedder import ImageInput
+from vladva.toyworld.base.data import Split, make_image_processor, to_pixel_values
+from vladva.toyworld.base.tokenizer import wrap_tokenizer
+from vladva.toyworld.base.training import (
+    StageCompute,
+    StepBudget,
+    autocast,
+    describe_device,
+    param_groups,
+    progress_bar,
+    set_lr,
+)
 
 
 @dataclass
@@ -66,20 +72,36 @@ def build_clip_model(vision_tower, tokenizer, cfg: ClipBaselineConfig):
 
     t = cfg.text
     text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, max_position_embeddings=t.max_positions,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_layers,
+        num_attention_heads=t.num_heads,
+        max_position_embeddings=t.max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         projection_dim=cfg.projection_dim,
     )
-    config = CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_tower.config.to_dict(), projection_dim=cfg.projection_dim)
+    config = CLIPConfig(
+        text_config=text_config.to_dict(),
+        vision_config=vision_tower.config.to_dict(),
+        projection_dim=cfg.projection_dim,
+    )
     model = CLIPModel(config)
     model.vision_model.load_state_dict(vision_tower.state_dict())
     return model
 
 
 def train_clip_baseline(
-    train: Split, tokenizer, vision_tower, cfg: ClipBaselineConfig, device: torch.device, seed: int = 0,
-    bf16: bool = False, min_seconds: float = 0.0,
+    train: Split,
+    tokenizer,
+    vision_tower,
+    cfg: ClipBaselineConfig,
+    device: torch.device,
+    seed: int = 0,
+    bf16: bool = False,
+    min_seconds: float = 0.0,
 ):
     """Contrastive training on `train`'s short captions for `cfg.steps` steps and at least
     `min_seconds`. `tokenizer` is the shared word-level one (any padding side).
@@ -91,10 +113,19 @@ def train_clip_baseline(
     vision = list(model.vision_model.parameters()) + list(model.visual_projection.parameters())
     vision_ids = {id(p) for p in vision}
     rest = [p for p in model.parameters() if id(p) not in vision_ids]
-    opt = torch.optim.AdamW(param_groups([(list(model.vision_model.parameters()), cfg.lr * cfg.vision_lr_scale),
-                                          (list(model.visual_projection.parameters()) + rest, cfg.lr)], cfg.weight_decay))
+    opt = torch.optim.AdamW(
+        param_groups(
+            [
+                (list(model.vision_model.parameters()), cfg.lr * cfg.vision_lr_scale),
+                (list(model.visual_projection.parameters()) + rest, cfg.lr),
+            ],
+            cfg.weight_decay,
+        )
+    )
     budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds, min_seconds)
-    compute = StageCompute("clip", device=device.type, device_name=describe_device(device), threads=torch.get_num_threads())
+    compute = StageCompute(
+        "clip", device=device.type, device_name=describe_device(device), threads=torch.get_num_threads()
+    )
     gen = torch.Generator().manual_seed(seed)
     max_len = cfg.text.max_positions
     step, ema, curve = 0, None, []
@@ -106,8 +137,12 @@ def train_clip_baseline(
         texts = [rng.choice(train.records[i].captions) for i in idx.tolist()]
         enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt").to(device)
         with autocast(device, bf16):
-            loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                         pixel_values=to_pixel_values(train.images[idx], device), return_loss=True).loss
+            loss = model(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                pixel_values=to_pixel_values(train.images[idx], device),
+                return_loss=True,
+            ).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -134,20 +169,26 @@ def train_clip_baseline(
 class ClipBaselineEmbedder:
     """`vladva.embedder.Embedder` over a `CLIPModel`: projected, L2-normalised image and text features."""
 
-    def __init__(self, model, tokenizer, image_processor, device: str | torch.device = "cpu", name: str = "clip-baseline"):
+    def __init__(
+        self, model, tokenizer, image_processor, device: str | torch.device = "cpu", name: str = "clip-baseline"
+    ):
         self.model = model.to(device).eval()
         self.tokenizer, self.image_processor = tokenizer, image_processor
         self.device = torch.device(device)
         self.name = name
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu", name: str | None = None) -> ClipBaselineEmbedder:
+    def from_pretrained(
+        cls, path: str | Path, device: str | torch.device = "cpu", name: str | None = None
+    ) -> ClipBaselineEmbedder:
         """Load a folder written by `save_pretrained` (or `vladva baseline train`), offline."""
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path}: not a CLIP baseline folder (no config.json); train one with `vladva baseline train`")
+            raise FileNotFoundError(
+                f"{path}: not a CLIP baseline folder (no config.json); train one with `vladva baseline train`"
+            )
         model = CLIPModel.from_pretrained(path)
         tok = AutoTokenizer.from_pretrained(path)
         ip = CLIPImageProcessor.from_pretrained(path)
@@ -161,7 +202,9 @@ class ClipBaselineEmbedder:
         self.image_processor.save_pretrained(path)
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
+    def encode_images(
+        self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False
+    ) -> torch.Tensor:
         """`(len(images), projection_dim)` float32, L2-normalised rows, on CPU."""
         from vladva.data.images import load_image
 
@@ -176,8 +219,12 @@ class ClipBaselineEmbedder:
     @torch.no_grad()
     def encode_pixel_values(self, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Already-normalised `(n, 3, H, W)` pixels -> `(n, projection_dim)` L2-normalised, CPU."""
-        out = [self.model.get_image_features(pixel_values=pixel_values[i : i + batch_size].to(self.device)).pooler_output.float()
-               for i in range(0, len(pixel_values), batch_size)]
+        out = [
+            self.model.get_image_features(
+                pixel_values=pixel_values[i : i + batch_size].to(self.device)
+            ).pooler_output.float()
+            for i in range(0, len(pixel_values), batch_size)
+        ]
         return _normalise(out, self.model.config.projection_dim)
 
     @torch.no_grad()
@@ -187,12 +234,16 @@ class ClipBaselineEmbedder:
         max_len = self.model.config.text_config.max_position_embeddings
         out = []
         for i in _batches(len(texts), batch_size, show_progress, "texts"):
-            enc = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+            enc = self.tokenizer(
+                list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+            )
             ids = enc["input_ids"]
             # Truncation can cut the appended </s>; put it back where the pooling looks for it.
             last = enc["attention_mask"].sum(1) - 1
             ids[torch.arange(len(ids)), last] = self.tokenizer.eos_token_id
-            feats = self.model.get_text_features(input_ids=ids.to(self.device), attention_mask=enc["attention_mask"].to(self.device))
+            feats = self.model.get_text_features(
+                input_ids=ids.to(self.device), attention_mask=enc["attention_mask"].to(self.device)
+            )
             out.append(feats.pooler_output.float())
         return _normalise(out, self.model.config.projection_dim)
 
@@ -210,4 +261,3 @@ def _normalise(chunks: list[torch.Tensor], dim: int) -> torch.Tensor:
     if not chunks:
         return torch.zeros((0, dim), dtype=torch.float32)
     return torch.nn.functional.normalize(torch.cat(chunks), dim=-1).cpu().float()
-

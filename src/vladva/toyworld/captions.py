@@ -22,14 +22,20 @@ import re
 from dataclasses import dataclass
 from itertools import permutations
 
-from vladva.data.scene import Scene, SceneObject
+from vladva.toyworld.scene import Scene, SceneObject
 
 RELATION_THRESHOLD_PX = 4.0  # at image_size 32; scaled with the image size
 SPATIAL = ("left of", "right of", "above", "below")
 SIZE_RELATIONS = ("bigger than", "smaller than")
 RELATIONS = SPATIAL + SIZE_RELATIONS
-INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
-           "bigger than": "smaller than", "smaller than": "bigger than"}
+INVERSE = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+    "bigger than": "smaller than",
+    "smaller than": "bigger than",
+}
 # Wordings of each relation; the first is the canonical one. All parse back to the same name.
 RELATION_WORDS: dict[str, tuple[str, ...]] = {
     "left of": ("left of", "to the left of", "on the left of"),
@@ -69,8 +75,11 @@ class ObjectRef:
     definite: bool = False  # "the red circle" vs "a red circle": wording only, not meaning
 
     def matches(self, o: SceneObject) -> bool:
-        return ((self.shape is None or self.shape == o.shape) and (self.colour is None or self.colour == o.colour)
-                and (self.size is None or self.size == o.size))
+        return (
+            (self.shape is None or self.shape == o.shape)
+            and (self.colour is None or self.colour == o.colour)
+            and (self.size is None or self.size == o.size)
+        )
 
     def key(self) -> tuple:
         return (self.shape, self.colour, self.size)
@@ -101,7 +110,9 @@ class Claim:
         return (tuple(sorted(keys)), tuple(rels), self.count)
 
 
-def from_object(o: SceneObject, size: bool = True, colour: bool = True, shape: bool = True, definite: bool = False) -> ObjectRef:
+def from_object(
+    o: SceneObject, size: bool = True, colour: bool = True, shape: bool = True, definite: bool = False
+) -> ObjectRef:
     return ObjectRef(o.shape if shape else None, o.colour if colour else None, o.size if size else None, definite)
 
 
@@ -139,8 +150,10 @@ def claim_holds(claim: Claim, scene: Scene, threshold: float | None = None) -> b
     for assign in permutations(range(len(scene.objects)), len(refs)):
         if any(a not in c for a, c in zip(assign, candidates)):
             continue
-        values = [relation_truth(scene.objects[assign[r.subject]], r.name, scene.objects[assign[r.object]], thr)
-                  for r in claim.relations]
+        values = [
+            relation_truth(scene.objects[assign[r.subject]], r.name, scene.objects[assign[r.object]], thr)
+            for r in claim.relations
+        ]
         if all(v is True for v in values):
             return True
         if not any(v is False for v in values):
@@ -182,7 +195,7 @@ def random_style(rng: random.Random) -> Style:
 
 
 def noun_phrase(ref: ObjectRef, definite: bool | None = None) -> str:
-    """"a small red circle", "the blue square", "a red shape", "an orange cross"."""
+    """ "a small red circle", "the blue square", "a red shape", "an orange cross"."""
     words = [w for w in (ref.size, ref.colour) if w] + [ref.shape or "shape"]
     the = ref.definite if definite is None else definite
     article = "the" if the else ("an" if words[0][0] in "aeiou" else "a")
@@ -255,8 +268,9 @@ _FILLER_PHRASES = (("on", "a", "black", "background"),)
 _COUNT_NOUNS = {"objects", "shapes"}
 _NOUNS = {"object", "shape"}
 _NUMBERS = {w: n for n, w in NUMBER_WORDS.items()}
-_REL_TOKENS = sorted(((tuple(w.split()), name) for name, ws in RELATION_WORDS.items() for w in ws),
-                     key=lambda t: -len(t[0]))
+_REL_TOKENS = sorted(
+    ((tuple(w.split()), name) for name, ws in RELATION_WORDS.items() for w in ws), key=lambda t: -len(t[0])
+)
 
 
 def parse_caption(text: str, shapes=None, colours=None, sizes=None) -> Claim:
@@ -265,7 +279,7 @@ def parse_caption(text: str, shapes=None, colours=None, sizes=None) -> Claim:
     Indefinite noun phrases introduce new objects; a definite one ("the circle") refers back to
     the earlier object it fits, if any. A relation links the noun phrase before it to the one
     after it. Raises `CaptionParseError` naming the first word it cannot read."""
-    from vladva.data.scene import COLOURS, SHAPES, SIZES
+    from vladva.toyworld.scene import COLOURS, SHAPES, SIZES
 
     shapes = set(shapes or SHAPES)
     colours = set(colours or COLOURS)
@@ -279,11 +293,11 @@ def parse_caption(text: str, shapes=None, colours=None, sizes=None) -> Claim:
     i = 0
     while i < len(toks):
         t = toks[i]
-        phrase = next((p for p in _FILLER_PHRASES if tuple(toks[i:i + len(p)]) == p), None)
+        phrase = next((p for p in _FILLER_PHRASES if tuple(toks[i : i + len(p)]) == p), None)
         if phrase:
             i += len(phrase)
             continue
-        rel = next(((w, name) for w, name in _REL_TOKENS if tuple(toks[i:i + len(w)]) == w), None)
+        rel = next(((w, name) for w, name in _REL_TOKENS if tuple(toks[i : i + len(w)]) == w), None)
         if rel:
             if last is None or pending_rel is not None:
                 raise CaptionParseError(f"{text!r}: relation {' '.join(rel[0])!r} has no subject")
@@ -318,8 +332,18 @@ def parse_caption(text: str, shapes=None, colours=None, sizes=None) -> Claim:
             if definite:
                 # "the circle" refers back to an earlier object it fits, but never to the subject
                 # of the relation it completes ("the circle is left of the circle" is two objects).
-                idx = next((k for k, r in enumerate(refs) if not (pending_rel is not None and k == last) and all(
-                    v is None or v == getattr(r, a) for a, v in (("shape", shape), ("colour", colour), ("size", size)))), None)
+                idx = next(
+                    (
+                        k
+                        for k, r in enumerate(refs)
+                        if not (pending_rel is not None and k == last)
+                        and all(
+                            v is None or v == getattr(r, a)
+                            for a, v in (("shape", shape), ("colour", colour), ("size", size))
+                        )
+                    ),
+                    None,
+                )
             if idx is None:
                 refs.append(ref)
                 idx = len(refs) - 1

@@ -17,9 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vladva.base.data import SceneVocab, Split, to_pixel_values
-from vladva.base.training import StageCompute, StepBudget, autocast, describe_device, param_groups, progress_bar, set_lr
-from vladva.data.scene import Scene, patch_labels
+from vladva.toyworld.base.data import SceneVocab, Split, to_pixel_values
+from vladva.toyworld.base.training import (
+    StageCompute,
+    StepBudget,
+    autocast,
+    describe_device,
+    param_groups,
+    progress_bar,
+    set_lr,
+)
+from vladva.toyworld.scene import Scene, patch_labels
 
 
 @dataclass
@@ -99,8 +107,14 @@ def vision_labels(scenes: list[Scene], vocab: SceneVocab, patch_size: int) -> di
         ls.append(vocab.shapes.index(big.shape) if big else IGNORE)
         lc.append(vocab.colours.index(big.colour) if big else IGNORE)
     t = lambda a: torch.as_tensor(np.stack(a) if isinstance(a[0], np.ndarray) else np.array(a), dtype=torch.long)
-    return {"patch_shape": t(ps), "patch_colour": t(pc), "shape_colour": t(sc), "shape_size": t(sz),
-            "largest_shape": t(ls), "largest_colour": t(lc)}
+    return {
+        "patch_shape": t(ps),
+        "patch_colour": t(pc),
+        "shape_colour": t(sc),
+        "shape_size": t(sz),
+        "largest_shape": t(ls),
+        "largest_colour": t(lc),
+    }
 
 
 class VisionPretrainHeads(nn.Module):
@@ -121,12 +135,15 @@ class VisionPretrainHeads(nn.Module):
         """Returns `(patch_loss, object_loss)`, each a mean cross-entropy summed over its heads."""
         b = patches.shape[0]
         pooled = patches.mean(1)
-        patch = F.cross_entropy(self.patch_shape(patches).flatten(0, 1), labels["patch_shape"].flatten()) + \
-            F.cross_entropy(self.patch_colour(patches).flatten(0, 1), labels["patch_colour"].flatten())
-        obj = F.cross_entropy(self.shape_colour(pooled).view(b * self.S, self.C + 1), labels["shape_colour"].flatten()) + \
-            F.cross_entropy(self.shape_size(pooled).view(b * self.S, self.Z + 1), labels["shape_size"].flatten()) + \
-            F.cross_entropy(self.largest_shape(pooled), labels["largest_shape"]) + \
-            F.cross_entropy(self.largest_colour(pooled), labels["largest_colour"])
+        patch = F.cross_entropy(
+            self.patch_shape(patches).flatten(0, 1), labels["patch_shape"].flatten()
+        ) + F.cross_entropy(self.patch_colour(patches).flatten(0, 1), labels["patch_colour"].flatten())
+        obj = (
+            F.cross_entropy(self.shape_colour(pooled).view(b * self.S, self.C + 1), labels["shape_colour"].flatten())
+            + F.cross_entropy(self.shape_size(pooled).view(b * self.S, self.Z + 1), labels["shape_size"].flatten())
+            + F.cross_entropy(self.largest_shape(pooled), labels["largest_shape"])
+            + F.cross_entropy(self.largest_colour(pooled), labels["largest_colour"])
+        )
         return patch, obj
 
 
@@ -145,10 +162,14 @@ def train_vision_tower(
     tower = build_vision_tower(cfg.tower).to(device)
     heads = VisionPretrainHeads(cfg.tower.hidden_size, vocab).to(device)
     labels = {k: v.to(device) for k, v in vision_labels(train.scenes, vocab, cfg.tower.patch_size).items()}
-    opt = torch.optim.AdamW(param_groups([(list(tower.parameters()) + list(heads.parameters()), cfg.lr)], cfg.weight_decay))
+    opt = torch.optim.AdamW(
+        param_groups([(list(tower.parameters()) + list(heads.parameters()), cfg.lr)], cfg.weight_decay)
+    )
     budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds)
     gen = torch.Generator().manual_seed(seed)
-    compute = StageCompute("vision", device=device.type, device_name=describe_device(device), threads=torch.get_num_threads())
+    compute = StageCompute(
+        "vision", device=device.type, device_name=describe_device(device), threads=torch.get_num_threads()
+    )
     tower.train()
     step, ema = 0, None
     bar = progress_bar(cfg.steps, "stage 1: vision tower")
@@ -181,7 +202,9 @@ def train_vision_tower(
 
 
 @torch.no_grad()
-def pooled_patch_features(tower, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
+def pooled_patch_features(
+    tower, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Mean of the tower's final patch tokens (CLS excluded): uint8 `(n, 3, H, W)` -> `(n, hidden)` float32 CPU."""
     was = tower.training
     tower.eval()

@@ -24,7 +24,7 @@ def progress_bar(total: int, desc: str):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"cpu", "cuda", "cuda:1" or "auto" (cuda when available). Refuses cuda without a GPU."""
+    """ "cpu", "cuda", "cuda:1" or "auto" (cuda when available). Refuses cuda without a GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)

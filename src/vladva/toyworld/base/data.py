@@ -15,7 +15,7 @@ import torch
 
 from vladva.data.images import load_image
 from vladva.data.manifest import Record, read_manifest
-from vladva.data.scene import SIZES, Scene
+from vladva.toyworld.scene import SIZES, Scene
 
 # Normalisation for black-background scenes: most pixels are 0, objects are bright and saturated.
 IMAGE_MEAN: tuple[float, float, float] = (0.08, 0.08, 0.08)

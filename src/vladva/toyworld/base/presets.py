@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vladva.base.recipe import PretrainConfig
 from vladva.config import build_config, read_config_file
+from vladva.toyworld.base.recipe import PretrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 QUICK_PRESET = CONFIG_DIR / "pretrain_quick.yaml"
 
 
-def load_pretrain_config(config: Path | str | None = None, overrides: list[str] | None = None, quick: bool = False,
-                         device: str | None = None) -> PretrainConfig:
+def load_pretrain_config(
+    config: Path | str | None = None, overrides: list[str] | None = None, quick: bool = False, device: str | None = None
+) -> PretrainConfig:
     """Defaults, then the quick preset (tiny budget, seconds) if `quick`, then `config`, then
     `overrides`, then `device`. Unknown keys raise `ConfigError` naming the key and file."""
     from vladva.config import parse_overrides

@@ -18,10 +18,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vladva.base.data import SceneVocab, Split, to_pixel_values
-from vladva.base.tokenizer import IMAGE_SUMMARY_PROMPT, LONG_CAPTION_PROMPT, SHORT_CAPTION_PROMPT, TEXT_SUMMARY_PROMPT
-from vladva.base.training import (
-    StageCompute, StepBudget, autocast, describe_device, param_groups, progress_bar, set_lr,
+from vladva.toyworld.base.data import SceneVocab, Split, to_pixel_values
+from vladva.toyworld.base.tokenizer import (
+    IMAGE_SUMMARY_PROMPT,
+    LONG_CAPTION_PROMPT,
+    SHORT_CAPTION_PROMPT,
+    TEXT_SUMMARY_PROMPT,
+)
+from vladva.toyworld.base.training import (
+    StageCompute,
+    StepBudget,
+    autocast,
+    describe_device,
+    param_groups,
+    progress_bar,
+    set_lr,
 )
 
 IGNORE = -100
@@ -125,7 +136,11 @@ def build_text_lm(tokenizer, lm: LanguageModelConfig):
 
 def _set_generation_defaults(model, tokenizer) -> None:
     gc = model.generation_config
-    gc.pad_token_id, gc.bos_token_id, gc.eos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    gc.pad_token_id, gc.bos_token_id, gc.eos_token_id = (
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+    )
     gc.do_sample = False
     gc.max_new_tokens = 64
 
@@ -236,7 +251,9 @@ def _choose(rng: random.Random, options: list[tuple[str, float]]) -> str:
     return rng.choices([n for n, _ in options], weights=[w for _, w in options])[0]
 
 
-def collate(examples: list[dict], pad_id: int, images: torch.Tensor | None, device: torch.device, right_pad: bool = True) -> dict:
+def collate(
+    examples: list[dict], pad_id: int, images: torch.Tensor | None, device: torch.device, right_pad: bool = True
+) -> dict:
     """Pad a list of examples into `input_ids`, `attention_mask`, `labels` `(b, max_len)` and, when
     any example has an image, `pixel_values` `(n_with_image, 3, H, W)` in row order."""
     n = max(len(e["ids"]) for e in examples)
@@ -259,8 +276,14 @@ def collate(examples: list[dict], pad_id: int, images: torch.Tensor | None, devi
 
 
 def train_generative(
-    model, bank: ExampleBank, cfg: LvlmPretrainConfig, device: torch.device, seed: int = 0, bf16: bool = False,
-    stage: str = "lvlm", text_only: bool = False,
+    model,
+    bank: ExampleBank,
+    cfg: LvlmPretrainConfig,
+    device: torch.device,
+    seed: int = 0,
+    bf16: bool = False,
+    stage: str = "lvlm",
+    text_only: bool = False,
 ):
     """Train `model` (LLaVA, or with `text_only` a causal LM) on the bank's tasks.
     Returns `(model on CPU, StageCompute)`; `StageCompute.extra["loss_curve"]` holds (step, loss) pairs."""
@@ -279,7 +302,9 @@ def train_generative(
     opt = torch.optim.AdamW(param_groups(groups, cfg.weight_decay))
     trainable = [p for g in opt.param_groups for p in g["params"]]
     budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds)
-    compute = StageCompute(stage, device=device.type, device_name=describe_device(device), threads=torch.get_num_threads())
+    compute = StageCompute(
+        stage, device=device.type, device_name=describe_device(device), threads=torch.get_num_threads()
+    )
     sizes = {"long": cfg.batch_long, "short": cfg.batch_short, "text": cfg.batch_text}
     if text_only:
         # The control sees the same captions, as text: long ones in place of image -> long caption.
@@ -299,9 +324,16 @@ def train_generative(
             elif group == "short":
                 exs = [bank.sample_short(rng, cfg.tasks) for _ in range(size)]
             elif group == "long_text":
-                exs = [bank.text_example(None, None, bank.split.records[rng.choice(bank.long_idx)].long_caption) for _ in range(size)]
+                exs = [
+                    bank.text_example(None, None, bank.split.records[rng.choice(bank.long_idx)].long_caption)
+                    for _ in range(size)
+                ]
             else:
-                mix = cfg.tasks if not text_only else TaskMix(text_caption=1.0, text_long_caption=0.0, text_summary=cfg.tasks.text_summary)
+                mix = (
+                    cfg.tasks
+                    if not text_only
+                    else TaskMix(text_caption=1.0, text_long_caption=0.0, text_summary=cfg.tasks.text_summary)
+                )
                 exs = [bank.sample_text(rng, mix) for _ in range(size)]
             batch = collate(exs, bank.pad, bank.split.images, device)
             with autocast(device, bf16):

@@ -22,13 +22,20 @@ from pathlib import Path
 
 import torch
 
-from vladva.base.clip_baseline import ClipBaselineConfig, ClipBaselineEmbedder, train_clip_baseline
-from vladva.base.data import SceneVocab, Split, load_split, make_image_processor
-from vladva.base.lvlm import ExampleBank, LvlmPretrainConfig, build_lvlm, build_text_lm, num_image_tokens, train_generative
-from vladva.base.tokenizer import TokenizerConfig, train_word_tokenizer
-from vladva.base.training import StageCompute, read_compute, resolve_device, write_compute
-from vladva.base.vision import VisionPretrainConfig, pooled_patch_features, train_vision_tower
 from vladva.config import save_config
+from vladva.toyworld.base.clip_baseline import ClipBaselineConfig, ClipBaselineEmbedder, train_clip_baseline
+from vladva.toyworld.base.data import SceneVocab, Split, load_split, make_image_processor
+from vladva.toyworld.base.lvlm import (
+    ExampleBank,
+    LvlmPretrainConfig,
+    build_lvlm,
+    build_text_lm,
+    num_image_tokens,
+    train_generative,
+)
+from vladva.toyworld.base.tokenizer import TokenizerConfig, train_word_tokenizer
+from vladva.toyworld.base.training import StageCompute, read_compute, resolve_device, write_compute
+from vladva.toyworld.base.vision import VisionPretrainConfig, pooled_patch_features, train_vision_tower
 
 STAGES = ("vision", "lvlm", "text_lm", "clip")
 VISION_DIR, LVLM_DIR, CLIP_DIR = "vision-tower", "base-lvlm", "clip-baseline"
@@ -99,7 +106,9 @@ def _prepare_run(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
     data_dir, out = Path(data_dir), Path(out_dir)
     train_path, val_path = data_dir / "train.jsonl", data_dir / "val.jsonl"
     if not train_path.is_file():
-        raise FileNotFoundError(f"{train_path}: no training manifest (make one with `vladva data shapes --out {data_dir}`)")
+        raise FileNotFoundError(
+            f"{train_path}: no training manifest (make one with `vladva data shapes --out {data_dir}`)"
+        )
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(max(1, cfg.threads))
@@ -120,12 +129,20 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
     t0 = time.perf_counter()
     train = load_split(train_path, cfg.max_train_records, cfg.vision.tower.image_size)
     val = load_split(val_path, cfg.max_val_records, cfg.vision.tower.image_size) if val_path.is_file() else None
-    _log(f"loaded {len(train)} train / {len(val) if val else 0} val records in {time.perf_counter() - t0:.1f}s on {device}")
+    _log(
+        f"loaded {len(train)} train / {len(val) if val else 0} val records "
+        f"in {time.perf_counter() - t0:.1f}s on {device}"
+    )
     train.require_scenes("the base-model recipe")
     vocab = SceneVocab.from_scenes(train.scenes)
     vdir, ldir, cdir = out / VISION_DIR, out / LVLM_DIR, out / CLIP_DIR
-    report: dict = {"data": str(Path(data_dir)), "train_records": len(train), "val_records": len(val) if val else 0,
-                    "device": str(device), "vocab": vocab.to_dict()}
+    report: dict = {
+        "data": str(Path(data_dir)),
+        "train_records": len(train),
+        "val_records": len(val) if val else 0,
+        "device": str(device),
+        "vocab": vocab.to_dict(),
+    }
 
     # Tokenizer + stage 1: the vision tower everything else starts from.
     if cfg.resume and _done(vdir):
@@ -162,8 +179,11 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
         lvlm, compute = train_generative(lvlm, bank, cfg.lvlm, device, cfg.seed, cfg.bf16, stage="lvlm")
         lvlm.save_pretrained(ldir)
         processor = LlavaProcessor(
-            image_processor=make_image_processor(cfg.vision.tower.image_size), tokenizer=tokenizer,
-            patch_size=tower.config.patch_size, vision_feature_select_strategy="default", image_token="<image>",
+            image_processor=make_image_processor(cfg.vision.tower.image_size),
+            tokenizer=tokenizer,
+            patch_size=tower.config.patch_size,
+            vision_feature_select_strategy="default",
+            image_token="<image>",
             num_additional_image_tokens=1,
         )
         processor.save_pretrained(ldir)
@@ -175,8 +195,16 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
     if "text_lm" in cfg.stages and val is not None and cfg.checks.caption_images > 0:
         steps = cfg.text_lm_steps or cfg.lvlm.steps
         tcfg = dataclasses.replace(cfg.lvlm, steps=steps)
-        text_lm, text_lm_compute = train_generative(build_text_lm(tokenizer, cfg.lvlm.lm), ExampleBank(train, tokenizer, vocab, n_img),
-                                                    tcfg, device, cfg.seed, cfg.bf16, stage="text_lm", text_only=True)
+        text_lm, text_lm_compute = train_generative(
+            build_text_lm(tokenizer, cfg.lvlm.lm),
+            ExampleBank(train, tokenizer, vocab, n_img),
+            tcfg,
+            device,
+            cfg.seed,
+            cfg.bf16,
+            stage="text_lm",
+            text_only=True,
+        )
 
     # Stage 2: the CLIP-style baseline, given at least the LVLM stage's wall time.
     clip = None
@@ -189,8 +217,11 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
         clip.save_pretrained(cdir)
         write_compute(cdir / "compute.json", [vision_compute, compute])
 
-    report["compute"] = {name: [s.to_dict() for s in read_compute(d / "compute.json")]
-                         for name, d in ((VISION_DIR, vdir), (LVLM_DIR, ldir), (CLIP_DIR, cdir)) if _done(d)}
+    report["compute"] = {
+        name: [s.to_dict() for s in read_compute(d / "compute.json")]
+        for name, d in ((VISION_DIR, vdir), (LVLM_DIR, ldir), (CLIP_DIR, cdir))
+        if _done(d)
+    }
     for s in report["compute"].values():
         for st in s:
             st.get("extra", {}).pop("loss_curve", None)
@@ -206,7 +237,7 @@ def run_pretrain(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig)
 
 
 def _vision_probes(tower, train: Split, val: Split, vocab: SceneVocab, cfg: PretrainConfig, device) -> dict:
-    from vladva.base.probes import probe_features
+    from vladva.toyworld.base.probes import probe_features
 
     ntr = min(len(train), cfg.checks.probe_train_images)
     nva = min(len(val), cfg.checks.probe_val_images)
@@ -218,8 +249,10 @@ def _vision_probes(tower, train: Split, val: Split, vocab: SceneVocab, cfg: Pret
     return out
 
 
-def _held_out_checks(lvlm, text_lm, clip, tokenizer, val: Split, vocab, n_img, cfg: PretrainConfig, device, ldir: Path) -> dict:
-    from vladva.base import checks
+def _held_out_checks(
+    lvlm, text_lm, clip, tokenizer, val: Split, vocab, n_img, cfg: PretrainConfig, device, ldir: Path
+) -> dict:
+    from vladva.toyworld.base import checks
 
     c = cfg.checks
     out: dict = {}
@@ -228,10 +261,17 @@ def _held_out_checks(lvlm, text_lm, clip, tokenizer, val: Split, vocab, n_img, c
     idx = lambda n: list(range(min(n, len(val))))
     if lvlm is not None:
         if c.caption_images > 0:
-            out["caption_token_accuracy"] = {"lvlm": checks.caption_token_accuracy(lvlm, bank, idx(c.caption_images), cats, True, device)}
+            out["caption_token_accuracy"] = {
+                "lvlm": checks.caption_token_accuracy(lvlm, bank, idx(c.caption_images), cats, True, device)
+            }
             if text_lm is not None:
-                out["caption_token_accuracy"]["text_lm"] = checks.caption_token_accuracy(text_lm, bank, idx(c.caption_images), cats, False, device)
-            _log(f"caption token accuracy: { {k: v['all']['accuracy'] for k, v in out['caption_token_accuracy'].items()} }")
+                out["caption_token_accuracy"]["text_lm"] = checks.caption_token_accuracy(
+                    text_lm, bank, idx(c.caption_images), cats, False, device
+                )
+            _log(
+                "caption token accuracy: "
+                f"{ {k: v['all']['accuracy'] for k, v in out['caption_token_accuracy'].items()} }"
+            )
         if c.instruction_images > 0:
             out["instruction_accuracy"] = checks.instruction_accuracy(lvlm, bank, idx(c.instruction_images), device)
             _log(f"instruction accuracy: {out['instruction_accuracy'].get('all')}")
@@ -239,9 +279,13 @@ def _held_out_checks(lvlm, text_lm, clip, tokenizer, val: Split, vocab, n_img, c
             from transformers import AutoProcessor
 
             processor = AutoProcessor.from_pretrained(ldir)
-            out["generated_examples"] = checks.generate_examples(lvlm, processor, val, idx(c.generated_examples), device)
+            out["generated_examples"] = checks.generate_examples(
+                lvlm, processor, val, idx(c.generated_examples), device
+            )
         if c.retrieval_images > 1:
-            out["summary_prompt_zero_shot"] = checks.summary_prompt_zero_shot(lvlm, bank, idx(c.retrieval_images), device)
+            out["summary_prompt_zero_shot"] = checks.summary_prompt_zero_shot(
+                lvlm, bank, idx(c.retrieval_images), device
+            )
             _log(f"zero-shot summary prompt: {out['summary_prompt_zero_shot']}")
         lvlm.cpu()
     if clip is not None and c.retrieval_images > 1:
@@ -254,7 +298,9 @@ def _held_out_checks(lvlm, text_lm, clip, tokenizer, val: Split, vocab, n_img, c
     return out
 
 
-def train_baseline_only(data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig, vision_dir: Path | str | None = None) -> dict:
+def train_baseline_only(
+    data_dir: Path | str, out_dir: Path | str, cfg: PretrainConfig, vision_dir: Path | str | None = None
+) -> dict:
     """`vladva baseline train`: the CLIP baseline alone, on a given stage-1 tower (a vision-tower
     folder or a base-LVLM folder, whose tower is taken) or, without one, a freshly pretrained tower.
     Writes the CLIP folder at `out_dir` and returns its held-out retrieval check."""
@@ -277,7 +323,7 @@ def train_baseline_only(data_dir: Path | str, out_dir: Path | str, cfg: Pretrain
     write_compute(out / "compute.json", stages + [compute])
     result: dict = {"compute": [s.to_dict() for s in stages + [compute]]}
     if val_path.is_file() and cfg.checks.retrieval_images > 1:
-        from vladva.base.checks import clip_retrieval
+        from vladva.toyworld.base.checks import clip_retrieval
 
         val = load_split(val_path, cfg.max_val_records, cfg.vision.tower.image_size)
         result["retrieval"] = clip_retrieval(clip, val, list(range(min(len(val), cfg.checks.retrieval_images))))
@@ -292,7 +338,9 @@ def _load_tower(path: Path):
     from transformers import AutoConfig, AutoTokenizer, CLIPVisionModel
 
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no config.json; --vision needs a vision-tower or base-lvlm folder from `vladva base pretrain`")
+        raise FileNotFoundError(
+            f"{path}: no config.json; --vision needs a vision-tower or base-lvlm folder from `vladva base pretrain`"
+        )
     kind = AutoConfig.from_pretrained(path).model_type
     if kind == "clip_vision_model":
         tower = CLIPVisionModel.from_pretrained(path)

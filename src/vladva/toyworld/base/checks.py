@@ -14,13 +14,38 @@ from collections import defaultdict
 
 import torch
 
-from vladva.base.data import SceneVocab, Split, to_pixel_values
-from vladva.base.lvlm import IGNORE, ExampleBank, _qa_pairs, collate
-from vladva.base.tokenizer import IMAGE_SUMMARY_PROMPT, LONG_CAPTION_PROMPT, SHORT_CAPTION_PROMPT, TEXT_SUMMARY_PROMPT
+from vladva.toyworld.base.data import SceneVocab, Split, to_pixel_values
+from vladva.toyworld.base.lvlm import IGNORE, ExampleBank, _qa_pairs, collate
+from vladva.toyworld.base.tokenizer import (
+    IMAGE_SUMMARY_PROMPT,
+    LONG_CAPTION_PROMPT,
+    SHORT_CAPTION_PROMPT,
+    TEXT_SUMMARY_PROMPT,
+)
 
 # Words of spatial and size relations and of positions in the shapes world's captions.
-RELATION_WORDS = frozenset({"left", "right", "above", "below", "under", "higher", "lower", "bigger", "larger",
-                            "smaller", "top", "bottom", "centre", "middle", "between", "next", "beside", "near"})
+RELATION_WORDS = frozenset(
+    {
+        "left",
+        "right",
+        "above",
+        "below",
+        "under",
+        "higher",
+        "lower",
+        "bigger",
+        "larger",
+        "smaller",
+        "top",
+        "bottom",
+        "centre",
+        "middle",
+        "between",
+        "next",
+        "beside",
+        "near",
+    }
+)
 COUNT_WORDS = frozenset({"one", "two", "three", "four", "five", "six", "single", "1", "2", "3", "4", "5", "6"})
 
 
@@ -41,8 +66,15 @@ def _forward_logits(model, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def caption_token_accuracy(model, bank: ExampleBank, indices: list[int], categories: dict[str, frozenset[str]],
-                           with_image: bool, device: torch.device, batch_size: int = 32) -> dict:
+def caption_token_accuracy(
+    model,
+    bank: ExampleBank,
+    indices: list[int],
+    categories: dict[str, frozenset[str]],
+    with_image: bool,
+    device: torch.device,
+    batch_size: int = 32,
+) -> dict:
     """Percent of long-caption tokens (</s> excluded) whose argmax prediction is right, overall and
     per word category, with token counts. `with_image=False` feeds the caption alone (text LM)."""
     model.to(device).eval()
@@ -69,11 +101,15 @@ def caption_token_accuracy(model, bank: ExampleBank, indices: list[int], categor
             m = keep & is_c[g]
             hits[c] += int((right & m).sum())
             counts[c] += int(m.sum())
-    return {c: {"accuracy": round(100 * hits[c] / counts[c], 1) if counts[c] else None, "tokens": counts[c]} for c in counts}
+    return {
+        c: {"accuracy": round(100 * hits[c] / counts[c], 1) if counts[c] else None, "tokens": counts[c]} for c in counts
+    }
 
 
 @torch.no_grad()
-def instruction_accuracy(model, bank: ExampleBank, indices: list[int], device: torch.device, batch_size: int = 64) -> dict:
+def instruction_accuracy(
+    model, bank: ExampleBank, indices: list[int], device: torch.device, batch_size: int = 64
+) -> dict:
     """Percent of held-out instruction questions whose answer tokens are all predicted right
     (teacher forcing, which equals greedy decoding's exact match), overall and by question kind
     (the question's first two words)."""
@@ -96,7 +132,9 @@ def instruction_accuracy(model, bank: ExampleBank, indices: list[int], device: t
 
 
 @torch.no_grad()
-def generate_examples(model, processor, split: Split, indices: list[int], device: torch.device, max_new_tokens: int = 96) -> list[dict]:
+def generate_examples(
+    model, processor, split: Split, indices: list[int], device: torch.device, max_new_tokens: int = 96
+) -> list[dict]:
     """Greedy captions (short and detailed prompts) through the saved processor, next to the truth."""
     from PIL import Image
 
@@ -109,7 +147,7 @@ def generate_examples(model, processor, split: Split, indices: list[int], device
         for key, prompt in (("generated_short", SHORT_CAPTION_PROMPT), ("generated_long", LONG_CAPTION_PROMPT)):
             enc = processor(images=[image], text=[f"<image>\n{prompt}"], return_tensors="pt").to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-            row[key] = processor.tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            row[key] = processor.tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         out.append(row)
     return out
 
@@ -136,7 +174,9 @@ def recall_at_1(sim: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def summary_prompt_zero_shot(model, bank: ExampleBank, indices: list[int], device: torch.device, batch_size: int = 64) -> dict:
+def summary_prompt_zero_shot(
+    model, bank: ExampleBank, indices: list[int], device: torch.device, batch_size: int = 64
+) -> dict:
     """The E5-V-style zero-shot embedding: "<image> Summary above image in one word:" vs
     "<caption> Summary above sentence in one word:" (longest short caption), last-token final
     hidden state, cosine. Also how often the next word predicted there names something in the
@@ -145,26 +185,40 @@ def summary_prompt_zero_shot(model, bank: ExampleBank, indices: list[int], devic
     img_states, txt_states, img_hit, txt_hit = [], [], [], []
     for s in range(0, len(indices), batch_size):
         chunk = indices[s : s + batch_size]
-        img = collate([bank.image_example(i, IMAGE_SUMMARY_PROMPT, None) for i in chunk], bank.pad, bank.split.images, device)
+        img = collate(
+            [bank.image_example(i, IMAGE_SUMMARY_PROMPT, None) for i in chunk], bank.pad, bank.split.images, device
+        )
         captions = [retrieval_caption(bank.split.records[i]) for i in chunk]
-        txt_exs = [{"ids": [bank.bos] + bank.ids(c) + bank.ids(TEXT_SUMMARY_PROMPT), "labels": [], "image": None} for c in captions]
+        txt_exs = [
+            {"ids": [bank.bos] + bank.ids(c) + bank.ids(TEXT_SUMMARY_PROMPT), "labels": [], "image": None}
+            for c in captions
+        ]
         for e in txt_exs:
             e["labels"] = [IGNORE] * len(e["ids"])
         txt = collate(txt_exs, bank.pad, None, device)
         img_states.append(_last_token_states(model, img).cpu())
         txt_states.append(_last_token_states(model, txt).cpu())
-        for batch, hits, allowed in ((img, img_hit, [bank.image_summary_words(i) for i in chunk]),
-                                     (txt, txt_hit, [bank.text_summary_words(c) for c in captions])):
+        for batch, hits, allowed in (
+            (img, img_hit, [bank.image_summary_words(i) for i in chunk]),
+            (txt, txt_hit, [bank.text_summary_words(c) for c in captions]),
+        ):
             logits = _forward_logits(model, batch)
             last = batch["attention_mask"].sum(1) - 1
-            words = bank.tok.convert_ids_to_tokens(logits[torch.arange(len(last), device=last.device), last].argmax(-1).tolist())
+            words = bank.tok.convert_ids_to_tokens(
+                logits[torch.arange(len(last), device=last.device), last].argmax(-1).tolist()
+            )
             hits.extend(w in set(a) for w, a in zip(words, allowed))
     im = torch.nn.functional.normalize(torch.cat(img_states), dim=-1)
     tx = torch.nn.functional.normalize(torch.cat(txt_states), dim=-1)
     t2i, i2t = recall_at_1(tx @ im.T)
-    return {"images": len(indices), "t2i_r1": t2i, "i2t_r1": i2t, "chance_r1": round(100 / len(indices), 2),
-            "image_summary_word_in_image": round(100 * sum(img_hit) / len(img_hit), 1),
-            "text_summary_word_in_sentence": round(100 * sum(txt_hit) / len(txt_hit), 1)}
+    return {
+        "images": len(indices),
+        "t2i_r1": t2i,
+        "i2t_r1": i2t,
+        "chance_r1": round(100 / len(indices), 2),
+        "image_summary_word_in_image": round(100 * sum(img_hit) / len(img_hit), 1),
+        "text_summary_word_in_sentence": round(100 * sum(txt_hit) / len(txt_hit), 1),
+    }
 
 
 @torch.no_grad()

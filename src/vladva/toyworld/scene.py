@@ -62,7 +62,9 @@ class Scene:
         return cls(tuple(SceneObject(**o) for o in d["objects"]), int(d.get("image_size", 32)))
 
     def find(self, shape: str | None = None, colour: str | None = None) -> list[SceneObject]:
-        return [o for o in self.objects if (shape is None or o.shape == shape) and (colour is None or o.colour == colour)]
+        return [
+            o for o in self.objects if (shape is None or o.shape == shape) and (colour is None or o.colour == colour)
+        ]
 
     def largest(self) -> SceneObject:
         return max(self.objects, key=lambda o: (o.radius, -self.objects.index(o)))
@@ -162,7 +164,9 @@ def object_masks(scene: Scene) -> np.ndarray:
     for i, o in enumerate(scene.objects):
         m = Image.new("L", (scene.image_size * k, scene.image_size * k), 0)
         _draw_object(ImageDraw.Draw(m), o, _scale(scene.image_size), 255)
-        out[i] = np.asarray(m.resize((scene.image_size, scene.image_size), Image.Resampling.BOX), dtype=np.float32) / 255.0
+        out[i] = (
+            np.asarray(m.resize((scene.image_size, scene.image_size), Image.Resampling.BOX), dtype=np.float32) / 255.0
+        )
     return out
 
 
@@ -171,7 +175,9 @@ def patch_labels(scene: Scene, patch_size: int, shapes=SHAPES, colours=tuple(COL
     covering most of it, or -1 for background. Returns two `(grid*grid,)` int arrays, row-major."""
     masks = object_masks(scene)
     g = scene.image_size // patch_size
-    cover = masks.reshape(len(scene.objects), g, patch_size, g, patch_size).sum(axis=(2, 4)).reshape(len(scene.objects), -1)
+    cover = (
+        masks.reshape(len(scene.objects), g, patch_size, g, patch_size).sum(axis=(2, 4)).reshape(len(scene.objects), -1)
+    )
     best = cover.argmax(axis=0)
     has = cover.max(axis=0) >= 0.1 * patch_size * patch_size
     shape_ids = np.array([shapes.index(o.shape) for o in scene.objects])

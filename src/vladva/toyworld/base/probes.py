@@ -10,14 +10,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vladva.base.data import SceneVocab
-from vladva.base.vision import unique_largest
-from vladva.data.scene import Scene
+from vladva.toyworld.base.data import SceneVocab
+from vladva.toyworld.base.vision import unique_largest
+from vladva.toyworld.scene import Scene
 
 
 def linear_probe_accuracy(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-    l2: float = 1e-3, max_iter: int = 200,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    l2: float = 1e-3,
+    max_iter: int = 200,
 ) -> float:
     """Fit multinomial logistic regression on `train_x (n, d)` / `train_y (n,)` integer labels with
     L-BFGS; return the accuracy (0..1) on `test_x`, `test_y`. Labels unseen in training count as misses."""

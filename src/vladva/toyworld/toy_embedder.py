@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from vladva.data.images import load_image
-from vladva.data.scene import COLOURS
 from vladva.embedder import ImageInput
+from vladva.toyworld.scene import COLOURS
 
 TOY_SPEC = "toy:colours"
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (8, 3)
