@@ -599,7 +599,7 @@ def generate_shapes_dataset(
     data set from the same resolved config, nothing is written and the summary comes back with
     `"skipped": true`; `force` regenerates. The resolved config is saved as `data_config.yaml`."""
     from vladva.config import config_to_dict, save_config
-    from vladva.data import splits
+    from vladva.toyworld import splits
 
     cfg = cfg or ShapesDataConfig()
     cfg.validate()
