@@ -25,6 +25,7 @@ Readers name the file and line of every bad record; a lenient read skips and cou
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,10 +58,8 @@ class Record:
 
     def to_json(self, root: Path) -> dict:
         image = self.image
-        try:
+        with contextlib.suppress(ValueError):
             image = image.relative_to(root)
-        except ValueError:
-            pass
         d = {"id": self.id, "image": image.as_posix(), "captions": self.captions}
         if self.long_caption is not None:
             d["long_caption"] = self.long_caption
@@ -141,8 +140,9 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
     negative_captions = [_check_caption(c, f"negative_captions[{i}]") for i, c in enumerate(negs)]
     per_caption = obj.get("caption_negatives", [])
     if not isinstance(per_caption, list) or (per_caption and len(per_caption) != len(captions)):
-        raise ValueError(f"'caption_negatives' must be a list with one list of strings per caption "
-                         f"({len(captions)} captions)")
+        raise ValueError(
+            f"'caption_negatives' must be a list with one list of strings per caption ({len(captions)} captions)"
+        )
     caption_negatives = []
     for i, negs_i in enumerate(per_caption):
         if not isinstance(negs_i, list):
@@ -194,7 +194,9 @@ def iter_manifest(
             yield rec
 
 
-def read_manifest(path: Path | str, strict: bool = True, allow_outside_root: bool = False) -> tuple[list[Record], ReadReport]:
+def read_manifest(
+    path: Path | str, strict: bool = True, allow_outside_root: bool = False
+) -> tuple[list[Record], ReadReport]:
     report = ReadReport(str(path))
     records = list(iter_manifest(path, strict=strict, report=report, allow_outside_root=allow_outside_root))
     return records, report

@@ -59,8 +59,9 @@ class ShardWriteReport:
     skipped: list[str] = field(default_factory=list)  # "manifest:line or record id: reason"
 
 
-def write_shards(manifest: Path | str, out_dir: Path | str, shard_size: int = 1000, prefix: str = "train",
-                 strict: bool = False) -> ShardWriteReport:
+def write_shards(
+    manifest: Path | str, out_dir: Path | str, shard_size: int = 1000, prefix: str = "train", strict: bool = False
+) -> ShardWriteReport:
     """Convert a JSONL manifest and its images into tar shards of `shard_size` samples.
 
     Bad manifest lines and unreadable images are skipped and listed in the report (and in
@@ -119,7 +120,13 @@ def write_shards(manifest: Path | str, out_dir: Path | str, shard_size: int = 10
         count += 1
     close()
     report = ShardWriteReport(shards, sum(s["samples"] for s in shards), skipped)
-    index = {"format": "vladva-shards", "version": 1, "source": str(manifest), "shard_size": shard_size, **asdict(report)}
+    index = {
+        "format": "vladva-shards",
+        "version": 1,
+        "source": str(manifest),
+        "shard_size": shard_size,
+        **asdict(report),
+    }
     (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
     return report
 
@@ -232,13 +239,22 @@ class ShardStream(torch.utils.data.IterableDataset):
 
     `positions`: `{split: SplitPosition or dict}` to resume from (see `ShardBatches.state`)."""
 
-    def __init__(self, shards: list[str], seed: int = 0, rank: int = 0, world: int = 1,
-                 positions: dict | None = None, epochs: int | None = None):
+    def __init__(
+        self,
+        shards: list[str],
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        positions: dict | None = None,
+        epochs: int | None = None,
+    ):
         super().__init__()
         if not shards:
             raise ValueError("no shards to read")
         self.shards, self.seed, self.rank, self.world = list(shards), seed, rank, world
-        self.positions = {int(k): SplitPosition(**v) if isinstance(v, dict) else v for k, v in (positions or {}).items()}
+        self.positions = {
+            int(k): SplitPosition(**v) if isinstance(v, dict) else v for k, v in (positions or {}).items()
+        }
         self.epochs = epochs  # None: endless (training); an int: stop after that many epochs (tests, tools)
 
     def split_of_worker(self) -> tuple[int, int]:
@@ -246,8 +262,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         n_splits = self.world * workers
         if len(self.shards) < n_splits:
-            raise ValueError(f"{len(self.shards)} shards cannot feed {self.world} processes x {workers} data workers; "
-                             f"write at least {n_splits} shards (smaller --shard-size) or lower data.num_workers")
+            raise ValueError(
+                f"{len(self.shards)} shards cannot feed {self.world} processes x {workers} data workers; "
+                f"write at least {n_splits} shards (smaller --shard-size) or lower data.num_workers"
+            )
         return self.rank * workers + worker, n_splits
 
     def __iter__(self) -> Iterator[ShardSample]:
@@ -283,14 +301,23 @@ class ShardStream(torch.utils.data.IterableDataset):
                 log.warning("skipped sample: %s", msg)
                 pending.append(msg)
                 continue
-            yield ShardSample(key, url, image, list(record["captions"]), record.get("long_caption"),
-                              record.get("meta") or {}, split, {"epoch": epoch, "shard": shard_index, "offset": offset},
-                              pending)
+            yield ShardSample(
+                key,
+                url,
+                image,
+                list(record["captions"]),
+                record.get("long_caption"),
+                record.get("meta") or {},
+                split,
+                {"epoch": epoch, "shard": shard_index, "offset": offset},
+                pending,
+            )
             pending = []
         for e in errors:
             msg = f"shard {url}: unreadable tar data, rest of the shard skipped ({e})"
             log.warning("skipped: %s", msg)
             pending.append(msg)
         if pending:  # bad samples at the end of a shard: report them on an empty marker
-            yield ShardSample("", url, None, [], None, {}, split,
-                              {"epoch": epoch, "shard": shard_index + 1, "offset": 0}, pending)
+            yield ShardSample(
+                "", url, None, [], None, {}, split, {"epoch": epoch, "shard": shard_index + 1, "offset": 0}, pending
+            )
