@@ -85,11 +85,10 @@ def _base_models(cfg: DemoConfig, out: Path, data_dir: Path) -> tuple[Path, Path
 
 
 def _finetune(cfg: DemoConfig, out: Path, data_dir: Path, base_dir: Path) -> Path:
-    """Train VladVA (or reuse a finished run with the same config) -> the adapter checkpoint,
-    with the fine-tuning compute recorded in it (compute.json) for the report."""
-    from vladva.train.checkpoint import latest_checkpoint
+    """Train VladVA (or reuse / resume a run with the same config) -> its final checkpoint, which
+    records the fine-tuning compute (compute.json) for the report."""
     from vladva.train.config import TrainConfig
-    from vladva.train.trainer import train
+    from vladva.train.trainer import train_or_reuse
 
     overrides = [
         f"base_model={base_dir}",
@@ -101,44 +100,7 @@ def _finetune(cfg: DemoConfig, out: Path, data_dir: Path, base_dir: Path) -> Pat
     ]
     overrides += (QUICK_TRAIN if cfg.quick else []) + list(cfg.train_overrides)
     tcfg = load_config(TrainConfig, cfg.train_recipe, overrides)
-    run_dir = Path(tcfg.output_dir)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        from vladva.config import config_to_dict
-
-        saved = (run_dir / "config.yaml").read_text(encoding="utf-8") if (run_dir / "config.yaml").is_file() else ""
-        import yaml
-
-        same = yaml.safe_load(saved) == config_to_dict(tcfg) if saved else False
-        if same and ckpt.name == f"step-{tcfg.optim.max_steps:06d}":
-            _log(f"VladVA: reusing the finished run {ckpt}")
-            return ckpt
-        if same:
-            _log(f"VladVA: resuming the interrupted run from {ckpt}")
-            return _record_compute(train(tcfg, resume=True))
-        raise ValueError(f"{run_dir} holds a VladVA run with another config; remove it or choose another --out")
-    _log(f"VladVA: fine-tuning {base_dir.name} with {cfg.train_recipe} ({tcfg.optim.max_steps} steps)")
-    return _record_compute(train(tcfg))
-
-
-def _record_compute(result) -> Path:
-    import torch
-
-    (result.checkpoint / "compute.json").write_text(
-        json.dumps(
-            {
-                "stage": "vladva-finetune",
-                "steps": result.steps,
-                "trainable_params": result.trainable_params,
-                "wall_seconds": round(result.seconds, 1),
-                "threads": torch.get_num_threads(),
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    return result.checkpoint
+    return train_or_reuse(tcfg, log=lambda msg: _log(f"VladVA: {msg}"))
 
 
 def run_demo(cfg: DemoConfig) -> dict:

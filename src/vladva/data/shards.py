@@ -7,7 +7,8 @@ Shard layout (`vladva data shard --manifest train.jsonl --out DIR --shard-size N
 
 Each sample is three tar members sharing a key (the record id, dots replaced by `_`):
 `KEY.png` (or `.jpg`: the image file's own bytes), `KEY.json` (`{"id", "captions",
-"long_caption", "meta"}`, the manifest record without its image path).
+"long_caption", "meta"}` and, when the record has them, its hard negatives `negative_captions` /
+`caption_negatives`: the manifest record without its image path).
 
 Reading (`ShardStream`) is streaming and split two ways: every epoch shuffles the shard list
 (seeded), then process `rank` with DataLoader worker `w` reads shards `split, split + S, ...`
@@ -116,6 +117,10 @@ def write_shards(
             name, count = f"{prefix}-{len(shards):06d}.tar", 0
             writer = wds.TarWriter(str(out_dir / f".{name}.tmp"), mtime=0.0)
         meta = {"id": rec.id, "captions": rec.captions, "long_caption": rec.long_caption, "meta": rec.meta}
+        if rec.negative_captions:
+            meta["negative_captions"] = rec.negative_captions
+        if any(rec.caption_negatives):
+            meta["caption_negatives"] = rec.caption_negatives
         writer.write({"__key__": key, ext: data, "json": json.dumps(meta).encode("utf-8")})
         count += 1
     close()
@@ -193,6 +198,9 @@ class ShardSample:
     split: int
     position: dict  # {"epoch", "shard", "offset"}: where this split resumes after this sample
     skipped: list[str] = field(default_factory=list)  # bad samples skipped just before this one
+    # Hard negatives, as in the manifest (vladva.data.manifest): per caption and per record.
+    caption_negatives: list[list[str]] = field(default_factory=list)
+    negative_captions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -237,7 +245,7 @@ def decode_sample(raw: dict) -> tuple[object, dict]:
 class ShardStream(torch.utils.data.IterableDataset):
     """Endless stream of `ShardSample`s for one process, split further across DataLoader workers.
 
-    `positions`: `{split: SplitPosition or dict}` to resume from (see `ShardBatches.state`)."""
+    `positions`: `{split: SplitPosition or dict}` to resume from (see `vladva.train.batches.TrainBatches.state`)."""
 
     def __init__(
         self,
@@ -311,6 +319,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                 split,
                 {"epoch": epoch, "shard": shard_index, "offset": offset},
                 pending,
+                record.get("caption_negatives") or [],
+                record.get("negative_captions") or [],
             )
             pending = []
         for e in errors:

@@ -262,7 +262,7 @@ def _spec_points_at(spec: str, base_dir: Path, adapter_dir: Path | None, roots: 
     checkpoint (a run folder resolves to its latest checkpoint), or without an adapter the same
     merged folder. A relative path is tried from the current folder, then from `roots` (the
     folders above the results file: `vladva eval` may have run in any of them)."""
-    from vladva.model.vladva import resolve_adapter_dir
+    from vladva.model.weights import resolve_weights_dir
 
     kind, _, rest = spec.partition(":")
     args = rest.split(":") if rest else []
@@ -276,7 +276,7 @@ def _spec_points_at(spec: str, base_dir: Path, adapter_dir: Path | None, roots: 
     want = Path(adapter_dir).resolve()
     for cand in _candidates(args[1], roots):
         try:
-            if resolve_adapter_dir(cand).resolve() == want:
+            if resolve_weights_dir(cand).resolve() == want:
                 return True
         except FileNotFoundError:
             continue

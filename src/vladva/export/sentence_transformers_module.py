@@ -79,7 +79,7 @@ class VladVAModule(InputModule):
         return {**batch.model_inputs, STARTS_KEY: batch.prompt_starts, TOWER_KEY: tower}
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
-        from vladva.model.vladva import TowerInputs
+        from vladva.model.inputs import TowerInputs
 
         tower = features[TOWER_KEY]
         model_inputs = {k: v for k, v in features.items() if k not in (TOWER_KEY, STARTS_KEY)}

@@ -49,12 +49,12 @@ class ExportRequest:
 def _source(req: ExportRequest) -> tuple[Path | None, dict, str | None]:
     """The resolved adapter checkpoint, the vladva_config.json that describes the model, and the
     base model's name as recorded there."""
-    from vladva.model.vladva import CONFIG_FILE, read_vladva_config, resolve_adapter_dir
+    from vladva.model.weights import CONFIG_FILE, read_vladva_config, resolve_weights_dir
 
     if req.adapter is not None:
         if not req.adapter.exists():
             raise ExportError(f"--adapter {req.adapter}: no such folder (give a run folder or a checkpoint folder)")
-        adapter_dir = resolve_adapter_dir(req.adapter)
+        adapter_dir = resolve_weights_dir(req.adapter)
         _, meta = read_vladva_config(adapter_dir)
         return adapter_dir, meta, str(req.base)
     if not (req.base / CONFIG_FILE).is_file():

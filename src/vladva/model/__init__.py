@@ -1,11 +1,12 @@
-"""The user-facing embedder: `VladVA` over a Hugging Face LVLM, its prompts, pooling and adapters."""
+"""The user-facing embedder: `VladVA` over a Hugging Face LVLM, its prompts, pooling and backbone families."""
 
-from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
+from vladva.model.config import VladVAConfig
+from vladva.model.families import SUPPORTED_MODEL_TYPES, UnsupportedModelError, family_for
 from vladva.model.lora import LoraSettings
 from vladva.model.pooling import last_token_pool
 from vladva.model.prompts import PromptConfig
 from vladva.model.soft_prompt import SoftPromptConfig
-from vladva.model.vladva import VladVA, VladVAConfig
+from vladva.model.vladva import VladVA
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -15,6 +16,6 @@ __all__ = [
     "UnsupportedModelError",
     "VladVA",
     "VladVAConfig",
-    "adapter_for",
+    "family_for",
     "last_token_pool",
 ]

@@ -1,14 +1,17 @@
-"""Thin per-backbone adapters: how each LVLM family names its parts and takes its image inputs.
+"""Backbone families: how each LVLM family names its parts and takes its image inputs.
 
-Everything else (prompts, soft prompts, pooling, LoRA, losses) is shared. An adapter answers:
-where is the language model, which string stands for an image in the text, which processor
-outputs the model's forward needs, and whether we must pass position ids (Llama-style models
-count positions from 0 even on left-padded rows; Qwen2-VL computes its own M-RoPE positions).
+Everything else (prompts, soft prompts, pooling, LoRA, losses) is shared. A family answers: where
+is the language model, which string stands for an image in the text, which processor outputs the
+model's forward needs, how its processor is loaded, and whether we must pass position ids
+(Llama-style models count positions from 0 even on left-padded rows; Qwen2-VL computes its own
+M-RoPE positions). A new family is one `BackboneFamily(...)` value added to `FAMILIES`; generic
+code never branches on a family's name (a missing behaviour becomes a field here).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +20,19 @@ from torch import nn
 
 
 class UnsupportedModelError(ValueError):
-    """The checkpoint's `model_type` has no adapter."""
+    """The checkpoint's `model_type` has no backbone family."""
+
+
+def load_auto_processor(folder: Path | str):
+    """`AutoProcessor.from_pretrained(folder)`: what most families need."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(folder)
 
 
 @dataclass(frozen=True)
-class BackboneAdapter:
-    family: str
+class BackboneFamily:
+    name: str
     model_types: tuple[str, ...]
     # Attribute paths tried in order from the *ForConditionalGeneration model.
     language_model_paths: tuple[str, ...] = ("model.language_model",)
@@ -34,6 +44,8 @@ class BackboneAdapter:
     image_placeholder: str | None = None
     # Pass position ids counted from the attention mask (correct for left padding).
     explicit_positions: bool = True
+    # `folder -> processor`; families whose processor needs more than AutoProcessor set their own.
+    processor_loader: Callable[[Path | str], object] = load_auto_processor
 
     @staticmethod
     def _get(model: nn.Module, paths: tuple[str, ...], what: str) -> nn.Module:
@@ -57,19 +69,9 @@ class BackboneAdapter:
         return self._get(model, self.projector_paths, "projector")
 
     def load_processor(self, folder: Path | str):
-        """The checkpoint's processor. Without torchvision, transformers falls back to the PIL image
-        processors; Qwen2-VL's processor also insists on a video processor, so there we build one
-        without it (images only)."""
-        from transformers import AutoProcessor
-
-        if self.family == "qwen2_vl":
-            if importlib.util.find_spec("torchvision") is None:
-                return qwen2_vl_image_only_processor().from_pretrained(folder)
-            try:
-                return AutoProcessor.from_pretrained(folder)
-            except OSError:  # a folder saved without a video processor config (e.g. by vladva without torchvision)
-                return qwen2_vl_image_only_processor().from_pretrained(folder)
-        return AutoProcessor.from_pretrained(folder)
+        """The checkpoint's processor (without torchvision, transformers falls back to the PIL image
+        processors)."""
+        return self.processor_loader(folder)
 
     def core(self, model: nn.Module) -> nn.Module:
         """The LVLM without its LM head (returns `last_hidden_state`)."""
@@ -90,6 +92,19 @@ class BackboneAdapter:
         return {k: out[k] for k in keep if k in out}
 
 
+def load_qwen2_vl_processor(folder: Path | str):
+    """Qwen2-VL's processor insists on a video processor, which needs torchvision: without
+    torchvision (or for a folder saved without a video processor config) build it images-only."""
+    from transformers import AutoProcessor
+
+    if importlib.util.find_spec("torchvision") is None:
+        return qwen2_vl_image_only_processor().from_pretrained(folder)
+    try:
+        return AutoProcessor.from_pretrained(folder)
+    except OSError:  # a folder saved without a video processor config (e.g. by vladva without torchvision)
+        return qwen2_vl_image_only_processor().from_pretrained(folder)
+
+
 def qwen2_vl_image_only_processor():
     """`Qwen2VLProcessor` without the video processor (which needs torchvision); saves as the
     regular `Qwen2VLProcessor` so other tools still load the folder."""
@@ -107,8 +122,8 @@ def qwen2_vl_image_only_processor():
     return Qwen2VLImageOnlyProcessor
 
 
-LLAVA = BackboneAdapter("llava", ("llava", "llava_next"), image_input_keys=("pixel_values", "image_sizes"))
-QWEN2_VL = BackboneAdapter(
+LLAVA = BackboneFamily("llava", ("llava", "llava_next"), image_input_keys=("pixel_values", "image_sizes"))
+QWEN2_VL = BackboneFamily(
     "qwen2_vl",
     ("qwen2_vl", "qwen2_5_vl"),
     vision_paths=("model.visual",),
@@ -116,8 +131,9 @@ QWEN2_VL = BackboneAdapter(
     image_input_keys=("pixel_values", "image_grid_thw", "mm_token_type_ids"),
     image_placeholder="<|vision_start|><|image_pad|><|vision_end|>",
     explicit_positions=False,
+    processor_loader=load_qwen2_vl_processor,
 )
-IDEFICS3 = BackboneAdapter(
+IDEFICS3 = BackboneFamily(
     "idefics3",
     ("idefics3", "smolvlm"),
     language_model_paths=("model.text_model",),
@@ -126,15 +142,15 @@ IDEFICS3 = BackboneAdapter(
     image_input_keys=("pixel_values", "pixel_attention_mask"),
 )
 
-ADAPTERS: tuple[BackboneAdapter, ...] = (LLAVA, QWEN2_VL, IDEFICS3)
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for a in ADAPTERS for t in a.model_types)
+FAMILIES: tuple[BackboneFamily, ...] = (LLAVA, QWEN2_VL, IDEFICS3)
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES for t in f.model_types)
 
 
-def adapter_for(model_type: str) -> BackboneAdapter:
-    """The adapter for a config's `model_type`; a clear error naming the supported list otherwise."""
-    for a in ADAPTERS:
-        if model_type in a.model_types:
-            return a
+def family_for(model_type: str) -> BackboneFamily:
+    """The family of a config's `model_type`; a clear error naming the supported list otherwise."""
+    for f in FAMILIES:
+        if model_type in f.model_types:
+            return f
     raise UnsupportedModelError(
-        f"unsupported model_type {model_type!r}: vladva has adapters for {', '.join(SUPPORTED_MODEL_TYPES)}"
+        f"unsupported model_type {model_type!r}: vladva supports {', '.join(SUPPORTED_MODEL_TYPES)}"
     )

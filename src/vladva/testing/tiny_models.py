@@ -189,7 +189,7 @@ def build_tiny_qwen2_vl(out_dir: Path | str, hidden: int = 64, layers: int = 2, 
         Qwen2VLImageProcessorPil,
     )
 
-    from vladva.model.adapters import qwen2_vl_image_only_processor
+    from vladva.model.families import qwen2_vl_image_only_processor
 
     out_dir = Path(out_dir)
     special = [

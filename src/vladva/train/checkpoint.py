@@ -1,11 +1,15 @@
-"""Atomic checkpoints holding only what was trained, plus everything needed to resume exactly.
+"""Training checkpoints: the one owner of their layout. Atomic, and enough to resume exactly.
 
 Layout of `RUN/checkpoints/step-000100/`:
+  (a weights folder, vladva.model.weights: what `VladVA.from_pretrained(base, weights)` loads)
   adapter/                      PEFT LoRA folder (adapter_config.json, adapter_model.safetensors)
-  vladva_weights.safetensors    soft prompts, logit_scale (and projector weights if trained)
+  vladva_weights.safetensors    soft prompts (and projector / LM weights if trained)
   vladva_config.json            prompts / soft prompt / LoRA settings and the base model path
+  (the trainer's own files)
   config.yaml                   the resolved training recipe
-  trainer_state.pt              optimizer, scheduler, RNG states, step and data position
+  trainer_state.pt              optimizer, scheduler, loss state (the learned temperature), RNG
+                                states, step and data position
+  compute.json                  what training cost up to this step (vladva.train.compute)
 
 A checkpoint is written into `.tmp-step-...`, fsynced, then renamed; `RUN/checkpoints/latest`
 (the name of the newest complete checkpoint) is replaced last, so a crash at any point leaves
@@ -25,9 +29,12 @@ import numpy as np
 import torch
 
 from vladva.config import save_config
-from vladva.model.vladva import LATEST_FILE
+from vladva.model.weights import LATEST_FILE, check_weights_dir, read_trained_tensors
+from vladva.train.compute import COMPUTE_FILE, StageCompute, write_compute
 
 TRAINER_STATE = "trainer_state.pt"
+RECIPE_FILE = "config.yaml"
+CHECKPOINTS_DIR = "checkpoints"
 # Test hook for the kill-and-resume tests: "POINT:STEP" makes the process stop and sleep at POINT of
 # step STEP, after writing `<run>/checkpoints/PAUSED-POINT`, so a test can kill -9 it exactly there.
 # Points: "step" (gradients computed, optimizer not stepped), "files" (checkpoint adapter written,
@@ -89,26 +96,42 @@ def write_latest(ckpt_root: Path, name: str) -> None:
     os.replace(tmp, ckpt_root / LATEST_FILE)
 
 
+def checkpoint_root(run_dir: Path | str) -> Path:
+    return Path(run_dir) / CHECKPOINTS_DIR
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def has_checkpoints(run_dir: Path | str) -> bool:
+    root = checkpoint_root(run_dir)
+    return root.is_dir() and any(root.iterdir())
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
     model,
-    logit_scale: torch.Tensor,
     trainer_state: dict,
     cfg,
     base_model: str,
+    compute: StageCompute | None = None,
     keep_last: int = 2,
 ) -> Path:
-    """Write `run_dir/checkpoints/step-{step:06d}` atomically and point `latest` at it."""
-    root = Path(run_dir) / "checkpoints"
+    """Write `run_dir/checkpoints/step-{step:06d}` atomically and point `latest` at it: the model's
+    weights folder (`model.save_weights`), the trainer's state, the recipe and the compute record."""
+    root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:06d}"
+    name = checkpoint_name(step)
     tmp, final = root / f".tmp-{name}", root / name
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_adapter(tmp, base_model=base_model, extra={"logit_scale": logit_scale.detach().float().cpu().reshape(1)})
+    model.save_weights(tmp, base_model=base_model)
     pause_for_tests(root, "files", step)
     torch.save(trainer_state, tmp / TRAINER_STATE)
-    save_config(cfg, tmp / "config.yaml")
+    save_config(cfg, tmp / RECIPE_FILE)
+    if compute is not None:
+        write_compute(tmp / COMPUTE_FILE, [compute])
     _fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
@@ -123,8 +146,14 @@ def save_checkpoint(
     return final
 
 
+def is_final(ckpt: Path | None, step: int) -> bool:
+    """True when `ckpt` is the checkpoint of `step`."""
+    return ckpt is not None and ckpt.name == checkpoint_name(step)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / "checkpoints" / LATEST_FILE
+    """The newest complete checkpoint of a run (checked), or None when it has none."""
+    pointer = checkpoint_root(run_dir) / LATEST_FILE
     if not pointer.is_file():
         return None
     path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
@@ -137,11 +166,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def check_checkpoint(ckpt: Path) -> None:
     """Raise a clear error naming the file when a checkpoint folder lacks a file or holds a
     truncated / corrupt safetensors file (reads headers only; cheap)."""
-    from vladva.model.vladva import check_adapter_dir
-
     if not (Path(ckpt) / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{ckpt}: incomplete checkpoint, {TRAINER_STATE} is missing")
-    check_adapter_dir(ckpt)
+    check_weights_dir(ckpt)
 
 
 def load_trainer_state(ckpt: Path) -> dict:
@@ -153,3 +180,31 @@ def load_trainer_state(ckpt: Path) -> dict:
         raise ValueError(
             f"{path}: cannot load the trainer state ({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None
+
+
+def load_checkpoint(ckpt: Path, model, objective) -> dict:
+    """Restore a run's trained weights into `model` (already prepared for training) and the loss
+    state into `objective`; returns the trainer state (optimizer, scheduler, RNG, step, data).
+
+    Checkpoints written before the loss state moved to the trainer state keep the temperature in
+    the weights file as `logit_scale`; it is read from there."""
+    import torch
+
+    state = load_trainer_state(ckpt)
+    weights = read_trained_tensors(ckpt)
+    model.load_trained_tensors(weights)
+    model.load_lora_state(ckpt)
+    if "objective" in state:
+        objective.load_state_dict(state["objective"])
+    elif "logit_scale" in weights and objective.contrastive is not None:
+        with torch.no_grad():
+            objective.contrastive.logit_scale.copy_(weights["logit_scale"].reshape(()))
+    return state
+
+
+def read_checkpoint_compute(ckpt: Path) -> StageCompute | None:
+    """The compute record saved with a checkpoint (None for checkpoints written without one)."""
+    from vladva.train.compute import read_compute
+
+    path = Path(ckpt) / COMPUTE_FILE
+    return read_compute(path)[0] if path.is_file() else None

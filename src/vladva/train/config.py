@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vladva.model.vladva import VladVAConfig
+from vladva.model.config import VladVAConfig
 from vladva.pretrained import DEFAULT_BASE, resolve_base
 from vladva.train.distributed import DistributedConfig
-from vladva.train.grad_cache import GradCacheConfig
 from vladva.train.losses import ContrastiveLossConfig
+from vladva.train.step import GradCacheConfig
 
 
 @dataclass
@@ -26,13 +26,15 @@ class DataConfig:
     ntp_batch_size: int = 16
     # "random": one of the image's short captions per step (seeded); "first": always the first.
     caption_choice: str = "random"
-    # NegCLIP-style hard negatives: how many of each image's `negative_captions` (manifest key)
-    # join the contrastive batch as extra text candidates (image->text only). 0: off. Records
-    # without negatives contribute none. Manifests only (not shards, not GradCache).
+    # NegCLIP-style hard negatives: how many false captions per image join the contrastive batch as
+    # extra text candidates (image->text only): the drawn caption's own minimal edits
+    # (`caption_negatives`) first, then the record's `negative_captions`. 0: off. Records without
+    # negatives contribute none. Works with manifests, shards, GradCache and several processes.
     hard_negatives: int = 0
     # Unreadable images and bad manifest lines: skipped and counted (false) or an error (true).
     strict: bool = False
-    # Shards only: DataLoader worker processes reading shards (0: read in the training process).
+    # DataLoader worker processes that read images (or shards) and build the batch tensors
+    # (0: in the training process).
     num_workers: int = 0
 
     def validate(self) -> None:
@@ -90,8 +92,10 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
+    """One field per embedding loss registered in `vladva.train.losses.LOSSES` (each with its
+    `weight`), and the next-token loss's weight: total = sum of weight x loss + ntp_weight x NTP."""
+
     contrastive: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
-    # total = contrastive + ntp_weight * next-token loss
     ntp_weight: float = 1.0
 
     def validate(self) -> None:
@@ -100,8 +104,9 @@ class LossConfig:
 
 
 @dataclass
-class EvalConfig:
-    """Held-out retrieval on `data.val` (first `max_images` records, all their captions)."""
+class ValidationConfig:
+    """Held-out retrieval during training on `data.val` (first `max_images` records, all their
+    captions); recipe key `eval`."""
 
     every: int = 100
     at_start: bool = True
@@ -139,7 +144,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # Multi-process: global negatives through a gather with gradient (docs/distributed.md).
     distributed: DistributedConfig = field(default_factory=DistributedConfig)

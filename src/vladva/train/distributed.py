@@ -136,6 +136,24 @@ def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
+def all_gather_objects(obj) -> list:
+    """Every process's `obj` (picklable), in rank order; `[obj]` with one process."""
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sum_over_processes(values: dict[str, float]) -> dict[str, float]:
+    """Each value summed over processes (counts such as pairs seen)."""
+    if not is_distributed() or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return dict(zip(values, t.tolist()))
+
+
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """All-reduce and average `.grad` over processes, for steps that run outside DDP's own
     synchronisation (GradCache's chunked backward). Parameters without a gradient get zeros, so

@@ -1,5 +1,14 @@
 """Training losses: symmetric multi-positive InfoNCE with a CLIP-style temperature, and next-token.
 
+Two kinds, because of where they can be computed:
+- *embedding losses* score a whole batch's embeddings (`BatchEmbeddings`), so GradCache can compute
+  them on cached embeddings. Each is a class registered with `@register_loss(name)` whose config (a
+  dataclass with a `weight`) is the field `name` of `LossConfig`: a new loss is one class plus that
+  config value; `StepObjective` (vladva.train.step) sums every registered loss with weight > 0.
+- the *next-token loss* needs the language model's states at the caption tokens, so it is computed
+  inside each forward pass (`caption_cross_entropy` on `VladVA.caption_logits`) and weighted by
+  `LossConfig.ntp_weight`.
+
 `ContrastiveLoss` takes a `positives` mask so a batch may hold duplicate captions or several
 captions of one image: for query i the loss is `-log(sum_{j in P(i)} e^{s_ij} / sum_j e^{s_ij})`,
 which equals CLIP's loss when P(i) = {i}. A `gather` hook (identity by default) lets distributed
@@ -11,7 +20,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +44,42 @@ def positive_mask(image_ids: torch.Tensor, caption_ids: torch.Tensor) -> torch.T
 
 
 @dataclass
+class BatchEmbeddings:
+    """A step's embeddings and how they pair up: what every embedding loss reads.
+
+    `image`, `text`: `(n, dim)` L2-normalised, row i of each a pair; `image_ids`, `caption_ids`:
+    `(n,)` int keys (same key = positive, see `positive_mask`); `negatives`: `(m, dim)` false
+    captions, `negative_rows[k]` the row of the image negative k was drawn for, or None when
+    hard negatives are off."""
+
+    image: torch.Tensor
+    text: torch.Tensor
+    image_ids: torch.Tensor
+    caption_ids: torch.Tensor
+    negatives: torch.Tensor | None = None
+    negative_rows: list[int] = field(default_factory=list)
+
+
+LOSSES: dict[str, type[nn.Module]] = {}
+
+
+def register_loss(name: str):
+    """Class decorator: an embedding loss `cls(config, gather=...)` with `cls.batch_loss(emb) -> ()`,
+    configured by the field `name` of `vladva.train.config.LossConfig` (a dataclass with `weight`)."""
+
+    def add(cls):
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered")
+        LOSSES[name] = cls
+        return cls
+
+    return add
+
+
+@dataclass
 class ContrastiveLossConfig:
+    # Weight of this loss in the step's total (0 turns it off).
+    weight: float = 1.0
     # CLIP: learnable logit scale initialised to 1/0.07 and clamped at 100.
     learnable_temperature: bool = True
     init_temperature: float = 0.07
@@ -44,8 +88,11 @@ class ContrastiveLossConfig:
     def validate(self) -> None:
         if not 0 < self.init_temperature <= 1:
             raise ValueError(f"loss.contrastive.init_temperature must be in (0, 1], got {self.init_temperature}")
+        if not 0 <= self.weight < float("inf"):
+            raise ValueError(f"loss.contrastive.weight must be a finite number >= 0, got {self.weight}")
 
 
+@register_loss("contrastive")
 class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE over a batch of `(n, dim)` L2-normalised image and text embeddings."""
 
@@ -98,6 +145,11 @@ class ContrastiveLoss(nn.Module):
         loss_i2t = _multi_positive_nll(logits, positives)
         return 0.5 * (loss_i2t + loss_t2i)
 
+    def batch_loss(self, emb: BatchEmbeddings) -> torch.Tensor:
+        return self(
+            emb.image, emb.text, image_ids=emb.image_ids, caption_ids=emb.caption_ids, hard_negatives=emb.negatives
+        )
+
 
 def _multi_positive_nll(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """Mean over rows of `-log(sum of softmax mass on the row's positives)`."""
@@ -106,9 +158,7 @@ def _multi_positive_nll(logits: torch.Tensor, positives: torch.Tensor) -> torch.
     return (log_all - log_pos).mean()
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of `logits` `(batch, seq, vocab)` predicting `labels` `(batch, seq)`
-    shifted by one; positions labelled -100 (prompt, image, padding) do not count."""
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
+def caption_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The next-token loss: mean cross-entropy of `logits` `(k, vocab)` predicting `targets` `(k,)`,
+    the k labelled caption positions (`VladVA.caption_logits`)."""
+    return F.cross_entropy(logits.float(), targets)
