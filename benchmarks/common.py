@@ -68,6 +68,27 @@ def shapes_batch(n: int, seed: int = 0):
     return images, short, long
 
 
+def train_samples(images: list, short: list[str], long: list[str], n_ntp: int) -> list:
+    """`TrainSample`s for the training collator: image i with its short caption (pair id i), and a
+    long caption for the first `n_ntp` images."""
+    from vladva.train.batches import TrainSample
+
+    return [
+        TrainSample(i, f"0/{i}", image, [caption], long[i] if i < n_ntp else None)
+        for i, (image, caption) in enumerate(zip(images, short))
+    ]
+
+
+def step_batch(vladva, images: list, short: list[str], long: list[str], n_ntp: int, chunk_size: int = 0):
+    """The `StepBatch` the trainer's collator builds for these pairs (tensors included): every image
+    with its short caption, next-token loss on the first `n_ntp` long captions, split into chunks of
+    `chunk_size` rows for GradCache (0: one chunk)."""
+    from vladva.train.batches import StepCollator
+
+    collator = StepCollator(vladva.inputs, n_ntp, "first", 0, chunk_size=chunk_size)
+    return collator(train_samples(images, short, long, n_ntp))
+
+
 def set_threads(n: int) -> None:
     import torch
 

@@ -29,7 +29,7 @@ def main() -> None:
 
     vladva = VladVA.from_pretrained(folder).eval()
     images, short, _ = common.shapes_batch(args.n)
-    core, lm = vladva.adapter.core(vladva.model), vladva.adapter.language_model(vladva.model)
+    core, lm = vladva.family.core(vladva.model), vladva.family.language_model(vladva.model)
     chunks = range(0, args.n, args.batch)
     img_inputs = [vladva.image_inputs(images[s : s + args.batch]).model_inputs for s in chunks]
     txt_inputs = [vladva.text_inputs(short[s : s + args.batch]).model_inputs for s in chunks]

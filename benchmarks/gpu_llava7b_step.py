@@ -4,9 +4,11 @@ Builds `LlavaForConditionalGeneration` from its config directly on the GPU in bf
 ViT-L/14-336 vision tower: hidden 1024, 24 layers, 16 heads, MLP 4096, 336 px, patch 14 ->
 576 image tokens; Llama-2-7B language model: hidden 4096, 32 layers, 32 heads, MLP 11008,
 vocab 32064), wraps it in vladva's `VladVA` (soft prompts + LoRA r16 on every attention and MLP
-projection: the real code path) and runs `TrainingModule` steps: symmetric InfoNCE over
-`--batch` image/short-caption pairs plus next-token loss on `--ntp-batch` long captions of
-`--seq-len-long` tokens, backward, AdamW. Prints one JSON object.
+projection: the real code path) and runs the trainer's steps: the collator (`StepCollator`,
+processor and tokenizer: the CPU work of every step when `data.num_workers` is 0), then
+`forward_backward` (one pass, or GradCache with `--grad-cache`): symmetric InfoNCE over `--batch`
+image/short-caption pairs plus next-token loss on `--ntp-batch` long captions of `--seq-len-long`
+tokens, backward, AdamW. Prints one JSON object.
 
     PYTHONPATH=src python benchmarks/gpu_llava7b_step.py --batch 8 --steps 6            # H100
     PYTHONPATH=src python benchmarks/gpu_llava7b_step.py --tiny --batch 4 --steps 3     # CPU check
@@ -98,7 +100,7 @@ def build_config(tiny: bool):
 def build_processor(image_size: int, patch: int):
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
-    from vladva.testing import _word_tokenizer
+    from vladva.testing.tiny_models import _word_tokenizer
 
     tok, _ = _word_tokenizer(["<pad>", "<unk>", "<s>", "</s>", "<image>"])
     tokenizer = PreTrainedTokenizerFast(
@@ -132,12 +134,12 @@ def build_model(config, device: torch.device, dtype: torch.dtype):
     return model.eval()
 
 
-def make_batch(n: int, n_ntp: int, image_size: int, long_words: int, seed: int):
+def make_samples(n: int, n_ntp: int, image_size: int, long_words: int, seed: int) -> list:
+    """`n` random images with a short caption each (pair id i), a long caption on the first `n_ntp`."""
     from PIL import Image
 
-    from vladva.testing import WORDS
-    from vladva.train.data import StepBatch
-    from vladva.train.losses import caption_keys
+    from vladva.testing.tiny_models import WORDS
+    from vladva.train.batches import TrainSample
 
     rng = random.Random(seed)
     words = [w for w in WORDS if w not in (":", ".", ",")]
@@ -146,28 +148,21 @@ def make_batch(n: int, n_ntp: int, image_size: int, long_words: int, seed: int):
     ]
     captions = [" ".join(rng.choice(words) for _ in range(12)) + f" {i}" for i in range(n)]
     longs = [" ".join(rng.choice(words) for _ in range(long_words)) for _ in range(n_ntp)]
-    return StepBatch(
-        images=images,
-        captions=captions,
-        image_ids=torch.arange(n),
-        caption_ids=caption_keys(captions),
-        ntp_images=images[:n_ntp],
-        ntp_captions=longs,
-        ntp_rows=list(range(n_ntp)),
-    )
+    return [
+        TrainSample(i, f"0/{i}", image, [caption], longs[i] if i < n_ntp else None)
+        for i, (image, caption) in enumerate(zip(images, captions))
+    ]
 
 
-def count_tokens(vladva, batch) -> dict:
-    """Tokens the language model processes in one step, per kind of row (as TrainingModule runs them)."""
-    n_ntp = len(batch.ntp_images)
-    ntp = vladva.ntp_inputs(batch.ntp_images, batch.ntp_captions) if n_ntp else None
-    rest = vladva.image_inputs(batch.images[n_ntp:]) if len(batch.images) > n_ntp else None
-    txt = vladva.text_inputs(batch.captions)
+def count_tokens(batch) -> dict:
+    """Tokens the language model processes in one step, per kind of row (from the collated batch)."""
+    ntp = [c.ntp for c in batch.image_chunks if c.ntp is not None]
+    rest = [c.image for c in batch.image_chunks if c.image is not None]
     out = {
-        "ntp_rows": int(ntp.model_inputs["attention_mask"].sum()) if ntp is not None else 0,
-        "image_rows": int(rest.model_inputs["attention_mask"].sum()) if rest is not None else 0,
-        "text_rows": int(txt.model_inputs["attention_mask"].sum()),
-        "caption_targets": int((ntp.labels[:, 1:] != -100).sum()) if ntp is not None else 0,
+        "ntp_rows": sum(x.n_tokens for x in ntp),
+        "image_rows": sum(x.n_tokens for x in rest),
+        "text_rows": sum(x.n_tokens for x in batch.text_chunks),
+        "caption_targets": sum(x.n_label_tokens for x in ntp),
     }
     out["lm_total"] = out["ntp_rows"] + out["image_rows"] + out["text_rows"]
     return out
@@ -189,9 +184,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from vladva.model.vladva import VladVA, VladVAConfig
-    from vladva.train.grad_cache import grad_cache_step
-    from vladva.train.losses import ContrastiveLoss
-    from vladva.train.trainer import TrainingModule
+    from vladva.train.batches import StepCollator
+    from vladva.train.config import LossConfig
+    from vladva.train.step import StepObjective, TrainingModule, forward_backward
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -210,22 +205,23 @@ def main() -> None:
     vladva.to(device)
     if args.grad_checkpointing:
         vladva.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    module = TrainingModule(vladva, ContrastiveLoss(), 1.0).to(device).train()
+    module = TrainingModule(vladva, StepObjective(LossConfig())).to(device).train()
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
-    lm = vladva.adapter.language_model(model)
+    lm = vladva.family.language_model(model)
     n_lm = (
         sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n) - lm.get_input_embeddings().weight.numel()
     )
-    n_vis = sum(p.numel() for p in vladva.adapter.vision_tower(model).parameters())
+    n_vis = sum(p.numel() for p in vladva.family.vision_tower(model).parameters())
     n_ntp = args.batch // 2 if args.ntp_batch is None else args.ntp_batch
-    batch = make_batch(args.batch, n_ntp, vc.image_size, args.seq_len_long, args.seed)
-    tokens = count_tokens(vladva, batch)
+    samples = make_samples(args.batch, n_ntp, vc.image_size, args.seq_len_long, args.seed)
+    collator = StepCollator(vladva.inputs, n_ntp, "first", args.seed, chunk_size=args.grad_cache)
+    tokens = count_tokens(collator(samples))
     pre = []
     for _ in range(3):  # CPU work inside every step: processor, tokenizer, prompt checks
         t = time.perf_counter()
-        count_tokens(vladva, batch)
+        collator(samples)
         pre.append(time.perf_counter() - t)
     vis_tokens = args.batch * ((vc.image_size // vc.patch_size) ** 2 + 1)
 
@@ -233,12 +229,7 @@ def main() -> None:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step() -> dict:
-        if args.grad_cache > 0:
-            out = grad_cache_step(module, batch, args.grad_cache, autocast=autocast)
-        else:
-            with autocast():
-                out = module(batch)
-            out["loss"].backward()
+        out = forward_backward(module, collator(samples), lambda loss: loss.backward(), autocast=autocast)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

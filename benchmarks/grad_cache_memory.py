@@ -2,13 +2,13 @@
 
     python benchmarks/grad_cache_memory.py --batch 16 --factor 8 --repeats 3
 
-Each configuration runs in its own subprocess (one training step: forward + backward, long
-captions on half the rows) and reports its peak resident memory (`ru_maxrss`), and the peak
-minus the resident memory just before the step (model, data and libraries loaded): the memory
-the step itself needed. On CUDA it reports `torch.cuda.max_memory_allocated` instead (see
-benchmarks/gpu_llava7b_step.py --grad-cache for the 7B shape). Configurations: plain at
-`--batch`, GradCache at `factor x batch` in chunks of `--batch`, and (for scale) plain at
-`factor x batch`. Target: GradCache peak / small plain peak <= 1.2.
+Each configuration runs in its own subprocess (one training step, `forward_backward`: forward +
+backward, long captions on half the rows) and reports its peak resident memory (`ru_maxrss`),
+and the peak minus the resident memory just before the step (model, data and the collated
+batch's input tensors loaded): the memory the step itself needed. On CUDA it reports
+`torch.cuda.max_memory_allocated` instead (see benchmarks/gpu_llava7b_step.py --grad-cache for
+the 7B shape). Configurations: plain at `--batch`, GradCache at `factor x batch` in chunks of
+`--batch`, and (for scale) plain at `factor x batch`. Target: GradCache peak / small plain peak <= 1.2.
 
 CPU memory is what glibc malloc keeps, not what torch uses: by default glibc raises its mmap
 threshold after big frees, so later activation buffers come from the heap and freed ones stay
@@ -36,35 +36,21 @@ def child(batch: int, chunk: int, threads: int, hidden: int, layers: int) -> dic
 
     common.set_threads(threads)
     from vladva.model.vladva import VladVA
-    from vladva.train.data import StepBatch
-    from vladva.train.grad_cache import grad_cache_step
-    from vladva.train.losses import ContrastiveLoss, caption_keys
-    from vladva.train.trainer import TrainingModule
+    from vladva.train.config import LossConfig
+    from vladva.train.step import StepObjective, TrainingModule, forward_backward
 
     folder, what = common.base_model(hidden, layers)
     vladva = VladVA.from_pretrained(folder)
     vladva.prepare_for_training()
-    module = TrainingModule(vladva, ContrastiveLoss(), 1.0).train()
+    module = TrainingModule(vladva, StepObjective(LossConfig())).train()
     images, short, long = common.shapes_batch(batch)
-    n_ntp = batch // 2
-    sb = StepBatch(
-        images=images,
-        captions=short,
-        image_ids=torch.arange(batch),
-        caption_ids=caption_keys(short),
-        ntp_images=images[:n_ntp],
-        ntp_captions=long[:n_ntp],
-        ntp_rows=list(range(n_ntp)),
-    )
+    # the collator's batch, split into chunks of `chunk` rows for GradCache (0: one pass)
+    sb = common.step_batch(vladva, images, short, long, batch // 2, chunk_size=chunk)
     with torch.no_grad():  # touch every code path once so libraries' lazy allocations are in the baseline
         vladva.encode_images(images[:2])
         vladva.encode_texts(short[:2])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if chunk > 0:
-        out = grad_cache_step(module, sb, chunk)
-    else:
-        out = module(sb)
-        out["loss"].backward()
+    out = forward_backward(module, sb, lambda loss: loss.backward())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "model": what,

@@ -29,7 +29,7 @@ def main() -> None:
     from vladva.model.vladva import VladVA
 
     vladva = VladVA.from_pretrained(folder).eval()
-    lm_cfg = vladva.adapter.language_model(vladva.model).config
+    lm_cfg = vladva.family.language_model(vladva.model).config
     tok = vladva.tokenizer
     clip = CLIPTextModel(
         CLIPTextConfig(
@@ -65,7 +65,7 @@ def main() -> None:
 
     times = common.side_by_side({"vladva_text_tower": vladva_texts, "clip_text_encoder": clip_texts}, args.repeats)
     med = {k: common.median(v) for k, v in times.items()}
-    n_lm = sum(p.numel() for p in vladva.adapter.language_model(vladva.model).parameters())
+    n_lm = sum(p.numel() for p in vladva.family.language_model(vladva.model).parameters())
     n_clip = sum(p.numel() for p in clip.parameters())
     tokens_vladva = float(vladva.text_inputs(short[:64]).model_inputs["attention_mask"].sum(1).float().mean())
     tokens_clip = float(

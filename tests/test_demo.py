@@ -31,9 +31,11 @@ def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
     assert "VladVA" in table and "CLIP-style" in table
     assert (out / "eval" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "index" / "index.json").is_file()
-    # The fine-tuned adapter records its compute so the report can show it.
+    # The fine-tuned checkpoint records its compute (vladva.train.compute) so the report can show it:
+    # 3 steps of 4 pairs each.
     vladva = results["models"][2]["train_compute"]["files"]
-    assert any(f["stage"] == "vladva-finetune" and f["steps"] == 3 for f in vladva.values() if "stage" in f)
+    stages = [s for f in vladva.values() for s in f.get("stages", [])]
+    assert any(s["stage"] == "vladva-finetune" and s["steps"] == 3 and s["pairs"] == 3 * 4 for s in stages)
 
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output

@@ -30,9 +30,9 @@ WORKER = textwrap.dedent('''
 
     def build(base, data):
         from vladva.model.vladva import VladVA, VladVAConfig
-        from vladva.train.data import BatchCollator, StepBatch, load_records
-        from vladva.train.losses import ContrastiveLoss, caption_keys
-        from vladva.train.trainer import TrainingModule
+        from vladva.train.batches import ManifestSamples, load_records
+        from vladva.train.config import LossConfig
+        from vladva.train.step import StepObjective, TrainingModule
         from vladva.train.distributed import gather_with_grad
 
         torch.manual_seed(0)
@@ -42,37 +42,33 @@ WORKER = textwrap.dedent('''
             for n, p in vladva.model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.05)
-        module = TrainingModule(vladva, ContrastiveLoss(gather=gather_with_grad), 1.0).train()
+        module = TrainingModule(vladva, StepObjective(LossConfig(), gather=gather_with_grad)).train()
         records = load_records(data + "/train.jsonl", strict=True)
-        full = BatchCollator(records, 0, "first", 0, True)(0, list(range(8)))
-        # long captions of different lengths on rows 0, 1, 3, 4: the processes hold unequal token counts
-        full.ntp_rows = [0, 1, 3, 4]
-        full.ntp_images = [full.images[i] for i in full.ntp_rows]
-        full.ntp_captions = [records[i].long_caption + " ." * i for i in full.ntp_rows]
-        return module, full
+        samples = [ManifestSamples(records, strict=True)[(0, i)] for i in range(8)]
+        for i, s in enumerate(samples):
+            # long captions of different lengths on rows 0, 1, 3, 4: the processes hold unequal token counts
+            s.long_caption = records[i].long_caption + " ." * i if i in (0, 1, 3, 4) else None
+        return module, samples
 
-    def part(full, rows, ntp_rows):
-        """Rows `rows` of `full`, with the long captions `ntp_rows` (indices into full.ntp_*)."""
-        from vladva.train.data import StepBatch
-        return StepBatch(images=[full.images[i] for i in rows], captions=[full.captions[i] for i in rows],
-                         image_ids=full.image_ids[rows], caption_ids=full.caption_ids[rows],
-                         ntp_images=[full.ntp_images[i] for i in ntp_rows],
-                         ntp_captions=[full.ntp_captions[i] for i in ntp_rows],
-                         ntp_rows=[rows.index(full.ntp_rows[i]) for i in ntp_rows])
+    def batch(module, samples, rows, chunk_size=0):
+        """The `StepBatch` of `samples[rows]`: every long caption trained, split in chunks for GradCache."""
+        from vladva.train.batches import StepCollator
+        collator = StepCollator(module.vladva.inputs, 8, "first", 0, chunk_size=chunk_size)
+        return collator([samples[i] for i in rows])
 
-    ROWS = {0: ([0, 1, 2], [0, 1]), 1: ([3, 4, 5, 6, 7], [2, 3])}  # uneven halves: padding in the gather
+    ROWS = {0: [0, 1, 2], 1: [3, 4, 5, 6, 7]}  # uneven halves: padding in the gather
 
-    def step(module, batch, mode, ddp=False):
-        from vladva.train.grad_cache import grad_cache_step
+    def step(module, samples, rows, mode, ddp=False):
+        from vladva.train.step import grad_cache_step
         from vladva.train.distributed import average_gradients, is_distributed, token_share
         if is_distributed():
-            module.token_share = token_share
+            module.objective.token_share = token_share
         if mode == "grad_cache":
-            out = grad_cache_step(module, batch, chunk_size=2)
+            out = grad_cache_step(module, batch(module, samples, rows, chunk_size=2), lambda loss: loss.backward())
             average_gradients(p for p in module.parameters() if p.requires_grad)
         else:
             runner = torch.nn.parallel.DistributedDataParallel(module) if ddp else module
-            out = runner(batch)
+            out = runner(batch(module, samples, rows))
             out["loss"].backward()
         grads = {n: p.grad.tolist() for n, p in module.named_parameters() if p.requires_grad}
         return {"contrastive": float(out["contrastive"].detach()), "ntp": float(out["ntp"].detach()), "grads": grads}
@@ -83,9 +79,8 @@ WORKER = textwrap.dedent('''
         base, data, out_path, mode = sys.argv[1:5]
         dist.init_process_group("gloo")
         rank = dist.get_rank()
-        module, full = build(base, data)
-        rows, ntp_rows = ROWS[rank]
-        result = step(module, part(full, rows, ntp_rows), mode, ddp=True)
+        module, samples = build(base, data)
+        result = step(module, samples, ROWS[rank], mode, ddp=True)
         gathered = [None, None]
         dist.all_gather_object(gathered, result)
         if rank == 0:
@@ -160,8 +155,8 @@ def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path, mo
     _run_two(script, str(base), str(data), str(out), mode)
     ranks = json.loads(out.read_text())
 
-    module, full = worker.build(str(base), str(data))
-    ref = worker.step(module, full, "plain")  # one process, all 8 pairs, all 4 long captions
+    module, samples = worker.build(str(base), str(data))
+    ref = worker.step(module, samples, list(range(8)), "plain")  # one process, all 8 pairs, all 4 long captions
 
     for r in ranks:  # each process computes the global contrastive loss over all 8 pairs
         assert r["contrastive"] == pytest.approx(ref["contrastive"], rel=1e-5)
@@ -178,17 +173,16 @@ def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path, mo
                 atol=1e-6,
                 msg=lambda m, name=name: f"{mode} {name}: {m}",
             )
-    assert abs(ref["grads"]["contrastive.logit_scale"]) > 1e-4
+    assert abs(ref["grads"]["objective.losses.contrastive.logit_scale"]) > 1e-4
 
 
 def test_local_negatives_alone_give_a_different_gradient(setup):
     """Control: without the gather, the halves' losses are not the global loss."""
     base, data, _script, worker = setup
-    module, full = worker.build(str(base), str(data))
-    ref = worker.step(module, full, "plain")
-    rows, ntp_rows = worker.ROWS[0]
+    module, samples = worker.build(str(base), str(data))
+    ref = worker.step(module, samples, list(range(8)), "plain")
     local_module, _ = worker.build(str(base), str(data))
-    local = worker.step(local_module, worker.part(full, rows, ntp_rows), "plain")
+    local = worker.step(local_module, samples, worker.ROWS[0], "plain")
     assert local["contrastive"] != pytest.approx(ref["contrastive"], rel=1e-3)
 
 

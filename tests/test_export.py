@@ -14,6 +14,7 @@ from vladva.cli import app
 from vladva.export import CardInfo, ExportRequest, export_model, render_model_card, select_evaluation
 from vladva.model import VladVA
 from vladva.testing import build_tiny_llava
+from vladva.train.compute import StageCompute, write_compute
 
 torch.set_num_threads(2)
 
@@ -43,14 +44,14 @@ def trained(tmp_path_factory):
             if p.requires_grad:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
     run = root / "run"
-    ckpt = m.save_adapter(run / "checkpoints" / "step-000003", base_model=str(base))
+    ckpt = m.save_weights(run / "checkpoints" / "step-000003", base_model=str(base))
     (run / "checkpoints" / "latest").write_text("step-000003\n")
     (ckpt / "config.yaml").write_text(
         "seed: 7\noptim:\n  max_steps: 3\n  lr_lora: 0.0005\ndata:\n  contrastive_batch_size: 4\n"
     )
-    (ckpt / "compute.json").write_text(
-        json.dumps({"steps": 3, "wall_seconds": 1.5, "threads": 1, "trainable_params": 999})
-    )
+    # the compute record as the trainer writes it into each checkpoint
+    stage = StageCompute("vladva-finetune", steps=3, pairs=12, seconds=1.5, extra={"trainable_params": 999})
+    write_compute(ckpt / "compute.json", [stage])
     ref = VladVA.from_pretrained(base, run)
     imgs = _images()
     want = {"texts": ref.encode_texts(TEXTS), "images": ref.encode_images(imgs)}
@@ -171,7 +172,8 @@ def test_card_shows_this_models_evaluation_rows_and_training(trained, hf_export)
     assert "tiny-clip" not in card and "12.5" not in card  # another model's row is left out
     assert "commit 0123456789" in card and "No evaluation was supplied" not in card
     assert "| image prompt | Summary above image in one word: |" in card and "| embedding dimension | 64 |" in card
-    assert "| steps | 3 |" in card and "| seed | 7 |" in card and "999 trainable parameters" in card
+    assert "| steps | 3 |" in card and "| seed | 7 |" in card
+    assert "Compute: 3 steps, 1.5 s wall clock, 1 threads, 999 trainable parameters." in card
     assert f'VladVA.from_pretrained("{hf_export}")' in card and "SentenceTransformer" not in card
 
 
@@ -223,7 +225,7 @@ def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     want = {
         "non-empty out": f"--out {out} exists and is not an empty folder",
         "missing adapter": f"--adapter {tmp_path / 'nope'}: no such folder",
-        "not an adapter": f"{trained['base']}: not a vladva adapter folder",
+        "not an adapter": f"{trained['base']}: not a vladva weights folder",
         "plain base": f"--model {trained['base']}: not a merged VladVA folder",
         "bad format": "--format 'onnx': expected one of hf, sentence-transformers",
         "unknown results row": f"{trained['results']}: no model named 'nope'",
@@ -264,7 +266,7 @@ def test_qwen2_vl_sentence_transformers_round_trip(tmp_path):
         for p in m.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
-    adapter = m.save_adapter(tmp_path / "adapter", base_model=str(base))
+    adapter = m.save_weights(tmp_path / "adapter", base_model=str(base))
     ref = VladVA.from_pretrained(base, adapter)
     out = export_model(
         ExportRequest(base=base, adapter=adapter, out=tmp_path / "st", format="sentence-transformers"),

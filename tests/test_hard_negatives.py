@@ -1,5 +1,6 @@
 """Hard-negative captions (NegCLIP-style): the manifest key, the shapes generator's verified-false
-negatives, the collator's seeded choice and the TrainingModule's wiring into ContrastiveLoss."""
+negatives, the collator's seeded choice and the TrainingModule's wiring into ContrastiveLoss, with
+and without GradCache."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from vladva.testing import build_tiny_llava, write_tiny_manifest
 from vladva.toyworld.captions import caption_is_true, count_tokens
 from vladva.toyworld.scene import Scene
 from vladva.toyworld.shapes import HARD_HELDOUT, ShapesDataConfig, generate_shapes_dataset
+from vladva.train.batches import StepCollator, collate_records, load_records
 from vladva.train.config import TrainConfig
-from vladva.train.data import BatchCollator, load_records
 
 torch.set_num_threads(1)
 
@@ -149,26 +150,42 @@ def data(tmp_path_factory):
     return out
 
 
-def test_collator_picks_seeded_negatives_per_image(data):
+@pytest.fixture(scope="module")
+def builder(base):
+    """The tiny model's input builder: what the collator needs to make a batch's tensors."""
+    from vladva.model.vladva import VladVA
+
+    return VladVA.from_pretrained(base).inputs
+
+
+def collate(builder, records, indices, epoch=0, ntp=2, choice="first", hard_negatives=0):
+    return collate_records(
+        StepCollator(builder, ntp, choice, 0, hard_negatives=hard_negatives), records, indices, epoch
+    )
+
+
+def test_collator_picks_seeded_negatives_per_image(builder, data):
     records = load_records(data / "train.jsonl", strict=True)
-    batch = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=1)(3, [0, 1, 2, 5])
+    batch = collate(builder, records, [0, 1, 2, 5], epoch=3, hard_negatives=1)
     # one negative per record that has some, none for the others; rows point at their image
     assert len(batch.negatives) == 2 and batch.negative_rows == [0, 2]
     assert batch.negatives[0] in records[0].negative_captions and batch.negatives[1] in records[2].negative_captions
-    again = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=1)(3, [0, 1, 2, 5])
+    # the text tower's tensors hold the captions, then the negatives
+    assert [len(t) for t in batch.text_chunks] == [4 + 2]
+    again = collate(builder, records, [0, 1, 2, 5], epoch=3, hard_negatives=1)
     assert again.negatives == batch.negatives  # a pure function of (seed, epoch, record): resumable
-    both = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=5)(0, [0, 1, 2])
+    both = collate(builder, records, [0, 1, 2], hard_negatives=5)
     assert sorted(both.negatives) == sorted(records[0].negative_captions + records[2].negative_captions)
     assert both.negative_rows == [0, 0, 2, 2]
-    off = BatchCollator(records, 2, "first", 0, strict=True)(0, [0, 1, 2])
-    assert off.negatives == [] and off.negative_rows == []
+    off = collate(builder, records, [0, 1, 2])
+    assert off.negatives == [] and off.negative_rows == [] and [len(t) for t in off.text_chunks] == [3]
     # a "negative" equal to a caption of the batch is dropped (it would be a positive for that image)
     records[0].negative_captions = [records[2].captions[0]]
-    dup = BatchCollator(records, 2, "first", 0, strict=True, hard_negatives=1)(0, [0, 2])
+    dup = collate(builder, records, [0, 2], hard_negatives=1)
     assert len(dup.negatives) == 1 and dup.negatives[0] in records[2].negative_captions and dup.negative_rows == [1]
 
 
-def test_collator_draws_the_drawn_captions_own_negatives_first(data):
+def test_collator_draws_the_drawn_captions_own_negatives_first(builder, data):
     records = load_records(data / "train.jsonl", strict=True)
     r = records[0]
     r.captions = ["cap a", "cap b", "cap c"]
@@ -176,7 +193,7 @@ def test_collator_draws_the_drawn_captions_own_negatives_first(data):
     r.negative_captions = ["record-level"]
     seen = set()
     for epoch in range(12):
-        batch = BatchCollator(records, 0, "random", 0, strict=True, hard_negatives=2)(epoch, [0])
+        batch = collate(builder, records, [0], epoch=epoch, ntp=0, choice="random", hard_negatives=2)
         drawn = r.captions.index(batch.captions[0])
         own = r.caption_negatives[drawn]
         assert sorted(batch.negatives) == sorted(own + (["record-level"] if len(own) < 2 else []))
@@ -184,21 +201,23 @@ def test_collator_draws_the_drawn_captions_own_negatives_first(data):
     assert seen == {0, 1, 2}
 
 
-def test_training_module_passes_encoded_negatives_to_the_loss(base, data):
+def test_training_module_passes_encoded_negatives_to_the_loss(base, builder, data):
+    from vladva.data.images import load_image
     from vladva.model.vladva import VladVA
-    from vladva.train.losses import ContrastiveLoss
-    from vladva.train.trainer import TrainingModule
+    from vladva.train.config import LossConfig
+    from vladva.train.step import StepObjective, TrainingModule
 
     records = load_records(data / "train.jsonl", strict=True)
-    batch = BatchCollator(records, 0, "first", 0, strict=True, hard_negatives=2)(0, [0, 1, 2, 3])
+    batch = collate(builder, records, [0, 1, 2, 3], ntp=0, hard_negatives=2)
     assert len(batch.negatives) == 4
     m = VladVA.from_pretrained(base)
     m.eval()
-    loss = ContrastiveLoss()
+    objective = StepObjective(LossConfig(ntp_weight=0.0))
+    loss = objective.contrastive
     with torch.no_grad():
-        with_neg = TrainingModule(m, loss, 0.0, hard_negatives=True)(batch)["contrastive"]
-        without = TrainingModule(m, loss, 0.0, hard_negatives=False)(batch)["contrastive"]
-        img = m.embed_image_inputs(m.image_inputs(batch.images))
+        with_neg = TrainingModule(m, objective, hard_negatives=True)(batch)["contrastive"]
+        without = TrainingModule(m, objective, hard_negatives=False)(batch)["contrastive"]
+        img = m.embed_image_inputs(m.image_inputs([load_image(records[i].image) for i in range(4)]))
         txt = m.embed_text_inputs(m.text_inputs(batch.captions))
         neg = m.embed_text_inputs(m.text_inputs(batch.negatives))
         expect = loss(img, txt, image_ids=batch.image_ids, caption_ids=batch.caption_ids, hard_negatives=neg)
@@ -208,7 +227,7 @@ def test_training_module_passes_encoded_negatives_to_the_loss(base, data):
     assert with_neg.item() > without.item()  # extra candidates only add softmax mass off the positives
 
 
-def test_short_training_run_with_hard_negatives(base, data, tmp_path):
+def _run_with_hard_negatives(base, data, out, *extra):
     from vladva.train.trainer import train
 
     cfg = load_config(
@@ -217,7 +236,7 @@ def test_short_training_run_with_hard_negatives(base, data, tmp_path):
         [
             f"base_model={base}",
             f"data.train={data / 'train.jsonl'}",
-            f"output_dir={tmp_path / 'run'}",
+            f"output_dir={out}",
             "data.contrastive_batch_size=8",
             "data.ntp_batch_size=2",
             "data.hard_negatives=1",
@@ -229,31 +248,28 @@ def test_short_training_run_with_hard_negatives(base, data, tmp_path):
             "log_every=1",
             "progress=false",
             "num_threads=1",
+            *extra,
         ],
     )
     result = train(cfg)
-    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert result.steps == 3 and len([r for r in rows if "loss" in r]) == 3
-    assert all(torch.isfinite(torch.tensor(r["contrastive"])) for r in rows if "loss" in r)
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return result, [r for r in rows if "loss" in r]
+
+
+def test_short_training_run_with_hard_negatives(base, data, tmp_path):
+    result, rows = _run_with_hard_negatives(base, data, tmp_path / "run")
+    assert result.steps == 3 and len(rows) == 3
+    assert all(torch.isfinite(torch.tensor(r["contrastive"])) for r in rows)
     # the share of images whose caption outscores its own negatives is logged
-    assert all(0.0 <= r["hard_neg_acc"] <= 1.0 for r in rows if "loss" in r)
+    assert all(0.0 <= r["hard_neg_acc"] <= 1.0 for r in rows)
+    # GradCache takes hard negatives too, and trains the same steps (same losses, up to float rounding)
+    _, cached = _run_with_hard_negatives(base, data, tmp_path / "gc", "grad_cache.chunk_size=3")
+    assert len(cached) == 3
+    for a, b in zip(rows, cached):
+        for key in ("loss", "contrastive", "ntp", "hard_neg_acc", "grad_norm", "logit_scale"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
 
 
-def test_hard_negatives_config_checks(base, data, tmp_path):
-    from vladva.train.trainer import train
-
+def test_hard_negatives_config_checks():
     with pytest.raises(ValueError, match="data.hard_negatives must be >= 0"):
         load_config(TrainConfig, None, ["data.hard_negatives=-1"])
-    cfg = load_config(
-        TrainConfig,
-        None,
-        [
-            f"base_model={base}",
-            f"data.train={data / 'train.jsonl'}",
-            f"output_dir={tmp_path / 'r'}",
-            "data.hard_negatives=1",
-            "grad_cache.chunk_size=4",
-        ],
-    )
-    with pytest.raises(ValueError, match="grad_cache"):
-        train(cfg)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from vladva.train.losses import ContrastiveLoss, ContrastiveLossConfig, caption_keys, next_token_loss, positive_mask
+from vladva.train.losses import (
+    LOSSES,
+    BatchEmbeddings,
+    ContrastiveLoss,
+    ContrastiveLossConfig,
+    caption_cross_entropy,
+    caption_keys,
+    positive_mask,
+    register_loss,
+)
 
 
 def fixed(scale: float) -> ContrastiveLoss:
@@ -113,6 +124,8 @@ def test_gather_hook_sees_embeddings_and_ids():
 
 
 def test_next_token_loss_masks_prompt_and_padding():
+    from vladva.model.vladva import VladVA
+
     vocab = 3
     logits = torch.zeros(1, 4, vocab)
     logits[0, 0] = torch.tensor([50.0, -50, -50])  # position 0 predicts label[1] = -100: ignored
@@ -121,4 +134,49 @@ def test_next_token_loss_masks_prompt_and_padding():
     labels = torch.tensor([[-100, -100, 2, 1]])
     # position 2 (all zeros) predicts label 1 with p = 1/3
     want = (-math.log(0.5) - math.log(1 / 3)) / 2
-    assert next_token_loss(logits, labels).item() == pytest.approx(want, abs=1e-6)
+    # `caption_logits` keeps the labelled positions (shifted by one) and applies the LM head: with an
+    # identity head the hidden states above are the logits
+    head = SimpleNamespace(model=SimpleNamespace(get_output_embeddings=nn.Identity))
+    kept, targets = VladVA.caption_logits(head, logits, labels)
+    assert kept.shape == (2, vocab) and targets.tolist() == [2, 1]
+    assert caption_cross_entropy(kept, targets).item() == pytest.approx(want, abs=1e-6)
+
+
+def test_objective_sums_registered_losses_by_weight(monkeypatch):
+    """A registered loss joins the step's total with its config's weight; weight 0 leaves it out."""
+    from vladva.train.step import StepObjective
+
+    class Alignment(nn.Module):
+        """1 - mean cosine of the pairs."""
+
+        def __init__(self, config, gather=None):
+            super().__init__()
+
+        def batch_loss(self, emb: BatchEmbeddings) -> torch.Tensor:
+            return 1 - (emb.image * emb.text).sum(dim=1).mean()
+
+    monkeypatch.setitem(LOSSES, "alignment", Alignment)  # removed again after the test
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("alignment")(Alignment)
+    img = torch.eye(3)
+    txt = torch.tensor([[1.0, 0, 0], [1 / math.sqrt(2), 1 / math.sqrt(2), 0], [0, 0, 1.0]])
+    emb = BatchEmbeddings(img, txt, torch.arange(3), caption_keys(["a", "b", "c"]))
+    contrastive = ContrastiveLossConfig(weight=0.5, learnable_temperature=False, init_temperature=1.0)
+    config = SimpleNamespace(contrastive=contrastive, alignment=SimpleNamespace(weight=2.0), ntp_weight=0.25)
+    objective = StepObjective(config)
+    losses = objective.embedding_losses(emb)
+    assert set(losses) == {"contrastive", "alignment"}
+    alignment = 1 - (2 + 1 / math.sqrt(2)) / 3
+    assert losses["alignment"].item() == pytest.approx(alignment, abs=1e-6)
+    assert losses["contrastive"].item() == pytest.approx(fixed(1.0)(img, txt).item(), abs=1e-6)
+    total = objective.total(losses, torch.tensor(3.0))
+    assert total.item() == pytest.approx(0.5 * losses["contrastive"].item() + 2 * alignment + 0.25 * 3, abs=1e-6)
+    config.alignment.weight = 0.0
+    assert set(StepObjective(config).losses) == {"contrastive"}
+    config.contrastive.weight = 0.0
+    off = StepObjective(config)
+    assert off.contrastive is None and off.total({}, torch.tensor(3.0)).item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        off.total({}, None)
+    with pytest.raises(ValueError, match="loss.contrastive.weight"):
+        ContrastiveLossConfig(weight=-1.0).validate()

@@ -1,4 +1,4 @@
-"""The VladVA embedder on tiny random LVLMs: pooling, prompts, soft prompts, adapters, save/load, merge."""
+"""The VladVA embedder on tiny random LVLMs: pooling, prompts, soft prompts, families, save/load, merge."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 
 from vladva.config import build_config, load_config
 from vladva.model import VladVA, VladVAConfig, last_token_pool
-from vladva.model.adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, adapter_for
+from vladva.model.families import SUPPORTED_MODEL_TYPES, UnsupportedModelError, family_for
 from vladva.testing import build_tiny_idefics3, build_tiny_llava, build_tiny_qwen2_vl
 
 torch.set_num_threads(2)
@@ -41,6 +41,26 @@ def qwen_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def idefics_dir(tmp_path_factory):
     return build_tiny_idefics3(tmp_path_factory.mktemp("idefics"))
+
+
+def _ntp_loss(m: VladVA, batch) -> torch.Tensor:
+    """The next-token loss of one `embed_image_with_caption` pass, as training computes it."""
+    from vladva.train.losses import caption_cross_entropy
+
+    _, hidden = m.embed_image_with_caption(batch)
+    return caption_cross_entropy(*m.caption_logits(hidden, batch.labels))
+
+
+def _full_logits_ntp(m: VladVA, batch) -> torch.Tensor:
+    """Reference: plain cross-entropy on the full model's logits, labels shifted by one, -100 ignored
+    (positions counted from the attention mask, as the image tower passes them)."""
+    mi = dict(batch.model_inputs)
+    mi["position_ids"] = torch.cumsum(mi["attention_mask"], 1) - 1
+    logits = m.model(**mi).logits
+    vocab = logits.shape[-1]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, vocab).float(), batch.labels[:, 1:].reshape(-1), ignore_index=-100
+    )
 
 
 def _perturb(m: VladVA, seed: int = 1) -> None:
@@ -143,13 +163,8 @@ def test_next_token_labels_cover_only_the_caption(llava_dir):
         assert kept == m.tokenizer(cap, add_special_tokens=False)["input_ids"] + [eos]
     assert (labels[mask == 0] == -100).all()
     # the loss equals plain cross-entropy on the full model's logits
-    from vladva.train.losses import next_token_loss
-
-    mi = dict(batch.model_inputs)
-    mi["position_ids"] = torch.cumsum(mi["attention_mask"], 1) - 1
     with torch.no_grad():
-        logits = m.model(**mi).logits
-        assert torch.allclose(m.next_token_loss(batch), next_token_loss(logits, labels), atol=1e-5)
+        assert torch.allclose(_ntp_loss(m, batch), _full_logits_ntp(m, batch), atol=1e-5)
 
 
 def test_trainable_parts(llava_dir):
@@ -174,7 +189,7 @@ def test_save_load_and_merge_give_identical_embeddings(llava_dir, tmp_path, part
     _perturb(m)
     imgs = _images()
     want_i, want_t = m.encode_images(imgs), m.encode_texts(TEXTS)
-    m.save_adapter(tmp_path / "adapter", base_model=str(llava_dir))
+    m.save_weights(tmp_path / "adapter", base_model=str(llava_dir))
     lora = parts.get("lora", {}).get("enabled", True)
     assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter"] * lora + [
         "vladva_config.json",
@@ -235,18 +250,18 @@ def test_other_backbones(builder, request, tmp_path):
         assert grid.tolist() == [[1, 8, 8], [1, 8, 12], [1, 8, 8]]
     m.prepare_for_training()
     batch = m.ntp_inputs(imgs[:2], ["the image shows a red circle", "two objects"])
-    loss = m.next_token_loss(batch)
+    loss = _ntp_loss(m, batch)
     loss.backward()
     assert m.soft_prompts.image.grad.abs().sum() > 0
     _perturb(m)
     want = m.encode_images(imgs)
-    m.save_adapter(tmp_path / "ad")
+    m.save_weights(tmp_path / "ad")
     assert torch.allclose(VladVA.from_pretrained(folder, tmp_path / "ad").encode_images(imgs), want, atol=1e-6)
 
 
 def test_unsupported_model_type_is_a_clear_error(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"unsupported model_type 'paligemma'.*llava.*qwen2_vl.*idefics3"):
-        adapter_for("paligemma")
+        family_for("paligemma")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "paligemma"}))
     with pytest.raises(UnsupportedModelError, match="paligemma"):
         VladVA.from_pretrained(tmp_path)
@@ -268,13 +283,18 @@ def test_docs_python_snippet_runs(llava_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_one_pass_embedding_and_ntp_equals_separate_passes(llava_dir, pooling):
+    from vladva.train.losses import caption_cross_entropy
+
     m = VladVA.from_pretrained(llava_dir)
     m.config.pooling = pooling
     imgs = _images()
     caps = ["the image shows a red circle", "two objects", "a pink cross on the left"]
-    emb, loss = m.embed_image_and_next_token_loss(m.ntp_inputs(imgs, caps))
-    assert torch.allclose(emb, m.encode_images(imgs), atol=1e-5)
-    assert torch.allclose(loss, m.next_token_loss(m.ntp_inputs(imgs, caps)))
+    batch = m.ntp_inputs(imgs, caps)
+    with torch.no_grad():
+        emb, hidden = m.embed_image_with_caption(batch)
+        loss = caption_cross_entropy(*m.caption_logits(hidden, batch.labels))
+        assert torch.allclose(emb, m.encode_images(imgs), atol=1e-5)
+        assert torch.allclose(loss, _full_logits_ntp(m, batch), atol=1e-5)
 
 
 def test_prompt_selection_signals(llava_dir):

@@ -101,7 +101,7 @@ def tiny(tmp_path_factory):
     base = build_tiny_llava(root / "base", hidden=32, layers=1)
     model = VladVA.from_pretrained(base)
     model.prepare_for_training()
-    ckpt = model.save_adapter(root / "adapter", base_model=str(base), extra={"logit_scale": torch.ones(1)})
+    ckpt = model.save_weights(root / "adapter", base_model=str(base))
     return base, ckpt
 
 
@@ -195,7 +195,7 @@ MODEL_FOLDER_CASES = [
     Case(
         "bert",
         "a BERT model folder (model_type 'bert')",
-        "unsupported model_type 'bert': vladva has adapters for llava, llava_next, qwen2_vl",
+        "unsupported model_type 'bert': vladva supports llava, llava_next, qwen2_vl",
         _bert_folder,
     ),
     Case(
@@ -311,7 +311,7 @@ CHECKPOINT_CASES = [
     Case(
         "no-config",
         "vladva_config.json deleted",
-        "not a vladva adapter folder (no vladva_config.json",
+        "not a vladva weights folder (no vladva_config.json",
         lambda c: (c / "vladva_config.json").unlink(),
     ),
     Case(

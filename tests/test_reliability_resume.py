@@ -180,7 +180,8 @@ def test_kill_leaves_only_complete_checkpoints_and_resume_starts_there(runs, i, 
 
 def test_resume_after_three_kills_equals_the_uninterrupted_run(runs):
     """Same losses, accuracies, learning rates, grad norms and held-out recall at every logged step,
-    and the same final weights (to 1e-6), as the uninterrupted run with the same seed."""
+    and the same final weights and temperature (to 1e-6) and compute counts, as the uninterrupted run
+    with the same seed."""
     run, full = runs["run"], runs["full"]
     got, want = _comparable(run), _comparable(full)
     assert [r["step"] for r in got] == [r["step"] for r in want]
@@ -193,6 +194,14 @@ def test_resume_after_three_kills_equals_the_uninterrupted_run(runs):
         assert a.keys() == b.keys() and len(a) > 0
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), (name, k, (a[k] - b[k]).abs().max())
+    # The learned temperature (the objective's state, in the trainer state) and the compute record too.
+    a, b = (torch.load(c / "trainer_state.pt", weights_only=True)["objective"] for c in (ck, ref))
+    assert a.keys() == b.keys() == {"losses.contrastive.logit_scale"}
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    (ca,) = json.loads((ck / "compute.json").read_text())["stages"]
+    (cb,) = json.loads((ref / "compute.json").read_text())["stages"]
+    counts = ("steps", "pairs", "long_captions", "tokens")
+    assert [ca[k] for k in counts] == [cb[k] for k in counts] and ca["pairs"] == MAX_STEPS * 4
     # Nothing partial is left behind; `latest` points at the final checkpoint.
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step-{MAX_STEPS:06d}"
     assert not list((run / "checkpoints").glob(".tmp-*"))

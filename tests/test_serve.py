@@ -483,7 +483,7 @@ def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
     base = build_tiny_llava(tmp_path / "tiny-llava")
     model = VladVA.from_pretrained(base)
     model.prepare_for_training()  # soft prompts + LoRA, saved untrained: the adapter path of a trained model
-    adapter = model.save_adapter(tmp_path / "adapter", base_model=str(base))
+    adapter = model.save_weights(tmp_path / "adapter", base_model=str(base))
     spec = f"vladva:{base}:{adapter}"
     runner = CliRunner()
     r = runner.invoke(

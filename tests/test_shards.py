@@ -1,4 +1,5 @@
-"""Webdataset shards: round trip, split across processes x workers, resume, corrupt members."""
+"""Webdataset shards: round trip, split across processes x workers, resume, corrupt members, and
+training batches from shards (same hard negatives as from the manifest)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ from PIL import Image
 
 from vladva.data.manifest import Record, read_manifest, write_manifest
 from vladva.data.shards import ShardStream, resolve_shards, split_shards, write_shards
+from vladva.train.batches import StepCollator, TrainBatches, collate_records
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory):
+    """A tiny model's input builder: the training collator builds each batch's tensors with it."""
+    from vladva.model.vladva import VladVA
+    from vladva.testing import build_tiny_llava
+
+    return VladVA.from_pretrained(build_tiny_llava(tmp_path_factory.mktemp("llava"))).inputs
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +131,59 @@ def test_resume_position_skips_what_was_consumed(manifest, tmp_path):
         assert [s.key for s in first] + [s.key for s in _drain(resumed)] == full, consumed
 
 
-def test_shard_batches_state_resumes_exactly(manifest, tmp_path):
-    from vladva.train.shard_batches import ShardBatches
-
+def test_shard_batches_state_resumes_exactly(manifest, builder, tmp_path):
     write_shards(manifest, tmp_path, shard_size=3)
-    whole = ShardBatches(str(tmp_path), 4, 2, "random", seed=0)
-    want = [whole.next_batch().captions for _ in range(4)]
-    first = ShardBatches(str(tmp_path), 4, 2, "random", seed=0)
-    got = [first.next_batch().captions for _ in range(2)]
+    collator = StepCollator(builder, 2, "random", 0)
+    whole = TrainBatches(str(tmp_path), collator, 4, seed=0)
+    want = [whole.next().captions for _ in range(4)]
+    first = TrainBatches(str(tmp_path), collator, 4, seed=0)
+    got = [first.next().captions for _ in range(2)]
     state = json.loads(json.dumps(first.state()))  # what the checkpoint stores
-    second = ShardBatches(str(tmp_path), 4, 2, "random", seed=0, state=state)
-    got += [second.next_batch().captions for _ in range(2)]
+    assert state["micro_batch"] == 2 and set(state["shards"]) == {"world", "workers", "positions"}
+    second = TrainBatches(str(tmp_path), collator, 4, seed=0, shard_state=state["shards"])
+    got += [second.next().captions for _ in range(2)]
     assert got == want
     with pytest.raises(ValueError, match="resume with the same"):
-        ShardBatches(str(tmp_path), 4, 2, "random", seed=0, num_workers=2, state=state)
+        TrainBatches(str(tmp_path), collator, 4, seed=0, num_workers=2, shard_state=state["shards"])
+
+
+def test_shard_batches_draw_the_manifests_hard_negatives(manifest, builder, tmp_path):
+    """Hard negatives travel through the shards: each image of a shard batch gets the negatives the
+    manifest path gives the same record (the drawn caption's own edits first, then the record's)."""
+    records, _ = read_manifest(manifest)
+    for i, r in enumerate(records):
+        if i % 2 == 0:
+            r.negative_captions = [f"not caption {i}", f"never {i}"]
+            r.caption_negatives = [[f"caption {i} edited"], []]
+        elif i == 3:
+            r.caption_negatives = [["caption 3 edited"], ["other 3 edited"]]
+    negatives = manifest.parent / "negatives.jsonl"  # beside the images: manifest paths are relative
+    write_manifest(negatives, records)
+    records, _ = read_manifest(negatives)
+    write_shards(negatives, tmp_path / "shards", shard_size=3)
+    got = {s.key: s for s in _drain(ShardStream(resolve_shards(tmp_path / "shards"), seed=0, epochs=1))}
+    assert got["rec_000"].negative_captions == records[0].negative_captions
+    assert got["rec_003"].caption_negatives == records[3].caption_negatives and got["rec_001"].caption_negatives == []
+
+    def per_row(batch) -> list[list[str]]:
+        return [
+            sorted(n for n, r in zip(batch.negatives, batch.negative_rows) if r == row) for row in range(len(batch))
+        ]
+
+    for k in (1, 5):  # one: each image's own caption edit; five: every negative of the record
+        collator = StepCollator(builder, 2, "first", 0, hard_negatives=k)
+        batches = TrainBatches(str(tmp_path / "shards"), collator, 4, seed=0)
+        for _ in range(2):
+            batch = batches.next()
+            rows = [int(c.split()[-1]) for c in batch.captions]  # "caption i" -> record i
+            want = collate_records(collator, records, rows)
+            assert batch.captions == want.captions and per_row(batch) == per_row(want), k
+            assert [len(t) for t in batch.text_chunks] == [len(batch) + len(batch.negatives)]
+            if k == 1:
+                edited = [i for i in rows if i % 2 == 0 or i == 3]
+                assert [per_row(batch)[rows.index(i)] for i in edited] == [[f"caption {i} edited"] for i in edited]
+            else:
+                assert all(len(neg) == 3 for i, neg in zip(rows, per_row(batch)) if i % 2 == 0)
 
 
 def _corrupt(tar_path: Path, member: str, data: bytes) -> None:
@@ -147,9 +197,7 @@ def _corrupt(tar_path: Path, member: str, data: bytes) -> None:
             tar.addfile(m, io.BytesIO(content))
 
 
-def test_corrupt_member_is_skipped_counted_and_logged(manifest, tmp_path, caplog):
-    from vladva.train.shard_batches import ShardBatches
-
+def test_corrupt_member_is_skipped_counted_and_logged(manifest, builder, tmp_path, caplog):
     write_shards(manifest, tmp_path, shard_size=5)
     _corrupt(tmp_path / "train-000000.tar", "rec_002.png", b"not a png at all")
     _corrupt(tmp_path / "train-000001.tar", "rec_009.json", b"{broken")  # last sample of its shard
@@ -162,8 +210,8 @@ def test_corrupt_member_is_skipped_counted_and_logged(manifest, tmp_path, caplog
     assert any("train-000000.tar key rec_002: bad .png member" in m for m in skipped)
     assert any("train-000001.tar key rec_009: bad .json member" in m for m in skipped)
     assert sum("skipped sample" in r.message for r in caplog.records) == 2
-    batches = ShardBatches(str(tmp_path), 4, 0, "first", seed=0)
-    total = sum(len(batches.next_batch().skipped) for _ in range(2))  # 8 good samples = 2 batches of 4
+    batches = TrainBatches(str(tmp_path), StepCollator(builder, 0, "first", 0), 4, seed=0)
+    total = sum(len(batches.next().skipped) for _ in range(2))  # 8 good samples = 2 batches of 4
     assert total == 2
 
 

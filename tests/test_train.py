@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from vladva.config import load_config
 from vladva.testing import build_tiny_llava, write_tiny_manifest
+from vladva.train.batches import BatchOrder, StepCollator, collate_records, load_records
 from vladva.train.config import TrainConfig
-from vladva.train.data import BatchCollator, BatchOrder, load_records
 from vladva.train.trainer import train
 
 torch.set_num_threads(1)
@@ -68,19 +68,25 @@ def test_batch_order_is_deterministic_and_sharded():
     assert len(set(both)) == 4 and set(both) == set(BatchOrder(10, 4, 3).batch(1)[1])
 
 
-def test_collator_skips_unreadable_images_and_strict_raises(data, tmp_path, caplog):
+def test_collator_skips_unreadable_images_and_strict_raises(base, data, tmp_path, caplog):
     from vladva.data.images import ImageLoadError
+    from vladva.model.vladva import VladVA
 
     records = load_records(data / "train.jsonl", strict=True)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG truncated")
     records[1].image = broken
-    batch = BatchCollator(records, 2, "first", 0, strict=False)(0, [0, 1, 2])
-    assert len(batch.images) == 2 and batch.captions == [records[0].captions[0], records[2].captions[0]]
-    assert batch.image_ids.tolist() == [0, 2] and len(batch.ntp_images) == 2
+    collator = StepCollator(VladVA.from_pretrained(base).inputs, 2, "first", 0)
+    batch = collate_records(collator, records, [0, 1, 2], strict=False)
+    assert len(batch) == 2 and batch.captions == [records[0].captions[0], records[2].captions[0]]
+    assert batch.image_ids.tolist() == [0, 2] and batch.ntp_rows == [0, 1]
     assert len(batch.skipped) == 1 and "broken.png" in batch.skipped[0] and "broken.png" in caplog.text
+    # the tensors cover the readable images only: both in one next-token pass, the two captions
+    (chunk,) = batch.image_chunks
+    assert chunk.rows == [0, 1] and len(chunk.ntp) == 2 and chunk.image is None
+    assert [len(t) for t in batch.text_chunks] == [2]
     with pytest.raises(ImageLoadError, match="broken.png"):
-        BatchCollator(records, 2, "first", 0, strict=True)(0, [0, 1, 2])
+        collate_records(collator, records, [0, 1, 2], strict=True)
 
 
 def test_short_run_lowers_both_losses_and_raises_batch_accuracy(base, data, tmp_path):
@@ -137,6 +143,13 @@ def test_resume_continues_exactly(base, data, tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     # no half-written checkpoint folders are left behind
     assert not list(ckpts.glob(".tmp-*"))
+    # the compute record continues too: same steps, pairs and tokens as the uninterrupted run
+    (ca,) = json.loads((full.checkpoint / "compute.json").read_text())["stages"]
+    (cb,) = json.loads((resumed.checkpoint / "compute.json").read_text())["stages"]
+    assert [ca[k] for k in ("steps", "pairs", "long_captions", "tokens")] == [
+        cb[k] for k in ("steps", "pairs", "long_captions", "tokens")
+    ]
+    assert ca["steps"] == 6 and ca["pairs"] == 6 * 8
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train(config(base, data, tmp_path / "cut", *extra))
 
@@ -150,6 +163,7 @@ def test_checkpoint_layout_and_pruning(base, data, tmp_path):
     assert (ckpts / "latest").read_text().strip() == "step-000004" == result.checkpoint.name
     assert sorted(p.name for p in result.checkpoint.iterdir()) == [
         "adapter",
+        "compute.json",
         "config.yaml",
         "trainer_state.pt",
         "vladva_config.json",
@@ -158,8 +172,29 @@ def test_checkpoint_layout_and_pruning(base, data, tmp_path):
     from safetensors.torch import load_file
 
     w = load_file(result.checkpoint / "vladva_weights.safetensors")
-    assert set(w) == {"soft_prompt.image", "soft_prompt.text", "logit_scale"}
+    assert set(w) == {"soft_prompt.image", "soft_prompt.text"}  # the temperature is the trainer's state
     assert w["soft_prompt.image"].shape == (7, 64)
+    state = torch.load(result.checkpoint / "trainer_state.pt", weights_only=True)
+    assert set(state["objective"]) == {"losses.contrastive.logit_scale"}
+    assert state["objective"]["losses.contrastive.logit_scale"].item() == pytest.approx(
+        np.log(result.final["logit_scale"]), abs=1e-3
+    )
+
+
+def test_each_checkpoint_records_its_compute(base, data, tmp_path):
+    """compute.json in every checkpoint: the steps so far, and pairs = steps x contrastive batch size."""
+    result = train(
+        config(base, data, tmp_path / "run", "optim.max_steps=3", "checkpoint.every=2", "checkpoint.keep_last=0")
+    )
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-000002", "step-000003"]
+    for step in (2, 3):
+        record = json.loads((ckpts / f"step-{step:06d}" / "compute.json").read_text())
+        (stage,) = record["stages"]
+        assert stage["stage"] == "vladva-finetune" and stage["steps"] == step
+        assert stage["pairs"] == step * 8 and stage["long_captions"] == step * 4  # 8 pairs, 4 long captions
+        assert stage["tokens"] > 0 and stage["seconds"] >= 0 and stage["device"] == "cpu"
+    assert result.compute.steps == 3 and result.compute.pairs == 24
 
 
 def test_bad_samples_are_counted(base, data, tmp_path):

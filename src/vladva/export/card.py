@@ -146,6 +146,15 @@ def _training_section(info: CardInfo) -> str:
             parts += [_kv_table(rows), ""]
     if info.compute:
         c = info.compute
+        if isinstance(c.get("stages"), list) and c["stages"]:  # a vladva.train.compute record: its last stage
+            st = c["stages"][-1]
+            found = {
+                "steps": st.get("steps"),
+                "wall_seconds": st.get("seconds"),
+                "threads": st.get("threads"),
+                "trainable_params": (st.get("extra") or {}).get("trainable_params"),
+            }
+            c = {k: v for k, v in found.items() if v is not None}
         parts.append(
             f"Compute: {c.get('steps', '?')} steps, {c.get('wall_seconds', '?')} s wall clock, "
             f"{c.get('threads', '?')} threads, {c.get('trainable_params', '?')} trainable parameters."

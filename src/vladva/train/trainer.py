@@ -343,9 +343,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if chunked:  # GradCache ran outside DDP's reducer
             average_gradients(p for p in module.parameters() if p.requires_grad)
         if accelerator.num_processes > 1:  # log the global batch's losses, not the main process's part
-            keys = ["loss", "contrastive", "batch_acc"] + (
-                ["ntp"] if cfg.loss.ntp_weight > 0 and cfg.data.ntp_batch_size else []
-            )
+            keys = ["loss", "contrastive", "batch_acc"]
+            keys += ["ntp"] if cfg.loss.ntp_weight > 0 and cfg.data.ntp_batch_size else []
+            keys += ["hard_neg_acc"] if cfg.data.hard_negatives > 0 else []
             sums = mean_over_processes({k: sums.get(k, 0.0) for k in keys})
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
