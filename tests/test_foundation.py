@@ -14,6 +14,27 @@ def test_cli_help_lists_subcommands():
     assert "Usage" in out.output
 
 
+@pytest.mark.parametrize("command", ["embed", "merge", "export"])
+def test_weights_option_and_its_hidden_old_name(command):
+    """The trained weights are `--weights/-w`; `--adapter/-a` still parses but is not advertised."""
+    out = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert out.exit_code == 0 and "--weights" in out.output and "-w" in out.output
+    assert "--adapter" not in out.output
+
+
+def test_old_adapter_option_still_runs_with_a_note(tmp_path):
+    runner = CliRunner()
+    nowhere = tmp_path / "nowhere"
+    # export checks the weights folder before loading anything, so this needs no model.
+    r = runner.invoke(app, ["export", str(tmp_path / "out"), "--adapter", str(nowhere)])
+    assert r.exit_code == 2 and "no such folder" in r.stderr, r.output
+    assert "note: --adapter is deprecated; use --weights (-w)" in r.stderr
+    r = runner.invoke(app, ["embed", "-w", "a", "-a", "b", "--texts", "t.txt", "--out", "x.npy"])
+    assert r.exit_code == 2 and "give the trained weights once" in r.stderr, r.output
+    r = runner.invoke(app, ["merge", "--out", str(tmp_path / "merged")])
+    assert r.exit_code == 2 and "error: give the trained weights to merge: --weights" in r.stderr, r.output
+
+
 def test_manifest_round_trip(tmp_path):
     (tmp_path / "images").mkdir()
     recs = [

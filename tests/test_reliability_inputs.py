@@ -639,3 +639,28 @@ def test_check_manifest_lists_every_problem_and_exits_1(tmp_path):
     }
     r = CliRunner().invoke(app, ["check-manifest", str(tmp_path / "nope.jsonl")])
     assert r.exit_code == 2 and r.stderr.strip() == f"error: manifest not found: {tmp_path / 'nope.jsonl'}"
+
+
+def test_check_manifest_library_call_names_each_problem(tmp_path):
+    """`vladva.data.check.check_manifest`, the function behind the command: counts, and one line
+    per problem (`file:line`, `record ID`, duplicate id); `load_images=False` opens no image."""
+    from vladva.data.check import check_manifest
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(good_png())
+    rows = [
+        {"id": "1", "image": "images/a.png", "captions": ["a red square"]},
+        {"id": "2", "image": "images/missing.png", "captions": ["a red square"]},
+        {"id": "1", "image": "images/a.png", "captions": ["a red square"]},
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    found = check_manifest(path)
+    assert (found.records, found.usable, found.ok) == (3, 2, False)
+    assert found.problems() == [
+        f"{path}:4: {found.bad_lines[0][1]}",
+        f"record 2: {tmp_path / 'images' / 'missing.png'}: image file not found",
+        f"{path}: duplicate id '1'",
+    ]
+    lines_only = check_manifest(path, load_images=False)
+    assert lines_only.usable == 3 and lines_only.bad_images == []

@@ -391,6 +391,35 @@ def test_concurrent_requests_share_model_calls(toy, colour_dir, tmp_path):
     assert sum(text_calls) == 8 and len(text_calls) < 8, text_calls  # 8 requests, fewer model calls
 
 
+def test_search_index_library_call(toy, colour_dir, tmp_path):
+    """`vladva.serve.search.search_index`, the function behind `vladva search`: text -> images,
+    image -> the lines of a captions file, and the errors a command turns into one line."""
+    from vladva.errors import UserError
+    from vladva.serve.search import search_index
+
+    index, _ = build_index(toy, TOY_SPEC, colour_dir, tmp_path / "ix")
+    found = search_index(index, toy, text="green", k=2)
+    assert found.target == "images" and [r["rank"] for r in found.results] == [1, 2]
+    assert found.results[0]["path"].endswith("green.png")
+    assert found.to_json() == {"query": {"text": "green"}, "target": "images", "results": found.results}
+
+    caps = tmp_path / "caps.txt"
+    caps.write_text("a purple thing\n\na blue square\n")
+    found = search_index(index, toy, image=colour_dir / "blue.png", captions_file=caps)
+    assert found.target == "captions" and found.source == str(caps)
+    assert [r["caption"] for r in found.results] == ["a blue square", "a purple thing"]
+    assert "ids" not in found.results[0]  # ids only for captions stored in the index
+
+    for kwargs, message in [
+        ({"text": "red", "image": colour_dir / "red.png"}, "exactly one"),
+        ({"text": "  "}, "the text query is empty"),
+        ({"text": "red", "target": "pixels"}, "--target must be images or captions"),
+        ({"text": "red", "target": "captions"}, "no captions to rank in the index captions"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            search_index(index, toy, **kwargs)
+
+
 # ---- CLI end to end -------------------------------------------------------------------------
 
 
@@ -470,7 +499,7 @@ def test_cli_errors_are_one_line(colour_dir, tmp_path, args, message):
 
 
 def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
-    """`vladva:BASE:ADAPTER` on a tiny random LLaVA: the same index, search and service code, no changes."""
+    """`vladva:BASE:WEIGHTS` on a tiny random LLaVA: the same index, search and service code, no changes."""
     from fastapi.testclient import TestClient
     from typer.testing import CliRunner
 
@@ -482,9 +511,9 @@ def test_real_vladva_model_through_spec_cli_and_service(colour_dir, tmp_path):
 
     base = build_tiny_llava(tmp_path / "tiny-llava")
     model = VladVA.from_pretrained(base)
-    model.prepare_for_training()  # soft prompts + LoRA, saved untrained: the adapter path of a trained model
-    adapter = model.save_weights(tmp_path / "adapter", base_model=str(base))
-    spec = f"vladva:{base}:{adapter}"
+    model.prepare_for_training()  # soft prompts + LoRA, saved untrained: the weights folder of a trained model
+    weights = model.save_weights(tmp_path / "weights", base_model=str(base))
+    spec = f"vladva:{base}:{weights}"
     runner = CliRunner()
     r = runner.invoke(
         app,

@@ -23,16 +23,9 @@ from vladva.toyworld.captions import (
     tokenize,
 )
 from vladva.toyworld.scene import Scene, SceneObject
-from vladva.toyworld.shapes import (
-    HARD_HELDOUT,
-    ShapesDataConfig,
-    generate_shapes_dataset,
-    identifying_claim,
-    long_caption,
-    make_instructions,
-    short_captions,
-)
+from vladva.toyworld.shapes import generate_shapes_dataset, long_caption, make_instructions
 from vladva.toyworld.splits import SUGARCREPE_CATEGORIES, SUGARCREPE_PP_CATEGORIES
+from vladva.toyworld.world import HARD_HELDOUT, ShapesDataConfig, identifying_claim, short_captions
 
 TINY = dict(n_train=60, n_val=10, n_retrieval=40, n_sugarcrepe=30, n_winoground=16, n_aro=30, n_zeroshot=24)
 
@@ -148,7 +141,7 @@ def test_caption_lengths_in_tokens():
     assert count_tokens("a red circle, left of it.") == 8  # words and punctuation marks
     rng = random.Random(1)
     for _ in range(200):
-        from vladva.toyworld.shapes import WORLDS, sample_world_scene
+        from vladva.toyworld.world import WORLDS, sample_world_scene
 
         world = WORLDS[rng.choice(("default", "hard"))]
         scene = sample_world_scene(rng, world, "train")
@@ -379,7 +372,7 @@ def test_changed_config_replaces_stale_files(tmp_path):
 
 def test_generated_claims_read_back_to_the_same_meaning():
     from vladva.toyworld.captions import random_style
-    from vladva.toyworld.shapes import WORLDS, _short_claim, sample_world_scene
+    from vladva.toyworld.world import WORLDS, _short_claim, sample_world_scene
 
     rng = random.Random(7)
     for k in range(300):

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 @friendly_errors
 def demo_command(
     out: Path = typer.Option(
-        Path("runs/demo"), "--out", "-o", help="Run folder (data, fine-tuned adapter, report, index, caches)."
+        Path("runs/demo"), "--out", "-o", help="Run folder (data, fine-tuned weights, report, index, caches)."
     ),
     quick: bool = typer.Option(
         False, "--quick", help="Tiny data and budgets: checks the pipeline in about a minute; the numbers mean nothing."

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from vladva.cli.errors import friendly_errors
+from vladva.cli.options import deprecated_adapter_flag, resolve_weights_flag, weights_flag
 from vladva.errors import UserError
+from vladva.pretrained import resolve_base
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +23,8 @@ def export_command(
     model: str = typer.Option(
         "default", "--model", "-m", help="Base LVLM folder, 'default', or a merged VladVA folder."
     ),
-    adapter: Path | None = typer.Option(
-        None, "--adapter", "-a", help="Trained adapter: a run folder or a checkpoint folder."
-    ),
+    weights: Path | None = weights_flag(),
+    adapter: Path | None = deprecated_adapter_flag(),
     fmt: str = typer.Option("hf", "--format", "-f", help="hf or sentence-transformers."),
     results: Path | None = typer.Option(None, "--results", help="A `vladva eval` results.json for the card's table."),
     results_model: list[str] = typer.Option(
@@ -34,16 +35,15 @@ def export_command(
 ) -> None:
     """Write a standalone folder (merged weights, processor, prompts, model card) that reloads to the
     same embeddings."""
-    from vladva.cli.embed import _base
     from vladva.export import ExportError, ExportRequest, export_model
 
     if (out_arg is None) == (out is None):
         raise UserError("give the output folder once: as OUT or as --out OUT")
     out = out or out_arg
     req = ExportRequest(
-        base=_base(model),
+        base=resolve_base(model),
         out=out,
-        adapter=adapter,
+        adapter=resolve_weights_flag(weights, adapter),
         format=fmt,
         results=results,
         results_models=tuple(results_model),

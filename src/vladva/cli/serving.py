@@ -20,13 +20,6 @@ def _open_model(spec: str):
     return load_embedder(spec)
 
 
-def _width_mismatch(dim: int, index_dir: Path, index) -> None:
-    raise UserError(
-        f"model gives {dim}-dim vectors but {index_dir} holds {index.meta.dim}-dim ones "
-        f"(built with {index.meta.model!r})"
-    )
-
-
 def _print_report(report) -> None:
     typer.echo(report.summary(), err=True)
     for path, why in report.skipped[3:]:
@@ -37,7 +30,7 @@ def _print_report(report) -> None:
 @friendly_errors
 def index_build(
     model: str = typer.Option(
-        ..., "--model", help="Model spec: vladva:BASE[:ADAPTER], zeroshot:BASE, clip:DIR or toy:colours."
+        ..., "--model", help="Model spec: vladva:BASE[:WEIGHTS], zeroshot:BASE, clip:DIR or toy:colours."
     ),
     images: Path = typer.Option(..., "--images", help="A folder of images (searched recursively) or a JSONL manifest."),
     out: Path = typer.Option(..., "--out", help="Index folder to create."),
@@ -103,65 +96,22 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Search the index by text or by image; or rank captions for an image."""
-    from vladva.data.images import load_image
-    from vladva.serve.index import EmbeddingIndex, rank_texts
+    from vladva.serve.index import EmbeddingIndex
+    from vladva.serve.search import check_query, search_index
 
-    if (query is None) == (image is None):
-        raise UserError("give either a text QUERY or --image PATH (exactly one)")
-    if target not in ("images", "captions"):
-        raise UserError(f"--target must be images or captions, got {target!r}")
-    if captions is not None:
-        target = "captions"
+    check_query(query, image, target)
     index = EmbeddingIndex.load(index_dir)
     embedder = _open_model(model or index.meta.model)
-    if image is not None:
-        vector = embedder.encode_images([load_image(image)])
-    else:
-        if not query.strip():
-            raise UserError("the text query is empty")
-        vector = embedder.encode_texts([query])
-    if vector.shape[1] != index.meta.dim:
-        _width_mismatch(vector.shape[1], index_dir, index)
-    query_json = {"image": str(image)} if image is not None else {"text": query}
-    label = f"image {image}" if image is not None else repr(query)
-
-    if target == "captions":
-        if captions is not None:
-            if not captions.is_file():
-                raise FileNotFoundError(f"{captions}: captions file not found")
-            texts = [line.strip() for line in captions.read_text(encoding="utf-8").splitlines() if line.strip()]
-            source = str(captions)
-        else:
-            owners: dict[str, list[int]] = {}  # a caption may describe several indexed images
-            for entry_id, caption in index.captions:
-                owners.setdefault(caption, []).append(entry_id)
-            texts = sorted(owners)
-            source = f"{index_dir} captions"
-        if not texts:
-            raise UserError(
-                f"no captions to rank in {source} (the index stores captions only when built from a manifest)"
-            )
-        ranked = rank_texts(vector[0].numpy(), texts, embedder.encode_texts(texts).numpy(), k)
-        rows = [{"rank": r, "score": round(s, 6), "caption": t} for r, s, t in ranked]
-        columns = ["rank", "score", "caption"]
-        if captions is None:  # index captions: say which images each one came from
-            for row in rows:
-                row["ids"] = owners[row["caption"]]
-            columns.append("ids")
-        if as_json:
-            typer.echo(json.dumps({"query": query_json, "target": "captions", "results": rows}, indent=1))
-        else:
-            _table(f"captions for {label} from {source}", columns, rows)
-        return
-
-    hits = index.search(vector.numpy(), k)[0]
-    rows = [
-        {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "captions": h.captions} for h in hits
-    ]
+    result = search_index(index, embedder, query, image, k, target, captions, index_name=str(index_dir))
     if as_json:
-        typer.echo(json.dumps({"query": query_json, "target": "images", "results": rows}, indent=1))
+        typer.echo(json.dumps(result.to_json(), indent=1))
+        return
+    label = f"image {image}" if image is not None else repr(query)
+    if result.target == "captions":
+        columns = ["rank", "score", "caption"] + (["ids"] if captions is None else [])
+        _table(f"captions for {label} from {result.source}", columns, result.results)
     else:
-        _table(f"top {k} of {len(index)} images for {label}", ["rank", "score", "path"], rows)
+        _table(f"top {k} of {len(index)} images for {label}", ["rank", "score", "path"], result.results)
 
 
 def _table(title: str, columns: list[str], rows: list[dict]) -> None:
@@ -194,13 +144,14 @@ def serve(
 
     from vladva.serve.index import EmbeddingIndex
     from vladva.serve.models import embedding_dim
+    from vladva.serve.search import dimension_mismatch
     from vladva.serve.service import ServiceSettings, create_app
 
     index = EmbeddingIndex.load(index_dir)
     embedder = _open_model(model or index.meta.model)
     dim = embedding_dim(embedder)
     if dim != index.meta.dim:
-        _width_mismatch(dim, index_dir, index)
+        raise dimension_mismatch(dim, index, str(index_dir))
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"WARNING: binding {host} exposes the service (and every indexed image) to the network, "

@@ -1,4 +1,5 @@
-"""Image loading with errors that name the file at fault."""
+"""Image files: which files are images, listing a folder of them, and loading one with errors
+that name the file at fault."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ from PIL import Image
 
 # Refuse decompression bombs outright: 64 Mpx is far above any LVLM's input resolution.
 MAX_PIXELS = 64 * 1024 * 1024
+
+# What a file must end in (any case) to be taken as an image when a folder is listed (`vladva
+# embed`, `vladva index`, benchmark image folders). Every format here is one `load_image` opens.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def is_image_file(path: Path) -> bool:
+    """A file whose suffix is one of `IMAGE_SUFFIXES` (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def find_images(folder: Path | str) -> list[Path]:
+    """Every image file under `folder`, recursively, sorted by path (empty if there is none)."""
+    return sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
 
 
 class ImageLoadError(ValueError):

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vladva.data.images import IMAGE_SUFFIXES, find_images
 from vladva.embedder import Embedder
 from vladva.serve.index import EmbeddingIndex, IndexConfig
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 @dataclass
@@ -45,8 +44,7 @@ def list_images(source: Path | str, skipped: list[tuple[str, str]] | None = None
 
     source = Path(source)
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return [ImageSource(p.resolve()) for p in paths]
+        return [ImageSource(p.resolve()) for p in find_images(source)]
     if source.is_file() and source.suffix == ".jsonl":
         records, report = read_manifest(source, strict=False)
         if skipped is not None:

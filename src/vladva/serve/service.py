@@ -51,15 +51,29 @@ def _error_response(status: int, detail: str):
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 when the body is declared or turns out larger than `max_bytes`."""
+class _HttpMiddleware:
+    """ASGI middleware that acts on HTTP requests (`handle`) and passes anything else through."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app):
+        self.app = app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        return await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send):
+        raise NotImplementedError
+
+
+class BodySizeLimit(_HttpMiddleware):
+    """ASGI middleware: 413 when the body is declared or turns out larger than `max_bytes`."""
+
+    def __init__(self, app, max_bytes: int):
+        super().__init__(app)
+        self.max_bytes = max_bytes
+
+    async def handle(self, scope, receive, send):
         too_large = f"request body is larger than the limit of {self.max_bytes} bytes"
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
@@ -78,15 +92,14 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
 
-class RequestTimeLimit:
+class RequestTimeLimit(_HttpMiddleware):
     """ASGI middleware: 504 when a request takes longer than `seconds` (before its response starts)."""
 
     def __init__(self, app, seconds: float):
-        self.app, self.seconds = app, seconds
+        super().__init__(app)
+        self.seconds = seconds
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    async def handle(self, scope, receive, send):
         started = False
 
         async def tracking_send(message):

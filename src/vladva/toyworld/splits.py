@@ -18,7 +18,7 @@ from pathlib import Path
 from vladva.toyworld.captions import (
     FRAMES,
     INVERSE,
-    RELATIONS,
+    NUMBER_WORDS,
     SHORT_MAX_TOKENS,
     SPATIAL,
     Claim,
@@ -32,19 +32,19 @@ from vladva.toyworld.captions import (
     render_claim,
     tokenize,
 )
-from vladva.toyworld.scene import COLOURS, SHAPES, SIZES, Scene, SceneConfig, render_scene
-from vladva.toyworld.shapes import (
-    NUMBER_WORDS,
+from vladva.toyworld.negatives import hard_negative
+from vladva.toyworld.scene import COLOURS, SHAPES, Scene, SceneConfig, render_scene
+from vladva.toyworld.world import (
     ShapesDataConfig,
     World,
-    _progress,
-    _save_png,
     has_heldout,
     identifying_claim,
     item_rng,
     pair_claim,
     relation_pairs,
     sample_world_scene,
+    save_png,
+    split_progress,
 )
 
 SUGARCREPE_CATEGORIES = ("replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att", "add_obj", "add_att")
@@ -102,7 +102,7 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
     scenes: list[Scene] = []
     seen: set[tuple] = set()
     images, all_caps = [], []
-    with _progress(cfg.n_retrieval, "retrieval", progress) as bar:
+    with split_progress(cfg.n_retrieval, "retrieval", progress) as bar:
         for i in range(cfg.n_retrieval):
             rng = item_rng(cfg.seed, "retrieval", i)
             scene = sample_world_scene(
@@ -111,7 +111,7 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
             seen.add(_signature(scene))
             scenes.append(scene)
             name = f"{i:06d}.png"
-            _save_png(render_scene(scene), out / "images" / name)
+            save_png(render_scene(scene), out / "images" / name)
             caps: list[str] = []
             for _ in range(50 * cfg.captions_per_image):
                 text = render_claim(identifying_claim(scene, rng, thr), random_style(rng))
@@ -168,92 +168,6 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
 # ----------------------------------------------------------------------------- SugarCrepe
 
 
-def _set_ref(claim: Claim, k: int, **changes) -> Claim:
-    objs = list(claim.objects)
-    objs[k] = replace(objs[k], **changes)
-    return replace(claim, objects=tuple(objs))
-
-
-def _first_false(candidates, scene: Scene, thr: float) -> Claim | None:
-    for c in candidates:
-        if claim_holds(c, scene, thr) is False:
-            return c
-    return None
-
-
-def hard_negative(
-    category: str, claim: Claim, scene: Scene, rng: random.Random, thr: float
-) -> tuple[Claim, Claim] | None:
-    """(positive, negative) claims for a SugarCrepe category from a true two-object claim, or None.
-    The negative changes one thing as the category says and is false for the scene; `add_att`
-    first drops an attribute from the positive, then adds a wrong one back."""
-    ks = list(range(len(claim.objects)))
-    rng.shuffle(ks)
-    present = {(o.colour, o.shape) for o in scene.objects}
-    # Negatives stay plausible in this world: no colour or shape named twice in one caption.
-    used_colours = {r.colour for r in claim.objects}
-    used_shapes = {r.shape for r in claim.objects}
-    if category == "replace_obj":
-        cands = [
-            _set_ref(claim, k, shape=s)
-            for k in ks
-            for s in rng.sample(SHAPES, len(SHAPES))
-            if claim.objects[k].shape is not None and s not in used_shapes
-        ]
-        neg = _first_false(cands, scene, thr)
-    elif category == "replace_att":
-        cands = [
-            _set_ref(claim, k, colour=c)
-            for k in ks
-            for c in rng.sample(list(COLOURS), len(COLOURS))
-            if claim.objects[k].colour is not None and c not in used_colours
-        ]
-        cands += [_set_ref(claim, k, size=z) for k in ks for z in SIZES if claim.objects[k].size not in (None, z)]
-        neg = _first_false(cands, scene, thr)
-    elif category == "replace_rel":
-        r = claim.relations[0]
-        names = [INVERSE[r.name]] + rng.sample(
-            [n for n in RELATIONS if n not in (r.name, INVERSE[r.name])], len(RELATIONS) - 2
-        )
-        neg = _first_false([replace(claim, relations=(Relation(r.subject, n, r.object),)) for n in names], scene, thr)
-    elif category in ("swap_obj", "swap_att"):
-        a, b = claim.objects[0], claim.objects[1]
-        attrs = ("shape",) if category == "swap_obj" else ("colour", "size")
-        cands = []
-        for attr in attrs:
-            va, vb = getattr(a, attr), getattr(b, attr)
-            if va is not None and vb is not None and va != vb:
-                cands.append(_set_ref(_set_ref(claim, 0, **{attr: vb}), 1, **{attr: va}))
-        neg = _first_false(cands, scene, thr)
-    elif category == "add_obj":
-        absent = [
-            (c, s)
-            for c in rng.sample(list(COLOURS), len(COLOURS))
-            for s in rng.sample(SHAPES, len(SHAPES))
-            if (c, s) not in present and c not in used_colours and s not in used_shapes
-        ]
-        neg = _first_false(
-            [replace(claim, objects=claim.objects + (ObjectRef(s, c),)) for c, s in absent[:5]], scene, thr
-        )
-    elif category == "add_att":
-        for k in ks:
-            ref = claim.objects[k]
-            for attr, values in (("colour", list(COLOURS)), ("size", list(SIZES))):
-                if getattr(ref, attr) is None or (attr == "colour" and ref.shape is None):
-                    continue
-                pos = _set_ref(claim, k, **{attr: None})
-                wrong = [
-                    v for v in rng.sample(values, len(values)) if v != getattr(ref, attr) and v not in used_colours
-                ]
-                neg = _first_false([_set_ref(pos, k, **{attr: v}) for v in wrong], scene, thr)
-                if neg is not None and claim_holds(pos, scene, thr) is True:
-                    return pos, neg
-        return None
-    else:
-        raise ValueError(f"unknown SugarCrepe category {category!r}")
-    return (claim, neg) if neg is not None else None
-
-
 def paraphrase(claim: Claim, style: Style, rng: random.Random) -> tuple[Claim, Style]:
     """Same meaning, other words: the relation seen from its other side ("a blue square right of
     a red circle") and/or another sentence frame and relation wording."""
@@ -275,15 +189,15 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
     sc = {c: {} for c in SUGARCREPE_CATEGORIES}
     scenes = {}
     pp = {c: {} for c in SUGARCREPE_PP_CATEGORIES}
-    with _progress(cfg.n_sugarcrepe, "sugarcrepe", progress) as bar:
+    with split_progress(cfg.n_sugarcrepe, "sugarcrepe", progress) as bar:
         for i in range(cfg.n_sugarcrepe):
             rng = item_rng(cfg.seed, "sugarcrepe", i)
             scene = sample_world_scene(rng, world, "sugarcrepe", cfg.image_size)
             name = f"{i:06d}.png"
             image = render_scene(scene)
             scenes[name] = scene.to_dict()
-            _save_png(image, root / "sugarcrepe" / "images" / name)
-            _save_png(image, root / "sugarcrepe_pp" / "images" / name)
+            save_png(image, root / "sugarcrepe" / "images" / name)
+            save_png(image, root / "sugarcrepe_pp" / "images" / name)
             for category in SUGARCREPE_CATEGORIES:
                 claim = pair_claim(scene, rng, thr, full=True)
                 style = Style(rng.choice(FRAMES), rng.randrange(3))
@@ -399,7 +313,7 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
     out = root / "winoground"
     swaps = list(WINOGROUND_SWAPS)
     lines, by_tag, scenes = [], defaultdict(int), {}
-    with _progress(cfg.n_winoground, "winoground", progress) as bar:
+    with split_progress(cfg.n_winoground, "winoground", progress) as bar:
         for i in range(cfg.n_winoground):
             rng = item_rng(cfg.seed, "winoground", i)
             swap = swaps[i % len(swaps)]
@@ -413,7 +327,7 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
                 raise RuntimeError(f"winoground example {i}: no scene gave a valid {swap} swap")
             t0, t1, scene_1 = made
             for k, s in ((0, scene), (1, scene_1)):
-                _save_png(render_scene(s), out / "images" / f"ex{i}_img_{k}.png")
+                save_png(render_scene(s), out / "images" / f"ex{i}_img_{k}.png")
                 scenes[f"ex{i}_img_{k}"] = s.to_dict()
             tag, collapsed = WINOGROUND_SWAPS[swap]
             lines.append(
@@ -440,49 +354,38 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
 # ----------------------------------------------------------------------------- ARO
 
 
+def _aro_item(stem: str, scene: Scene, pos: str, neg: str, **what) -> dict:
+    """One entry of either ARO file: the image with a box covering all of it, what the entry is
+    about (`relation_name` or `attributes`), then the true and false captions."""
+    box = {"bbox_x": 0, "bbox_y": 0, "bbox_w": scene.image_size, "bbox_h": scene.image_size}
+    return {"image_id": stem, "image_path": f"{stem}.png", **box, **what, "true_caption": pos, "false_caption": neg}
+
+
 def write_aro(root: Path, cfg: ShapesDataConfig, world: World, progress: bool) -> dict:
     """VG-Relation (true caption vs the relation's arguments swapped) and VG-Attribution (colours
     swapped between two objects), one shared image per index, boxes covering the whole image."""
     thr = cfg.relation_threshold_px
     out = root / "aro"
     rel_items, att_items, scenes = [], [], {}
-    with _progress(cfg.n_aro, "aro", progress) as bar:
+    with split_progress(cfg.n_aro, "aro", progress) as bar:
         for i in range(cfg.n_aro):
             rng = item_rng(cfg.seed, "aro", i)
             scene = sample_world_scene(rng, world, "aro", cfg.image_size)
             stem = f"{i:06d}"
-            _save_png(render_scene(scene), out / "images" / f"{stem}.png")
+            save_png(render_scene(scene), out / "images" / f"{stem}.png")
             scenes[f"{stem}.png"] = scene.to_dict()
-            box = {"bbox_x": 0, "bbox_y": 0, "bbox_w": scene.image_size, "bbox_h": scene.image_size}
+
             si, rel, sj = rng.choice(relation_pairs(scene, thr))
             a, b = scene.objects[si], scene.objects[sj]
             pos = f"the {a.colour} {a.shape} is {rel} the {b.colour} {b.shape}"
             neg = f"the {b.colour} {b.shape} is {rel} the {a.colour} {a.shape}"
             if _checked(pos, neg, scene, thr):
-                rel_items.append(
-                    {
-                        "image_id": stem,
-                        "image_path": f"{stem}.png",
-                        **box,
-                        "relation_name": rel,
-                        "true_caption": pos,
-                        "false_caption": neg,
-                    }
-                )
+                rel_items.append(_aro_item(stem, scene, pos, neg, relation_name=rel))
             a, b = rng.sample(scene.objects, 2)
             pos = f"the {a.colour} {a.shape} and the {b.colour} {b.shape}"
             neg = f"the {b.colour} {a.shape} and the {a.colour} {b.shape}"
             if _checked(pos, neg, scene, thr):
-                att_items.append(
-                    {
-                        "image_id": stem,
-                        "image_path": f"{stem}.png",
-                        **box,
-                        "attributes": [a.colour, b.colour],
-                        "true_caption": pos,
-                        "false_caption": neg,
-                    }
-                )
+                att_items.append(_aro_item(stem, scene, pos, neg, attributes=[a.colour, b.colour]))
             bar.update()
     _write_json(out / "visual_genome_relation.json", rel_items)
     _write_json(out / "visual_genome_attribution.json", att_items)
@@ -539,7 +442,7 @@ def write_zeroshot(root: Path, cfg: ShapesDataConfig, world: World, progress: bo
         (out / "classnames.txt").write_text("".join(c + "\n" for c in classes), encoding="utf-8")
         (out / "templates.txt").write_text("".join(t + "\n" for t in ZEROSHOT_TEMPLATES[task]), encoding="utf-8")
         per_class, scenes = defaultdict(int), {}
-        with _progress(cfg.n_zeroshot, f"zeroshot/{task}", progress) as bar:
+        with split_progress(cfg.n_zeroshot, f"zeroshot/{task}", progress) as bar:
             for i in range(cfg.n_zeroshot):
                 rng = item_rng(cfg.seed, f"zeroshot/{task}", i)
                 target = classes[i % len(classes)]
@@ -550,7 +453,7 @@ def write_zeroshot(root: Path, cfg: ShapesDataConfig, world: World, progress: bo
                     cfg.image_size,
                     accept=lambda s, label=label, target=target: label(s) == target,
                 )
-                _save_png(render_scene(scene), out / "test" / target / f"{i:06d}.png")
+                save_png(render_scene(scene), out / "test" / target / f"{i:06d}.png")
                 scenes[f"test/{target}/{i:06d}.png"] = scene.to_dict()
                 per_class[target] += 1
                 bar.update()

@@ -19,13 +19,13 @@ from vladva.embedder import ImageInput
 from vladva.toyworld.base.data import Split, make_image_processor, to_pixel_values
 from vladva.toyworld.base.tokenizer import wrap_tokenizer
 from vladva.toyworld.base.training import (
-    StageCompute,
     StepBudget,
     autocast,
-    describe_device,
+    finish_compute,
     param_groups,
     progress_bar,
     set_lr,
+    start_compute,
 )
 
 
@@ -123,9 +123,7 @@ def train_clip_baseline(
         )
     )
     budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds, min_seconds)
-    compute = StageCompute(
-        "clip", device=device.type, device_name=describe_device(device), threads=torch.get_num_threads()
-    )
+    compute = start_compute("clip", device)
     gen = torch.Generator().manual_seed(seed)
     max_len = cfg.text.max_positions
     step, ema, curve = 0, None, []
@@ -156,10 +154,9 @@ def train_clip_baseline(
             curve.append((step, round(loss.item(), 4)))
             bar.set_postfix(loss=f"{ema:.3f}")
     bar.close()
-    compute.seconds = time.perf_counter() - t0
-    compute.steps, compute.examples = step, step * cfg.batch_size
-    compute.final_loss = round(ema, 4) if ema is not None else None
-    compute.stopped_by_clock = step < cfg.steps
+    finish_compute(compute, step, budget, time.perf_counter() - t0, ema)
+    # Each example is one image with one of its captions, in a contrastive batch.
+    compute.examples = compute.pairs = step * cfg.batch_size
     compute.extra["loss_curve"] = curve
     compute.extra["min_seconds"] = round(min_seconds, 1)
     model.eval()

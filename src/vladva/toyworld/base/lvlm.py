@@ -26,13 +26,13 @@ from vladva.toyworld.base.tokenizer import (
     TEXT_SUMMARY_PROMPT,
 )
 from vladva.toyworld.base.training import (
-    StageCompute,
     StepBudget,
     autocast,
-    describe_device,
+    finish_compute,
     param_groups,
     progress_bar,
     set_lr,
+    start_compute,
 )
 
 IGNORE = -100
@@ -302,14 +302,12 @@ def train_generative(
     opt = torch.optim.AdamW(param_groups(groups, cfg.weight_decay))
     trainable = [p for g in opt.param_groups for p in g["params"]]
     budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds)
-    compute = StageCompute(
-        stage, device=device.type, device_name=describe_device(device), threads=torch.get_num_threads()
-    )
+    compute = start_compute(stage, device)
     sizes = {"long": cfg.batch_long, "short": cfg.batch_short, "text": cfg.batch_text}
     if text_only:
         # The control sees the same captions, as text: long ones in place of image -> long caption.
         sizes = {"long_text": cfg.batch_long, "text": cfg.batch_text + cfg.batch_short}
-    step, ema, curve, examples = 0, None, [], 0
+    step, ema, curve, examples, long_captions, tokens = 0, None, [], 0, 0, 0
     bar = progress_bar(cfg.steps, f"{stage}")
     t0 = time.perf_counter()
     while not budget.done(step):
@@ -341,6 +339,8 @@ def train_generative(
             loss.backward()
             total += loss.item()
             examples += size
+            long_captions += size if group in ("long", "long_text") else 0
+            tokens += sum(len(e["ids"]) for e in exs)  # unpadded, image placeholders included
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         step += 1
@@ -350,10 +350,8 @@ def train_generative(
             curve.append((step, round(total, 4)))
             bar.set_postfix(loss=f"{ema:.3f}")
     bar.close()
-    compute.seconds = time.perf_counter() - t0
-    compute.steps, compute.examples = step, examples
-    compute.final_loss = round(ema, 4) if ema is not None else None
-    compute.stopped_by_clock = step < cfg.steps
+    finish_compute(compute, step, budget, time.perf_counter() - t0, ema)
+    compute.examples, compute.long_captions, compute.tokens = examples, long_captions, tokens
     compute.extra["loss_curve"] = curve
     model.eval()
     return model.cpu(), compute

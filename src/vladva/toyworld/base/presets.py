@@ -7,7 +7,8 @@ from pathlib import Path
 from vladva.config import build_config, read_config_file
 from vladva.toyworld.base.recipe import PretrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The packaged recipes: src/vladva/configs (this file is src/vladva/toyworld/base/presets.py).
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 QUICK_PRESET = CONFIG_DIR / "pretrain_quick.yaml"
 
 

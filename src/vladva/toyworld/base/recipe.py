@@ -34,8 +34,9 @@ from vladva.toyworld.base.lvlm import (
     train_generative,
 )
 from vladva.toyworld.base.tokenizer import TokenizerConfig, train_word_tokenizer
-from vladva.toyworld.base.training import StageCompute, read_compute, resolve_device, write_compute
+from vladva.toyworld.base.training import resolve_device
 from vladva.toyworld.base.vision import VisionPretrainConfig, pooled_patch_features, train_vision_tower
+from vladva.train.compute import StageCompute, read_compute, write_compute
 
 STAGES = ("vision", "lvlm", "text_lm", "clip")
 VISION_DIR, LVLM_DIR, CLIP_DIR = "vision-tower", "base-lvlm", "clip-baseline"

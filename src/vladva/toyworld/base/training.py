@@ -1,17 +1,21 @@
-"""Pieces every pretraining stage shares: device choice, the learning-rate schedule, and the
-record of what each stage cost (steps, seconds, device) written next to its checkpoint."""
+"""Pieces every pretraining stage shares: device choice, the clock-capped step budget, optimizer
+groups, and starting / finishing the stage's compute record.
+
+The learning-rate curve is the library's one schedule (`vladva.train.schedule.warmup_cosine`) and
+the compute record its `vladva.train.compute.StageCompute`; what is particular to pretraining is
+the budget, whose progress can follow the wall clock (`StepBudget`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
+
+from vladva.train.compute import StageCompute, describe_device
+from vladva.train.schedule import warmup_cosine
 
 
 def progress_bar(total: int, desc: str):
@@ -75,11 +79,14 @@ class StepBudget:
         return step >= self.steps and (self.min_seconds <= 0 or self.elapsed() >= self.min_seconds)
 
     def lr_factor(self, step: int) -> float:
-        """Linear warmup over `warmup` steps, then cosine down to `min_lr_ratio`."""
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        p = self.progress(step)
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+        """Linear warm-up reaching the peak on the last of `warmup` steps, `(step + 1) / warmup`,
+        then cosine down to `min_lr_ratio` as `progress` goes from 0 to 1.
+
+        That is `warmup_cosine` with one warm-up step less and the cosine held at its start on
+        that step: the shared schedule peaks one step after its ramp, and the shipped base models
+        were trained with this ramp, so a rerun of the recipe keeps their learning rates."""
+        progress = 0.0 if step < self.warmup else self.progress(step)
+        return warmup_cosine(step, self.warmup - 1, progress, self.min_lr_ratio)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
@@ -110,47 +117,14 @@ def param_groups(groups: list[tuple[list[torch.nn.Parameter], float]], weight_de
     return out
 
 
-@dataclass
-class StageCompute:
-    """What one stage cost; `seconds` is wall time of the training loop on `device`."""
-
-    stage: str
-    steps: int = 0
-    examples: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
-    device_name: str = ""
-    threads: int = 1
-    final_loss: float | None = None
-    stopped_by_clock: bool = False
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["device_seconds"] = round(self.seconds * (self.threads if self.device == "cpu" else 1), 1)
-        d["seconds"] = round(self.seconds, 1)
-        return d
+def start_compute(stage: str, device: torch.device) -> StageCompute:
+    """The compute record of a stage about to train on `device` (its name, CPU threads)."""
+    return StageCompute(stage, device=device.type, device_name=describe_device(device), threads=torch.get_num_threads())
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-
-
-def write_compute(path: Path, stages: list[StageCompute]) -> None:
-    """`compute.json`: per stage steps, examples, seconds; the total is what the checkpoint cost."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(s.seconds for s in stages)
-    data = {"stages": [s.to_dict() for s in stages], "total_seconds": round(total, 1)}
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def read_compute(path: Path) -> list[StageCompute]:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    out = []
-    for s in data["stages"]:
-        s = {k: v for k, v in s.items() if k != "device_seconds"}
-        out.append(StageCompute(**s))
-    return out
+def finish_compute(compute: StageCompute, steps: int, budget: StepBudget, seconds: float, ema: float | None) -> None:
+    """Fill in what the finished stage cost: `steps` taken (fewer than planned: the clock stopped
+    it), wall `seconds` of its loop, and the smoothed final loss."""
+    compute.steps, compute.seconds = steps, seconds
+    compute.final_loss = round(ema, 4) if ema is not None else None
+    compute.stopped_by_clock = steps < budget.steps

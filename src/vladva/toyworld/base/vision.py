@@ -19,13 +19,13 @@ from torch import nn
 
 from vladva.toyworld.base.data import SceneVocab, Split, to_pixel_values
 from vladva.toyworld.base.training import (
-    StageCompute,
     StepBudget,
     autocast,
-    describe_device,
+    finish_compute,
     param_groups,
     progress_bar,
     set_lr,
+    start_compute,
 )
 from vladva.toyworld.scene import Scene, patch_labels
 
@@ -167,9 +167,7 @@ def train_vision_tower(
     )
     budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds)
     gen = torch.Generator().manual_seed(seed)
-    compute = StageCompute(
-        "vision", device=device.type, device_name=describe_device(device), threads=torch.get_num_threads()
-    )
+    compute = start_compute("vision", device)
     tower.train()
     step, ema = 0, None
     bar = progress_bar(cfg.steps, "stage 1: vision tower")
@@ -193,10 +191,8 @@ def train_vision_tower(
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{ema:.3f}", patch=f"{patch_loss.item():.3f}", obj=f"{obj_loss.item():.3f}")
     bar.close()
-    compute.seconds = time.perf_counter() - t0
-    compute.steps, compute.examples = step, step * cfg.batch_size
-    compute.final_loss = round(ema, 4) if ema is not None else None
-    compute.stopped_by_clock = step < cfg.steps
+    finish_compute(compute, step, budget, time.perf_counter() - t0, ema)
+    compute.examples = step * cfg.batch_size
     tower.eval()
     return tower.cpu(), compute
 
