@@ -95,7 +95,7 @@ def trained(tmp_path_factory):
 def hf_export(trained):
     return export_model(
         ExportRequest(
-            base=trained["base"], adapter=trained["run"], out=trained["root"] / "hf", results=trained["results"]
+            base=trained["base"], weights=trained["run"], out=trained["root"] / "hf", results=trained["results"]
         ),
         log=lambda *_: None,
     )
@@ -111,7 +111,7 @@ def st_export(trained):
             str(out),
             "--model",
             str(trained["base"]),
-            "--adapter",
+            "--weights",
             str(trained["run"]),
             "--format",
             "sentence-transformers",
@@ -221,10 +221,10 @@ def test_merged_folder_exports_without_adapter(trained, hf_export):
 )
 def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     out = tmp_path / "out"
-    args = ["export", str(out), "--model", str(trained["base"]), "--adapter", str(trained["run"])]
+    args = ["export", str(out), "--model", str(trained["base"]), "--weights", str(trained["run"])]
     want = {
         "non-empty out": f"--out {out} exists and is not an empty folder",
-        "missing adapter": f"--adapter {tmp_path / 'nope'}: no such folder",
+        "missing weights": f"--weights {tmp_path / 'nope'}: no such folder",
         "not an adapter": f"{trained['base']}: not a vladva weights folder",
         "plain base": f"--model {trained['base']}: not a merged VladVA folder",
         "bad format": "--format 'onnx': expected one of hf, sentence-transformers",
@@ -269,7 +269,7 @@ def test_qwen2_vl_sentence_transformers_round_trip(tmp_path):
     adapter = m.save_weights(tmp_path / "adapter", base_model=str(base))
     ref = VladVA.from_pretrained(base, adapter)
     out = export_model(
-        ExportRequest(base=base, adapter=adapter, out=tmp_path / "st", format="sentence-transformers"),
+        ExportRequest(base=base, weights=adapter, out=tmp_path / "st", format="sentence-transformers"),
         log=lambda *_: None,
     )
     st = SentenceTransformer(str(out), trust_remote_code=True, device="cpu")

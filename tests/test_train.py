@@ -250,7 +250,7 @@ def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
             "embed",
             "--model",
             str(base),
-            "--adapter",
+            "--weights",
             str(run),
             "--images",
             str(data / "images" / "val"),
@@ -269,7 +269,7 @@ def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
             "embed",
             "--model",
             str(base),
-            "--adapter",
+            "--weights",
             str(run),
             "--texts",
             str(tmp_path / "texts.txt"),
@@ -281,7 +281,7 @@ def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
     assert np.load(tmp_path / "txt.npy").shape == (2, 64)
     assert (tmp_path / "txt.items.txt").read_text() == "a red circle\na blue square\n"
 
-    res = runner.invoke(app, ["merge", "--model", str(base), "--adapter", str(run), "--out", str(tmp_path / "merged")])
+    res = runner.invoke(app, ["merge", "--model", str(base), "--weights", str(run), "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(
         app,

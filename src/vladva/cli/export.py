@@ -43,7 +43,7 @@ def export_command(
     req = ExportRequest(
         base=resolve_base(model),
         out=out,
-        adapter=resolve_weights_flag(weights, adapter),
+        weights=resolve_weights_flag(weights, adapter),
         format=fmt,
         results=results,
         results_models=tuple(results_model),

@@ -24,11 +24,11 @@ class ExportError(ValueError):
 
 @dataclass
 class ExportRequest:
-    """What to export and where. `base` is a base LVLM folder (with `adapter`) or a merged VladVA folder."""
+    """What to export and where. `base` is a base LVLM folder (with `weights`) or a merged VladVA folder."""
 
     base: Path
     out: Path
-    adapter: Path | None = None
+    weights: Path | None = None
     format: str = "hf"
     results: Path | None = None  # a `vladva eval` results.json (or its folder) for the card's table
     results_models: tuple[str, ...] = ()  # rows of `results` to show; default: the rows of this model
@@ -47,20 +47,20 @@ class ExportRequest:
 
 
 def _source(req: ExportRequest) -> tuple[Path | None, dict, str | None]:
-    """The resolved adapter checkpoint, the vladva_config.json that describes the model, and the
+    """The resolved weights (checkpoint) folder, the vladva_config.json that describes the model, and the
     base model's name as recorded there."""
     from vladva.model.weights import CONFIG_FILE, read_vladva_config, resolve_weights_dir
 
-    if req.adapter is not None:
-        if not req.adapter.exists():
-            raise ExportError(f"--adapter {req.adapter}: no such folder (give a run folder or a checkpoint folder)")
-        adapter_dir = resolve_weights_dir(req.adapter)
-        _, meta = read_vladva_config(adapter_dir)
-        return adapter_dir, meta, str(req.base)
+    if req.weights is not None:
+        if not req.weights.exists():
+            raise ExportError(f"--weights {req.weights}: no such folder (give a run folder or a checkpoint folder)")
+        weights_dir = resolve_weights_dir(req.weights)
+        _, meta = read_vladva_config(weights_dir)
+        return weights_dir, meta, str(req.base)
     if not (req.base / CONFIG_FILE).is_file():
         raise ExportError(
             f"--model {req.base}: not a merged VladVA folder (no {CONFIG_FILE}); give the trained "
-            "--adapter (a run or checkpoint folder) with the base model"
+            "--weights (a run or checkpoint folder) with the base model"
         )
     _, meta = read_vladva_config(req.base)
     return None, meta, meta.get("base_model") or str(req.base)
@@ -76,13 +76,13 @@ def export_model(req: ExportRequest, log=print) -> Path:
     from vladva.model import VladVA
 
     req.validate()
-    adapter_dir, meta, base_name = _source(req)
+    weights_dir, meta, base_name = _source(req)
     evaluation = None
     if req.results is not None:
-        evaluation = select_evaluation(req.results, req.base, adapter_dir, req.results_models)
+        evaluation = select_evaluation(req.results, req.base, weights_dir, req.results_models)
     elif req.results_models:
         raise ExportError("--results-model needs --results")
-    training_config, compute = read_training_record(adapter_dir)
+    training_config, compute = read_training_record(weights_dir)
     if req.format == "sentence-transformers":
         try:
             import sentence_transformers  # noqa: F401
@@ -91,8 +91,8 @@ def export_model(req: ExportRequest, log=print) -> Path:
                 "--format sentence-transformers needs the sentence-transformers package: pip install 'vladva[export]'"
             ) from None
 
-    log(f"loading {req.base}" + (f" + {adapter_dir}" if adapter_dir else ""))
-    model = VladVA.from_pretrained(req.base, adapter_dir, dtype=getattr(torch, req.dtype))
+    log(f"loading {req.base}" + (f" + {weights_dir}" if weights_dir else ""))
+    model = VladVA.from_pretrained(req.base, weights_dir, dtype=getattr(torch, req.dtype))
     req.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = req.out.parent / f".{req.out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -115,7 +115,7 @@ def export_model(req: ExportRequest, log=print) -> Path:
             embedding_dim=model.hidden_size,
             vladva_config=meta.get("vladva", {}),
             base_model=base_name,
-            adapter=str(adapter_dir) if adapter_dir else None,
+            adapter=str(weights_dir) if weights_dir else None,
             training_config=training_config,
             compute=compute,
             evaluation=evaluation,
