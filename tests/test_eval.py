@@ -16,23 +16,24 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from vladva import model_kinds
 from vladva.cli import app
+from vladva.eval import benchmarks as B
 from vladva.eval import metrics as M
-from vladva.eval import models as eval_models
+from vladva.eval.benchmarks.aro import load_aro
+from vladva.eval.benchmarks.retrieval import load_karpathy
+from vladva.eval.benchmarks.sugarcrepe import load_sugarcrepe
+from vladva.eval.benchmarks.sugarcrepe_pp import load_sugarcrepe_pp
+from vladva.eval.benchmarks.winoground import load_winoground
+from vladva.eval.benchmarks.zeroshot import load_zeroshot, zeroshot_task_dirs
 from vladva.eval.cache import CachedEncoder
-from vladva.eval.loaders import (
-    BenchmarkFormatError,
-    load_aro,
-    load_karpathy,
-    load_sugarcrepe,
-    load_sugarcrepe_pp,
-    load_winoground,
-    load_zeroshot,
-    zeroshot_task_dirs,
-)
+from vladva.eval.loaders import BenchmarkFormatError, ImageRef, PairSet, read_json, required_text
 from vladva.eval.models import LoadedModel, load_model, parse_model_arg
+from vladva.eval.plot import chart_bars
 from vladva.eval.report import as_report, write_report
 from vladva.eval.runner import EvalConfig, run_evaluation
+from vladva.eval.scoring import score_pair_sets
+from vladva.model_kinds import ModelSpecError, register_model_kind
 from vladva.toyworld.scene import COLOURS, Scene, SceneObject, render_scene
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
@@ -81,6 +82,19 @@ def bench(tmp_path_factory) -> Path:
 
 def _toy_model(name="toy", embedder=None) -> LoadedModel:
     return LoadedModel(name, "toy:", embedder or ColourWordsEmbedder(), identity=f"toy|{name}", params=8)
+
+
+@pytest.fixture
+def own_model_kinds(monkeypatch):
+    """A copy of the model-kind registry, so kinds a test registers vanish after it."""
+    monkeypatch.setattr(model_kinds, "_KINDS", dict(model_kinds._KINDS))
+
+
+@pytest.fixture
+def own_benchmarks(monkeypatch):
+    """A copy of the (discovered) benchmark registry, so benchmarks a test registers vanish after it."""
+    B.benchmarks()
+    monkeypatch.setattr(B, "_REGISTRY", dict(B._REGISTRY))
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -282,7 +296,7 @@ def test_limit_subsamples_deterministically(bench, tmp_path):
     assert a == b == {"images": 2, "captions": 4}
 
 
-def test_model_specs_and_train_compute(tmp_path, monkeypatch):
+def test_model_specs_and_train_compute(tmp_path, own_model_kinds):
     assert parse_model_arg("mine=vladva:/a:/b") == ("mine", "vladva:/a:/b")
     assert parse_model_arg("vladva:/a=b") == (None, "vladva:/a=b")
     (tmp_path / "base").mkdir()
@@ -300,25 +314,38 @@ def test_model_specs_and_train_compute(tmp_path, monkeypatch):
         )
     )
     (tmp_path / "adapter" / "train_compute.json").write_text(json.dumps({"wall_seconds": 120, "threads": 2}))
-    monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), [Path(a) for a in args]))
-    loaded = load_model(f"c=toy:{tmp_path / 'base'}:{tmp_path / 'adapter'}")
+    register_model_kind("colourwords", lambda base, weights: ColourWordsEmbedder(), "test kind")
+    loaded = load_model(f"c=colourwords:{tmp_path / 'base'}:{tmp_path / 'adapter'}")
     assert loaded.name == "c" and loaded.train_compute["cpu_minutes"] == 2.5 + 4.0
     assert loaded.train_compute["gpu_seconds"] == 600  # the GPU stage is reported beside, not added
     assert len(loaded.train_compute["files"]) == 2
     with pytest.raises(ValueError, match="expected one of"):
         load_model("nonsense")
+    with pytest.raises(ModelSpecError, match=r"model spec 'colourwords:x': expected colourwords:BASE:WEIGHTS"):
+        load_model("colourwords:x")  # the usage comes from the builder's parameter names
 
 
-def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
-    monkeypatch.setitem(eval_models.MODEL_KINDS, "toy", lambda args: (ColourWordsEmbedder(), []))
+def test_cli_eval_and_report_end_to_end(bench, tmp_path, own_model_kinds):
+    # A model kind registered through the public API is a valid `-m NAME=KIND:...`.
+    register_model_kind("colourwords", lambda: ColourWordsEmbedder(), "colour words", usage="colourwords:")
     runner = CliRunner()
     common = ["--data", str(bench), "--cache-dir", str(tmp_path / "cache")]
     r = runner.invoke(
-        app, ["eval", "--model", "a=toy:", "--suite", "sugarcrepe,winoground", "--out", str(tmp_path / "run1"), *common]
+        app,
+        [
+            "eval",
+            "--model",
+            "a=colourwords:",
+            "--suite",
+            "sugarcrepe,winoground",
+            "--out",
+            str(tmp_path / "run1"),
+            *common,
+        ],
     )
     assert r.exit_code == 0, r.output
     assert "swap_att" in r.output  # the rich table
-    r = runner.invoke(app, ["eval", "-m", "b=toy:", "-s", "zeroshot", "-o", str(tmp_path / "run2"), *common])
+    r = runner.invoke(app, ["eval", "-m", "b=colourwords:", "-s", "zeroshot", "-o", str(tmp_path / "run2"), *common])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run1" / "eval_config.yaml").is_file()
     r = runner.invoke(
@@ -331,10 +358,21 @@ def test_cli_eval_and_report_end_to_end(bench, tmp_path, monkeypatch):
     md = (tmp_path / "merged" / "results.md").read_text()
     assert "| a |" in md and "| b |" in md
 
-    r = runner.invoke(app, ["eval", "-m", "toy:", "-s", "nonsense", "-o", str(tmp_path / "x"), *common])
+    r = runner.invoke(app, ["eval", "-m", "colourwords:", "-s", "nonsense", "-o", str(tmp_path / "x"), *common])
     assert r.exit_code == 2 and "unknown suite 'nonsense'" in r.output
     r = runner.invoke(
-        app, ["eval", "-m", "toy:", "-s", "winoground", "-o", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c")]
+        app,
+        [
+            "eval",
+            "-m",
+            "colourwords:",
+            "-s",
+            "winoground",
+            "-o",
+            str(tmp_path / "x"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
     )
     assert r.exit_code == 2 and "suite 'winoground': no data" in r.output
     r = runner.invoke(app, ["eval", "-m", "nope:x", "--data", str(bench), "-o", str(tmp_path / "x")])
@@ -363,3 +401,149 @@ def test_zeroshot_spec_runs_a_real_tiny_lvlm_through_the_harness(bench, tmp_path
         "from_cache": first["encoded"]["images"] + first["encoded"]["texts"],
     }
     assert again["metrics"] == first["metrics"]
+
+
+# ----------------------------------------------------------------------------- registries
+
+
+class ColourMatch(B.Benchmark):
+    """A new benchmark written as a module in vladva/eval/benchmarks/ would write it: `items.json`
+    lists an image with a true and a false caption; the score is the two-way accuracy."""
+
+    name = "colour_match"
+    order = 70
+    path = B.PathOption("colour_match", "--colour-match", "Folder with items.json (a test benchmark).")
+    legend = "CM = colour match (chance 50)"
+
+    def load(self, path, cfg):
+        items = read_json(path / "items.json")
+        where = [f"{path / 'items.json'}: entry {n}" for n in range(len(items))]
+        return [
+            PairSet(
+                "all",
+                [ImageRef(path / required_text(e, "filename", w)) for e, w in zip(items, where)],
+                [required_text(e, "true", w) for e, w in zip(items, where)],
+                [required_text(e, "false", w) for e, w in zip(items, where)],
+            )
+        ]
+
+    def score(self, enc, data, cfg):
+        return score_pair_sets(enc, data, cfg.limit, cfg.seed, lambda pos, neg, _groups: M.pair_accuracy(pos, neg))
+
+    def summary_columns(self, models):
+        return [("CM all", B.metric(self.name, "all"))]
+
+    def detail_tables(self, models):
+        rows = [[name, r["all"]] for name, r in self.results(models)]
+        return [B.DetailTable("Colour match (accuracy %)", ["model", "all"], rows)] if rows else []
+
+    def chart_bars(self):
+        return [("CM all", (self.name, "all"))]
+
+
+@pytest.fixture
+def colour_match_data(bench, tmp_path) -> Path:
+    """A --data folder holding only the new benchmark's folder (red circle / yellow cross images)."""
+    folder = tmp_path / "data" / "colour_match"
+    shutil.copytree(bench / "sugarcrepe" / "images", folder / "images")
+    items = [
+        {"filename": "images/000000.png", "true": "a red circle", "false": "a green circle"},
+        {"filename": "images/000001.png", "true": "a yellow cross", "false": "a blue cross"},
+    ]
+    (folder / "items.json").write_text(json.dumps(items))
+    return folder.parent
+
+
+def test_a_registered_benchmark_runs_through_runner_report_plot_and_cli(colour_match_data, tmp_path, own_benchmarks):
+    B.register_benchmark(ColourMatch())
+    assert B.suite_names()[-1] == "colour_match" and ("CM all", ("colour_match", "all")) in chart_bars()
+
+    cfg = EvalConfig(data=str(colour_match_data), use_cache=False, show_progress=False)
+    res = run_evaluation([_toy_model()], cfg, log=lambda _: None)
+    assert res["models"][0]["metrics"] == {"colour_match": {"all": 100.0}}
+    assert res["models"][0]["counts"] == {"colour_match": {"all": 2}}
+    paths = write_report(as_report(res, str(tmp_path / "run")), tmp_path / "run")
+    md = paths["md"].read_text()
+    assert "| model | params | CM all |" in md and "| toy | 8 | 100.0 |" in md
+    assert "### Colour match (accuracy %)" in md and "CM = colour match (chance 50)." in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the chart exists only for its bar
+
+    # The CLI, built from the registry as `vladva eval` is, takes the benchmark's own flag.
+    import typer
+
+    from vladva.cli.evaluate import eval_command, with_benchmark_path_options
+
+    cli = typer.Typer()
+    cli.command("eval")(with_benchmark_path_options(eval_command))
+    cli.command("other")(lambda: None)  # two commands, so "eval" is a subcommand as in `vladva`
+    r = CliRunner().invoke(cli, ["eval", "--help"])
+    assert "--colour-match" in r.output and "Folder with items.json" in r.output
+    with model_kinds_of({"colourwords": lambda: ColourWordsEmbedder()}):
+        r = CliRunner().invoke(
+            cli,
+            ["eval", "-m", "colourwords:", "--colour-match", str(colour_match_data / "colour_match")]
+            + ["-o", str(tmp_path / "cli"), "--no-cache"],
+        )
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "cli" / "results.json").read_text())
+    assert saved["models"][0]["metrics"] == {"colour_match": {"all": 100.0}}
+    assert saved["runs"][0]["config"]["paths"] == {"colour_match": str(colour_match_data / "colour_match")}
+
+
+class model_kinds_of:
+    """Context manager: `{prefix: builder}` registered in a copy of the model-kind registry."""
+
+    def __init__(self, builders):
+        self.builders = builders
+
+    def __enter__(self):
+        self.saved = model_kinds._KINDS
+        model_kinds._KINDS = dict(self.saved)
+        for prefix, build in self.builders.items():
+            register_model_kind(prefix, build, "test kind", usage=f"{prefix}:")
+
+    def __exit__(self, *exc):
+        model_kinds._KINDS = self.saved
+
+
+def test_eval_help_lists_every_benchmark_flag_with_its_help():
+    r = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "400"})
+    assert r.exit_code == 0
+    for opt in B.path_options():
+        assert opt.flag in r.output and opt.help in r.output
+    assert "--coco-json" in r.output and "--sugarcrepe-pp-images" in r.output  # the flags users know
+
+
+def test_explicit_benchmark_paths_from_flags_config_and_set(bench, tmp_path, own_model_kinds):
+    register_model_kind("colourwords", lambda: ColourWordsEmbedder(), "colour words", usage="colourwords:")
+    shutil.copytree(bench / "sugarcrepe" / "images", tmp_path / "elsewhere")
+    (tmp_path / "eval.yaml").write_text(f"paths:\n  aro: {bench / 'aro'}\n")
+    r = CliRunner().invoke(
+        app,
+        ["eval", "-m", "colourwords:", "--sugarcrepe", str(bench / "sugarcrepe")]
+        + ["--sugarcrepe-images", str(tmp_path / "elsewhere"), "--config", str(tmp_path / "eval.yaml")]
+        + ["--set", f"paths.winoground={bench / 'winoground'}", "-o", str(tmp_path / "run"), "--no-cache"],
+    )
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert list(saved["runs"][0]["data"]) == ["sugarcrepe", "winoground", "aro"]  # suite order
+    assert saved["runs"][0]["config"]["paths"]["sugarcrepe_images"] == str(tmp_path / "elsewhere")
+    assert saved["models"][0]["metrics"]["sugarcrepe"] == {"replace_att": 100.0, "swap_att": 0.0}
+    r = CliRunner().invoke(
+        app, ["eval", "-m", "colourwords:", "--set", "paths.nope=x", "-o", str(tmp_path / "x"), "--no-cache"]
+    )
+    assert r.exit_code == 2 and "paths.nope: not a benchmark path" in r.output
+
+
+def test_model_kind_registry_checks_arguments_and_prefixes(own_model_kinds):
+    kind = register_model_kind("pair", lambda base_dir, weights_dir=None: ColourWordsEmbedder(), "two folders")
+    assert kind.usage == "pair:BASE_DIR[:WEIGHTS_DIR]"
+    assert isinstance(model_kinds.load_embedder("pair:a"), ColourWordsEmbedder)
+    with pytest.raises(ModelSpecError, match=r"model spec 'pair:a:b:c': expected pair:BASE_DIR\[:WEIGHTS_DIR\]"):
+        model_kinds.load_embedder("pair:a:b:c")
+    with pytest.raises(ValueError, match="already registered"):
+        register_model_kind("pair", lambda: None, "another builder")
+    register_model_kind("nothing", lambda: object(), "not an embedder")
+    with pytest.raises(ModelSpecError, match=r"no encode_images\(\)"):
+        model_kinds.load_embedder("nothing:")
+    assert {"pair", "nothing", "python"} <= set(model_kinds.model_kind_names())

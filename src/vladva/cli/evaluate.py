@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 
 import typer
@@ -11,18 +13,61 @@ from vladva.errors import UserError
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    app.command("eval")(with_benchmark_path_options(eval_command))
     app.command("report")(report_command)
+
+
+def with_benchmark_path_options(command):
+    """`command` with one `--FLAG PATH` option per benchmark path option in the registry
+    (`vladva.eval.benchmarks`), inserted before `--split`, so a new benchmark's flags appear in
+    `vladva eval --help` from its own module. typer reads a command's options from its signature,
+    so the wrapper carries one built from the registry; the values arrive in `**paths`."""
+    from vladva.eval.benchmarks import path_options
+
+    sig = inspect.signature(command)  # follows friendly_errors to eval_command's own signature
+    params = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    taken = {p.name for p in params}
+    extra = []
+    for opt in path_options():
+        if opt.key in taken:
+            raise ValueError(f"benchmark path option {opt.key!r} clashes with a `vladva eval` option")
+        default = typer.Option(None, opt.flag, help=opt.help)
+        extra.append(
+            inspect.Parameter(opt.key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Path | None)
+        )
+    at = next(i for i, p in enumerate(params) if p.name == "split")
+
+    @functools.wraps(command)
+    def command_with_paths(**kwargs):
+        return command(**kwargs)
+
+    command_with_paths.__signature__ = sig.replace(parameters=params[:at] + extra + params[at:])
+    return command_with_paths
+
+
+def _model_help() -> str:
+    from vladva.model_kinds import model_kind_names
+
+    return (
+        f"Model spec, repeatable: [NAME=]KIND:ARGS, KIND one of {', '.join(model_kind_names())}; "
+        "e.g. vladva:BASE[:WEIGHTS] | zeroshot:BASE | clip:DIR | python:MODULE:ATTR[:ARG]."
+    )
+
+
+def _suite_help() -> str:
+    from vladva.eval.benchmarks import suite_names
+
+    return " | ".join((*suite_names(), "all")) + " (repeatable or comma-separated; default all)."
 
 
 @friendly_errors
 def eval_command(
+    *,
     model: list[str] = typer.Option(
         ...,
         "--model",
         "-m",
-        help="Model spec, repeatable: [NAME=]vladva:BASE[:ADAPTER] | zeroshot:BASE | clip:DIR "
-        "| python:MODULE:ATTR[:ARG].",
+        help=_model_help(),
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run folder for results.json, results.md, results.png and eval_config.yaml."
@@ -34,36 +79,9 @@ def eval_command(
         None,
         "--suite",
         "-s",
-        help="retrieval | sugarcrepe | sugarcrepe_pp | winoground | aro | zeroshot | all "
-        "(repeatable or comma-separated; default all).",
-    ),
-    coco_json: Path | None = typer.Option(
-        None, "--coco-json", help="Karpathy-split JSON (COCO or Flickr30k) for retrieval."
-    ),
-    images: Path | None = typer.Option(
-        None, "--images", help="Image root for --coco-json (default: the JSON's folder)."
+        help=_suite_help(),
     ),
     split: str | None = typer.Option(None, "--split", help="Karpathy split / zero-shot split folder (default: test)."),
-    sugarcrepe: Path | None = typer.Option(None, "--sugarcrepe", help="Folder of SugarCrepe <category>.json files."),
-    sugarcrepe_images: Path | None = typer.Option(
-        None, "--sugarcrepe-images", help="Image folder for SugarCrepe (e.g. COCO val2017)."
-    ),
-    sugarcrepe_pp: Path | None = typer.Option(
-        None, "--sugarcrepe-pp", help="Folder of SugarCrepe++ <category>.json files."
-    ),
-    sugarcrepe_pp_images: Path | None = typer.Option(
-        None, "--sugarcrepe-pp-images", help="Image folder for SugarCrepe++."
-    ),
-    winoground: Path | None = typer.Option(
-        None, "--winoground", help="Winoground folder (examples.jsonl + images/) or saved HF dataset."
-    ),
-    aro: Path | None = typer.Option(
-        None, "--aro", help="Folder with visual_genome_relation.json / visual_genome_attribution.json."
-    ),
-    aro_images: Path | None = typer.Option(None, "--aro-images", help="Image folder for ARO (default: <aro>/images)."),
-    zeroshot: Path | None = typer.Option(
-        None, "--zeroshot", help="A zero-shot task folder (classnames.txt, templates.txt, test/) or a folder of them."
-    ),
     limit: int | None = typer.Option(
         None, "--limit", help="Evaluate a seeded random subset of N items per benchmark (quick looks)."
     ),
@@ -77,47 +95,44 @@ def eval_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="EvalConfig override key=value (e.g. --set ks=[1,10]), repeatable."
     ),
+    **paths: Path | None,
 ) -> None:
     """Evaluate one or more models on retrieval, compositionality and zero-shot benchmarks."""
     from vladva.config import ConfigError, build_config, load_config, parse_overrides
-    from vladva.eval.models import ModelSpecError
     from vladva.eval.runner import EvalConfig, evaluate_to_dir
+    from vladva.model_kinds import ModelSpecError
 
     flags = {
         "data": data,
-        "retrieval_json": coco_json,
-        "retrieval_images": images,
         "split": split,
-        "sugarcrepe": sugarcrepe,
-        "sugarcrepe_images": sugarcrepe_images,
-        "sugarcrepe_pp": sugarcrepe_pp,
-        "sugarcrepe_pp_images": sugarcrepe_pp_images,
-        "winoground": winoground,
-        "aro": aro,
-        "aro_images": aro_images,
-        "zeroshot": zeroshot,
         "limit": limit,
         "seed": seed,
         "batch_size": batch_size,
         "cache_dir": cache_dir,
     }
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
+    given_paths = {key: str(value) for key, value in paths.items() if value is not None}
     if suite:
         flags["suites"] = [s.strip() for item in suite for s in item.split(",") if s.strip()]
     if no_cache:
         flags["use_cache"] = False
     try:
         cfg = load_config(EvalConfig, config)
+        if given_paths:  # flags add to (or override) the config file's paths rather than replace them
+            flags["paths"] = cfg.paths | given_paths
         cfg = build_config(EvalConfig, flags, "command line", base=cfg)
         if overrides:
-            cfg = build_config(EvalConfig, parse_overrides(overrides), "--set", base=cfg)
+            parsed = parse_overrides(overrides)
+            if isinstance(parsed.get("paths"), dict):  # --set paths.KEY=... adds one path
+                parsed["paths"] = cfg.paths | parsed["paths"]
+            cfg = build_config(EvalConfig, parsed, "--set", base=cfg)
     except ConfigError as e:
         raise UserError(str(e)) from None
     try:
-        paths = evaluate_to_dir(model, cfg, out, log=lambda msg: typer.echo(msg, err=True))
+        paths_written = evaluate_to_dir(model, cfg, out, log=lambda msg: typer.echo(msg, err=True))
     except ModelSpecError as e:
         raise UserError(str(e)) from None
-    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    typer.echo("wrote " + ", ".join(str(p) for p in paths_written.values()))
 
 
 @friendly_errors

@@ -43,6 +43,14 @@ def best_positive_rank(scores: torch.Tensor, positives: torch.Tensor, chunk: int
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
+def positive_mask(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """`(n_queries, n_items)` bool, True at `targets[q]` in row q: the positives of queries whose
+    one true item is `targets` (`(n_queries,)` int64), the form `best_positive_rank` takes."""
+    mask = torch.zeros(len(targets), n_items, dtype=torch.bool)
+    mask[torch.arange(len(targets)), targets] = True
+    return mask
+
+
 def recall_at_k(ranks: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """`{"R@k": percent of ranks < k}` for each k; `ranks` from `best_positive_rank`."""
     return {f"R@{k}": _percent(ranks < k) for k in ks}
@@ -63,9 +71,7 @@ def retrieval_recalls(
     "t2i_valid": a hit if any image the caption is true for is in the top k.
     Keys: `i2t_R@k`, `t2i_R@k` (and `t2i_valid_R@k`), in percent.
     """
-    n_images, n_captions = sim.shape
-    own = torch.zeros(n_captions, n_images, dtype=torch.bool)
-    own[torch.arange(n_captions), caption_image] = True
+    own = positive_mask(caption_image, sim.shape[0])  # (n_captions, n_images)
     out = {f"i2t_{k}": v for k, v in recall_at_k(best_positive_rank(sim, own.T), ks).items()}
     out |= {f"t2i_{k}": v for k, v in recall_at_k(best_positive_rank(sim.T, own), ks).items()}
     if caption_true_for is not None:
@@ -139,9 +145,7 @@ def class_prototypes(template_embeddings: torch.Tensor) -> torch.Tensor:
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
     """`{"top{k}": percent}`: the true class among the k best, ties against the model.
     `logits`: `(n, n_classes)`, `labels`: `(n,)` int64."""
-    positives = torch.zeros_like(logits, dtype=torch.bool)
-    positives[torch.arange(len(labels)), labels] = True
-    ranks = best_positive_rank(logits, positives)
+    ranks = best_positive_rank(logits, positive_mask(labels, logits.shape[1]))
     return {f"top{k}": _percent(ranks < k) for k in ks}
 
 

@@ -1,29 +1,25 @@
-"""Model specs -> `Embedder`s, plus what a report needs to know about each model.
+"""Model specs -> `LoadedModel`s: the `Embedder` plus what a report needs to know about it
+(identity for the embedding cache, parameter count, training compute).
 
-Specs:
-- `vladva:BASE_DIR[:ADAPTER_DIR]`  a VladVA model (`vladva.model.VladVA.from_pretrained`)
-- `zeroshot:BASE_DIR`              the same class with no adapter (the zero-shot prompt baseline)
-- `clip:DIR`                       the CLIP-style baseline (`vladva.toyworld.base.clip_baseline`)
-- `python:MODULE:ATTR[:ARG]`       any factory `ATTR(ARG)` / `ATTR()` returning an Embedder
-A spec may be prefixed by a display name: `name=spec`. Model code is imported only when used,
-so the harness runs with whichever model packages exist.
+A spec is `KIND:ARGS` (`vladva:BASE_DIR[:WEIGHTS_DIR]`, `zeroshot:BASE_DIR`, `clip:DIR`,
+`toy:colours`, `python:MODULE:ATTR[:ARG]`, or any kind registered with
+`vladva.model_kinds.register_model_kind`), optionally prefixed by a display name: `name=spec`.
+Model code is imported only when used, so the harness runs with whichever model packages exist.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vladva.model_kinds import ModelSpecError, build_embedder
+
+__all__ = ["COMPUTE_FILES", "LoadedModel", "ModelSpecError", "load_embedder", "load_model", "parse_model_arg"]
+
 # Files a model folder may carry that describe the compute spent to make it.
 COMPUTE_FILES = ("compute.json", "train_compute.json", "pretrain_report.json", "train_report.json")
-
-
-class ModelSpecError(ValueError):
-    """A model spec that cannot be parsed or loaded; the message names the spec."""
 
 
 @dataclass
@@ -37,51 +33,6 @@ class LoadedModel:
     identity: str
     params: int | None = None
     train_compute: dict = field(default_factory=dict)
-
-
-def _vladva(args: list[str]):
-    if not 1 <= len(args) <= 2:
-        raise ModelSpecError("expected vladva:BASE_DIR[:ADAPTER_DIR]")
-    from vladva.model import VladVA
-
-    return VladVA.from_pretrained(args[0], args[1] if len(args) == 2 else None), [Path(a) for a in args]
-
-
-def _zeroshot(args: list[str]):
-    if len(args) != 1:
-        raise ModelSpecError("expected zeroshot:BASE_DIR")
-    from vladva.model import VladVA
-
-    return VladVA.from_pretrained(args[0], None), [Path(args[0])]
-
-
-def _clip(args: list[str]):
-    if len(args) != 1:
-        raise ModelSpecError("expected clip:DIR")
-    from vladva.toyworld.base.clip_baseline import ClipBaselineEmbedder
-
-    return ClipBaselineEmbedder.from_pretrained(args[0]), [Path(args[0])]
-
-
-def _python(args: list[str]):
-    if len(args) not in (2, 3):
-        raise ModelSpecError("expected python:MODULE:ATTR[:ARG]")
-    import sys
-
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.append(str(Path.cwd()))  # a module in the current folder, as `python -m` would find it
-    factory = getattr(importlib.import_module(args[0]), args[1])
-    embedder = factory(args[2]) if len(args) == 3 else factory()
-    return embedder, [Path(args[2])] if len(args) == 3 and Path(args[2]).exists() else []
-
-
-# prefix -> builder(args) -> (embedder, model folders). Tests and plugins may add entries.
-MODEL_KINDS: dict[str, Callable[[list[str]], tuple[object, list[Path]]]] = {
-    "vladva": _vladva,
-    "zeroshot": _zeroshot,
-    "clip": _clip,
-    "python": _python,
-}
 
 
 def parse_model_arg(arg: str) -> tuple[str | None, str]:
@@ -208,19 +159,7 @@ def gpu_seconds(report: dict) -> float | None:
 def load_model(arg: str) -> LoadedModel:
     """Parse `[name=]spec`, build the embedder, and collect identity, parameters and compute."""
     name, spec = parse_model_arg(arg)
-    kind, sep, rest = spec.partition(":")
-    if not sep or kind not in MODEL_KINDS:
-        raise ModelSpecError(f"model spec {spec!r}: expected one of {', '.join(k + ':...' for k in MODEL_KINDS)}")
-    args = rest.split(":") if rest else []
-    try:
-        embedder, folders = MODEL_KINDS[kind](args)
-    except ModelSpecError as e:
-        raise ModelSpecError(f"model spec {spec!r}: {e}") from None
-    except ImportError as e:
-        raise ModelSpecError(f"model spec {spec!r}: cannot import the model code ({e})") from None
-    for method in ("encode_images", "encode_texts"):
-        if not callable(getattr(embedder, method, None)):
-            raise ModelSpecError(f"model spec {spec!r}: the loaded object has no {method}() (not an Embedder)")
+    embedder, folders = build_embedder(spec)
     display = name or getattr(embedder, "name", None) or spec
     identity = f"{spec}|{getattr(embedder, 'name', '')}|{folder_fingerprint(folders)}"
     return LoadedModel(display, spec, embedder, identity, count_parameters(embedder), read_train_compute(folders))

@@ -1,29 +1,27 @@
-"""The report's chart: grouped bars of compositional accuracy per category, one bar per model."""
+"""The report's chart: grouped bars of compositional accuracy per category, one bar per model.
+
+The categories are the benchmarks' `chart_bars` (two-way choices with chance at 50%), in suite order.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vladva.eval.loaders import SUGARCREPE_CATEGORIES
-
-# (label, path into a model's metrics); all are two-way choices with chance at 50%.
-PAIR_CATEGORIES = [(f"SC {c}", ("sugarcrepe", c)) for c in SUGARCREPE_CATEGORIES] + [
-    ("ARO rel", ("aro", "relation", "macro")),
-    ("ARO attr", ("aro", "attribution", "macro")),
-]
+from vladva.eval.benchmarks import Bar, benchmarks, dig
 
 
-def _value(model: dict, keys: tuple[str, ...]):
-    d = model.get("metrics", {})
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d if isinstance(d, (int, float)) else None
+def chart_bars() -> list[Bar]:
+    """`(label, path into a model's metrics)` of every benchmark's bars."""
+    return [bar for b in benchmarks() for bar in b.chart_bars()]
+
+
+def _value(model: dict, keys: tuple[str, ...]) -> float | None:
+    value = dig(model, "metrics", *keys)
+    return value if isinstance(value, (int, float)) else None
 
 
 def compositional_chart(models: list[dict], path: Path) -> Path | None:
-    """Write a PNG of per-category accuracy (SugarCrepe categories, ARO) for each model, with a
+    """Write a PNG of per-category accuracy (SugarCrepe categories, ARO, ...) for each model, with a
     dashed line at chance (50%). Returns the path, or None when no model has such scores."""
     import matplotlib
 
@@ -31,7 +29,7 @@ def compositional_chart(models: list[dict], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    cats = [(label, keys) for label, keys in PAIR_CATEGORIES if any(_value(m, keys) is not None for m in models)]
+    cats = [(label, keys) for label, keys in chart_bars() if any(_value(m, keys) is not None for m in models)]
     if not cats or not models:
         return None
     x = np.arange(len(cats))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
-from vladva.eval.loaders import SUGARCREPE_CATEGORIES
+from vladva.eval.benchmarks import Column, benchmarks, dig
 
 REPORT_SCHEMA = "vladva.eval.report/1"
 RUN_KEYS = (
@@ -71,42 +70,16 @@ def read_report(run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------- table
 
 
-def _get(d: dict, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
-Column = tuple[str, Callable[[dict], object]]
-
-
-def _metric(*keys) -> Callable[[dict], object]:
-    return lambda m: _get(m, "metrics", *keys)
-
-
 def summary_columns(models: list[dict]) -> list[Column]:
-    """The summary table's columns, in a fixed order, keeping those some model has a value for."""
+    """The summary table's columns: size and training compute, then each benchmark's in suite
+    order, keeping those some model has a value for."""
     cols: list[Column] = [
         ("params", lambda m: None if m.get("params") is None else human_count(m["params"])),
-        ("train CPU-min", lambda m: _get(m, "train_compute", "cpu_minutes")),
-        ("train GPU-s", lambda m: _get(m, "train_compute", "gpu_seconds")),
+        ("train CPU-min", lambda m: dig(m, "train_compute", "cpu_minutes")),
+        ("train GPU-s", lambda m: dig(m, "train_compute", "gpu_seconds")),
     ]
-    for direction, label in (("t2i", "T→I"), ("i2t", "I→T")):
-        for k in (1, 5, 10):
-            cols.append((f"{label} R@{k}", _metric("retrieval", f"{direction}_R@{k}")))
-    cols.append(("T→I valid R@1", _metric("retrieval", "t2i_valid_R@1")))
-    cols.append(("T→I unique R@1", _metric("retrieval", "t2i_unique_R@1")))
-    cols += [(f"SC {c}", _metric("sugarcrepe", c)) for c in SUGARCREPE_CATEGORIES]
-    cols += [
-        ("SC++ ITT", _metric("sugarcrepe_pp", "mean", "ITT")),
-        ("SC++ TOT", _metric("sugarcrepe_pp", "mean", "TOT")),
-    ]
-    cols += [(f"Wino {s}", _metric("winoground", s)) for s in ("text", "image", "group")]
-    cols += [("ARO rel", _metric("aro", "relation", "macro")), ("ARO attr", _metric("aro", "attribution", "macro"))]
-    tasks = sorted({t for m in models for t in (_get(m, "metrics", "zeroshot") or {})})
-    cols += [(f"ZS {t} top1", _metric("zeroshot", t, "top1")) for t in tasks]
+    for benchmark in benchmarks():
+        cols += benchmark.summary_columns(models)
     return [c for c in cols if any(c[1](m) is not None for m in models)]
 
 
@@ -126,7 +99,8 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table; cells are used as given (format them first)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -154,44 +128,11 @@ def _detail_sections(models: list[dict]) -> list[str]:
 
     def section(title: str, header: list[str], rows: list[list[str]]):
         if rows:
-            out.append(f"### {title}\n\n" + _md_table(header, rows))
+            out.append(f"### {title}\n\n" + markdown_table(header, rows))
 
-    ret = [(m["name"], _get(m, "metrics", "retrieval")) for m in models if _get(m, "metrics", "retrieval")]
-    if ret:
-        keys = sorted({k for _, r in ret for k in r}, key=lambda k: (k.split("_R@")[0], int(k.split("@")[1])))
-        section(
-            "Retrieval (recall %, ties against the model)",
-            ["model"] + keys,
-            [[n] + [_fmt(r.get(k)) for k in keys] for n, r in ret],
-        )
-    pp = [(m["name"], _get(m, "metrics", "sugarcrepe_pp")) for m in models if _get(m, "metrics", "sugarcrepe_pp")]
-    if pp:
-        cats = [c for c in list(SUGARCREPE_CATEGORIES) + ["mean"] if any(c in r for _, r in pp)]
-        header = ["model"] + [f"{c} {s}" for c in cats for s in ("ITT", "TOT")]
-        section(
-            "SugarCrepe++ (accuracy %)",
-            header,
-            [[n] + [_fmt(_get(r, c, s)) for c in cats for s in ("ITT", "TOT")] for n, r in pp],
-        )
-    aro = [(m["name"], _get(m, "metrics", "aro")) for m in models if _get(m, "metrics", "aro")]
-    if aro:
-        header = ["model"] + [f"{s} {a}" for s in ("relation", "attribution") for a in ("macro", "micro")]
-        section(
-            "ARO (accuracy %; macro = mean over relations / attribute pairs)",
-            header,
-            [
-                [n] + [_fmt(_get(r, s, a)) for s in ("relation", "attribution") for a in ("macro", "micro")]
-                for n, r in aro
-            ],
-        )
-    zs = [(m["name"], _get(m, "metrics", "zeroshot")) for m in models if _get(m, "metrics", "zeroshot")]
-    if zs:
-        keys = sorted({(t, k) for _, r in zs for t, v in r.items() for k in v})
-        section(
-            "Zero-shot classification (accuracy %)",
-            ["model"] + [f"{t} {k}" for t, k in keys],
-            [[n] + [_fmt(_get(r, t, k)) for t, k in keys] for n, r in zs],
-        )
+    for benchmark in benchmarks():
+        for table in benchmark.detail_tables(models):
+            section(table.title, table.header, [[_fmt(v) for v in row] for row in table.rows])
     flat = [_flatten(m.get("counts") or {}) for m in models]
     count_keys = sorted({k for f in flat for k in f})
     if count_keys:
@@ -207,8 +148,8 @@ def _detail_sections(models: list[dict]) -> list[str]:
             [
                 m["name"],
                 _fmt(float(sum(v for k, v in m.get("timings_s", {}).items() if not k.startswith("encode")))),
-                _fmt(_get(m, "timings_s", "encode_images")),
-                _fmt(_get(m, "timings_s", "encode_texts")),
+                _fmt(dig(m, "timings_s", "encode_images")),
+                _fmt(dig(m, "timings_s", "encode_texts")),
             ]
             for m in models
         ],
@@ -218,13 +159,14 @@ def _detail_sections(models: list[dict]) -> list[str]:
 
 def render_markdown(report: dict, chart_name: str | None = "results.png") -> str:
     header, rows = summary_rows(report)
+    legends = [b.legend for b in benchmarks() if b.legend]
     parts = [
         "# vladva evaluation",
         "",
-        "Percentages; ties count against the model (see docs/evaluation.md). "
-        "SC = SugarCrepe (chance 50), Wino = Winoground (chance 25 / 25 / 16.7), ARO macro (chance 50).",
+        "Percentages; ties count against the model (see docs/evaluation.md)."
+        + (" " + ", ".join(legends) + "." if legends else ""),
         "",
-        _md_table(header, rows),
+        markdown_table(header, rows),
         "",
     ]
     if chart_name:
@@ -246,10 +188,10 @@ def render_markdown(report: dict, chart_name: str | None = "results.png") -> str
                 data,
             ]
         )
-    parts.append(_md_table(["run", "created", "commit", "seed", "versions", "data"], run_rows))
+    parts.append(markdown_table(["run", "created", "commit", "seed", "versions", "data"], run_rows))
     parts.append("")
     parts.append(
-        _md_table(
+        markdown_table(
             ["model", "run", "spec"], [[m["name"], str(m.get("run", 0)), f"`{m['spec']}`"] for m in report["models"]]
         )
     )

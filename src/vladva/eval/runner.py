@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vladva.eval import loaders as L
-from vladva.eval import suites as S
+from vladva.eval.benchmarks import benchmarks, get_benchmark, path_options, suite_names
 from vladva.eval.cache import CachedEncoder, default_cache_dir
+from vladva.eval.loaders import BenchmarkFormatError
 from vladva.eval.models import LoadedModel
 
 RESULTS_SCHEMA = "vladva.eval.results/1"
@@ -23,21 +23,14 @@ RESULTS_SCHEMA = "vladva.eval.results/1"
 @dataclass
 class EvalConfig:
     """What to evaluate. `data` is a folder in the `vladva data shapes` layout whose benchmark
-    subfolders are discovered; an explicit per-benchmark path overrides the discovered one."""
+    subfolders are discovered; `paths` gives benchmarks' locations explicitly, keyed by their path
+    options (`retrieval_json`, `retrieval_images`, `sugarcrepe`, `sugarcrepe_images`, ...: see
+    `vladva.eval.benchmarks.path_options`), and overrides the discovered folder."""
 
     data: str | None = None
     suites: list[str] = field(default_factory=lambda: ["all"])
-    retrieval_json: str | None = None  # Karpathy JSON (COCO / Flickr30k)
-    retrieval_images: str | None = None  # image root for it (default: the JSON's folder)
-    split: str = "test"
-    sugarcrepe: str | None = None
-    sugarcrepe_images: str | None = None
-    sugarcrepe_pp: str | None = None
-    sugarcrepe_pp_images: str | None = None
-    winoground: str | None = None
-    aro: str | None = None
-    aro_images: str | None = None
-    zeroshot: str | None = None
+    paths: dict[str, str] = field(default_factory=dict)
+    split: str = "test"  # Karpathy split for retrieval, split folder for zero-shot tasks
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     limit: int = 0  # > 0: a seeded random subset of that many items per benchmark (quick looks)
     seed: int = 0
@@ -47,85 +40,67 @@ class EvalConfig:
     show_progress: bool = True
 
     def validate(self) -> None:
-        unknown = [s for s in self.suites if s != "all" and s not in L.SUITES]
+        known_suites = suite_names()
+        unknown = [s for s in self.suites if s != "all" and s not in known_suites]
         if unknown:
-            raise ValueError(f"unknown suite '{unknown[0]}'; choose from {', '.join(L.SUITES)} or all")
+            raise ValueError(f"unknown suite '{unknown[0]}'; choose from {', '.join(known_suites)} or all")
+        known_paths = [opt.key for opt in path_options()]
+        for key, value in self.paths.items():
+            if key not in known_paths:
+                raise ValueError(f"paths.{key}: not a benchmark path; known: {', '.join(known_paths)}")
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"paths.{key} must be a path string, got {value!r}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError("ks must be positive integers")
 
 
+def discover_benchmarks(data_dir: Path) -> dict[str, Path]:
+    """`{suite: path}` of the benchmarks whose data sits under `data_dir` (the `vladva data
+    shapes` layout), in suite order."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BenchmarkFormatError(f"{data_dir}: data folder not found")
+    return {b.name: path for b in benchmarks() if (path := b.discover(data_dir)) is not None}
+
+
 def resolve_benchmarks(cfg: EvalConfig) -> dict[str, Path]:
-    """`{suite: path}` for the suites to run, in `L.SUITES` order. `all` means every benchmark
+    """`{suite: path}` for the suites to run, in suite order. `all` means every benchmark
     found; a named suite with no data is an error that says which flag provides it."""
-    found = L.discover(Path(cfg.data)) if cfg.data else {}
-    explicit = {
-        "retrieval": cfg.retrieval_json,
-        "sugarcrepe": cfg.sugarcrepe,
-        "sugarcrepe_pp": cfg.sugarcrepe_pp,
-        "winoground": cfg.winoground,
-        "aro": cfg.aro,
-        "zeroshot": cfg.zeroshot,
-    }
-    found |= {k: Path(v) for k, v in explicit.items() if v}
-    wanted = list(L.SUITES) if "all" in cfg.suites else list(dict.fromkeys(cfg.suites))
+    found = discover_benchmarks(Path(cfg.data)) if cfg.data else {}
+    found |= {b.name: Path(cfg.paths[b.path.key]) for b in benchmarks() if cfg.paths.get(b.path.key)}
     if "all" in cfg.suites:
         if not found:
             where = f"under {cfg.data}" if cfg.data else "(no --data folder and no per-benchmark path given)"
-            raise ValueError(
-                f"no benchmark data found {where}; expected retrieval/, sugarcrepe/, winoground/, aro/ or zeroshot/"
-            )
-        return {s: found[s] for s in wanted if s in found}
+            folders = ", ".join(f"{name}/" for name in suite_names())
+            raise ValueError(f"no benchmark data found {where}; expected some of {folders}")
+        return {s: found[s] for s in suite_names() if s in found}
+    wanted = list(dict.fromkeys(cfg.suites))
     missing = [s for s in wanted if s not in found]
     if missing:
-        flag = "--coco-json" if missing[0] == "retrieval" else f"--{missing[0].replace('_', '-')}"
+        flag = get_benchmark(missing[0]).path.flag
         raise ValueError(f"suite '{missing[0]}': no data (give --data with a {missing[0]}/ folder, or {flag})")
     return {s: found[s] for s in wanted}
 
 
 def load_benchmarks(cfg: EvalConfig, paths: dict[str, Path]) -> dict[str, object]:
     """Read every benchmark once (all files checked before any model runs)."""
-
-    def opt(p):
-        return Path(p) if p else None
-
-    readers = {
-        "retrieval": lambda p: L.load_karpathy(p, opt(cfg.retrieval_images), cfg.split),
-        "sugarcrepe": lambda p: L.load_sugarcrepe(p, opt(cfg.sugarcrepe_images)),
-        "sugarcrepe_pp": lambda p: L.load_sugarcrepe_pp(p, opt(cfg.sugarcrepe_pp_images)),
-        "winoground": L.load_winoground,
-        "aro": lambda p: L.load_aro(p, opt(cfg.aro_images)),
-        "zeroshot": lambda p: [L.load_zeroshot(t, cfg.split) for t in L.zeroshot_task_dirs(p)],
-    }
-    return {suite: readers[suite](path) for suite, path in paths.items()}
+    return {suite: get_benchmark(suite).load(path, cfg) for suite, path in paths.items()}
 
 
 def run_suite(suite: str, enc: CachedEncoder, data, cfg: EvalConfig) -> tuple[dict, dict]:
-    if suite == "retrieval":
-        return S.run_retrieval(enc, data, cfg.ks, cfg.limit, cfg.seed)
-    if suite == "sugarcrepe":
-        return S.run_pairs(enc, data, cfg.limit, cfg.seed)
-    if suite == "sugarcrepe_pp":
-        return S.run_sugarcrepe_pp(enc, data, cfg.limit, cfg.seed)
-    if suite == "winoground":
-        return S.run_winoground(enc, data, cfg.limit, cfg.seed)
-    if suite == "aro":
-        return S.run_aro(enc, data, cfg.limit, cfg.seed)
-    if suite == "zeroshot":
-        out, counts = {}, {}
-        for task in data:
-            out[task.name], counts[task.name] = S.run_zeroshot(enc, task, cfg.limit, cfg.seed)
-        return out, counts
-    raise ValueError(f"unknown suite {suite!r}")
+    """`(metrics, counts)` of the loaded benchmark `suite` for the model behind `enc`."""
+    return get_benchmark(suite).score(enc, data, cfg)
 
 
-def evaluate_model(model: LoadedModel, benchmarks: dict[str, object], cfg: EvalConfig, log=print) -> dict:
-    """Run every loaded benchmark for one model -> the model's entry in results.json."""
+def evaluate_model(model: LoadedModel, loaded: dict[str, object], cfg: EvalConfig, log=print) -> dict:
+    """Run every loaded benchmark (`{suite: data}` from `load_benchmarks`) for one model -> the
+    model's entry in results.json."""
     cache_dir = None if not cfg.use_cache else Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     enc = CachedEncoder(model.embedder, model.identity, cache_dir, cfg.batch_size, cfg.show_progress)
     metrics, counts, timings = {}, {}, {}
-    for suite, data in benchmarks.items():
+    for suite, data in loaded.items():
         t0 = time.perf_counter()
         metrics[suite], counts[suite] = run_suite(suite, enc, data, cfg)
         timings[suite] = round(time.perf_counter() - t0, 3)
@@ -203,8 +178,8 @@ def run_evaluation(models: list[LoadedModel], cfg: EvalConfig, log=print) -> dic
         raise ValueError(f"two models share a name ({', '.join(names)}); name them with --model NAME=SPEC")
     t0 = time.perf_counter()
     paths = resolve_benchmarks(cfg)
-    benchmarks = load_benchmarks(cfg, paths)
-    entries = [evaluate_model(m, benchmarks, cfg, log) for m in models]
+    loaded = load_benchmarks(cfg, paths)
+    entries = [evaluate_model(m, loaded, cfg, log) for m in models]
     return {
         "schema": RESULTS_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -85,9 +85,9 @@ def _cell(value) -> str:
 
 
 def _kv_table(rows: list[tuple[str, object]]) -> str:
-    from vladva.eval.report import _md_table
+    from vladva.eval.report import markdown_table
 
-    return _md_table(["", ""], [[k, _cell(v)] for k, v in rows])
+    return markdown_table(["", ""], [[k, _cell(v)] for k, v in rows])
 
 
 def _lora_text(adapter: str | None, lora: dict) -> str:
@@ -181,11 +181,11 @@ def _evaluation_section(info: CardInfo) -> str:
             "## Evaluation\n\nNo evaluation was supplied. Run `vladva eval -m vladva:OUT` and export again with "
             "`--results results.json` to put the measured table here."
         )
-    from vladva.eval.report import _md_table, summary_rows
+    from vladva.eval.report import markdown_table, summary_rows
 
     header, rows = summary_rows(info.evaluation)
     # transposed (one row per metric, one column per model), as `vladva eval` prints it: the summary has ~30 columns
-    table = _md_table(
+    table = markdown_table(
         ["metric"] + [r[0] for r in rows], [[h] + [r[i] for r in rows] for i, h in enumerate(header) if i]
     )
     runs = info.evaluation["runs"]

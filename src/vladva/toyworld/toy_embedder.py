@@ -15,6 +15,7 @@ import torch
 
 from vladva.data.images import load_image
 from vladva.embedder import ImageInput
+from vladva.model_kinds import ModelSpecError, register_model_kind
 from vladva.toyworld.scene import COLOURS
 
 TOY_SPEC = "toy:colours"
@@ -73,3 +74,12 @@ class ColourHistogramEmbedder:
         """`(len(texts), 9)` float32, L2-normalised rows."""
         self.calls.append(("text", len(texts)))
         return _normalise(np.stack([self._text_vector(t) for t in texts]) if texts else np.zeros((0, self.dim)))
+
+
+def _toy_kind(palette: str) -> ColourHistogramEmbedder:
+    if palette != TOY_SPEC.partition(":")[2]:
+        raise ModelSpecError(f"expected {TOY_SPEC}")
+    return ColourHistogramEmbedder()
+
+
+register_model_kind("toy", _toy_kind, "the colour-histogram toy embedder", usage=TOY_SPEC)

@@ -166,11 +166,12 @@ def retrieval_caption(record) -> str:
 
 
 def recall_at_1(sim: torch.Tensor) -> tuple[float, float]:
-    """`sim (n_texts, n_images)` where text j belongs to image j -> (text->image, image->text) R@1 in %."""
-    target = torch.arange(sim.shape[0])
-    t2i = (sim.argmax(1) == target).float().mean().item()
-    i2t = (sim.argmax(0) == target).float().mean().item()
-    return round(100 * t2i, 1), round(100 * i2t, 1)
+    """`sim (n_texts, n_images)` where text j belongs to image j -> (text->image, image->text) R@1
+    in %, ties against the model (`vladva.eval.metrics.retrieval_recalls`)."""
+    from vladva.eval.metrics import retrieval_recalls
+
+    r = retrieval_recalls(sim.T, torch.arange(sim.shape[0]), ks=(1,))
+    return round(r["t2i_R@1"], 1), round(r["i2t_R@1"], 1)
 
 
 @torch.no_grad()

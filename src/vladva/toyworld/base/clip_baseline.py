@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from vladva.embedder import ImageInput
+from vladva.model_kinds import register_model_kind
 from vladva.toyworld.base.data import Split, make_image_processor, to_pixel_values
 from vladva.toyworld.base.tokenizer import wrap_tokenizer
 from vladva.toyworld.base.training import (
@@ -258,3 +259,11 @@ def _normalise(chunks: list[torch.Tensor], dim: int) -> torch.Tensor:
     if not chunks:
         return torch.zeros((0, dim), dtype=torch.float32)
     return torch.nn.functional.normalize(torch.cat(chunks), dim=-1).cpu().float()
+
+
+register_model_kind(
+    "clip",
+    lambda model_dir: ClipBaselineEmbedder.from_pretrained(model_dir),
+    "the CLIP-style baseline",
+    usage="clip:DIR",
+)
