@@ -290,14 +290,18 @@ def test_zeroshot_folders_hold_their_class(default_ds):
 
 
 def test_the_evaluation_loaders_read_every_split(default_ds):
-    loaders = pytest.importorskip("vladva.eval.loaders")
-    rs = loaders.load_karpathy(default_ds / "retrieval/dataset_shapes.json")
+    """Every registered benchmark finds its split under the data set and reads it."""
+    from vladva.eval.runner import EvalConfig, load_benchmarks, resolve_benchmarks
+
+    cfg = EvalConfig(data=str(default_ds))
+    loaded = load_benchmarks(cfg, resolve_benchmarks(cfg))
+    assert list(loaded) == ["retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"]
+    rs = loaded["retrieval"]
     assert len(rs.images) == 40 and len(rs.captions) == 200 and rs.caption_true_count == [1] * 200
-    assert len(loaders.load_sugarcrepe(default_ds / "sugarcrepe")) == 7
-    assert len(loaders.load_sugarcrepe_pp(default_ds / "sugarcrepe_pp")) == 5
-    assert len(loaders.load_winoground(default_ds / "winoground").captions_0) == 16
-    assert [len(s.positives) for s in loaders.load_aro(default_ds / "aro")] == [30, 30]
-    zs = loaders.load_zeroshot(default_ds / "zeroshot/largest_shape")
+    assert len(loaded["sugarcrepe"]) == 7 and len(loaded["sugarcrepe_pp"]) == 5
+    assert len(loaded["winoground"].captions_0) == 16
+    assert [len(s.positives) for s in loaded["aro"]] == [30, 30]
+    zs = next(t for t in loaded["zeroshot"] if t.name == "largest_shape")
     assert len(zs.images) == 24 and sorted(set(zs.labels)) == [0, 1, 2, 3]
 
 

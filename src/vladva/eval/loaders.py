@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vladva.data.images import IMAGE_SUFFIXES
+
 if TYPE_CHECKING:  # PIL is imported when an image is loaded, so reading the registry stays light
     from PIL import Image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 class BenchmarkFormatError(ValueError):

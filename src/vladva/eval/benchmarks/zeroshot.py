@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vladva.data.images import IMAGE_SUFFIXES
 from vladva.eval.benchmarks import Benchmark, Column, DetailTable, PathOption, dig, metric, register_benchmark
-from vladva.eval.loaders import IMAGE_SUFFIXES, BenchmarkFormatError, ImageRef
+from vladva.eval.loaders import BenchmarkFormatError, ImageRef
 from vladva.eval.scoring import subsample, take
 
 
