@@ -217,7 +217,7 @@ def test_merged_folder_exports_without_adapter(trained, hf_export):
 
 
 @pytest.mark.parametrize(
-    "case", ["non-empty out", "missing adapter", "not an adapter", "plain base", "bad format", "unknown results row"]
+    "case", ["non-empty out", "missing weights", "not weights", "plain base", "bad format", "unknown results row"]
 )
 def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     out = tmp_path / "out"
@@ -225,7 +225,7 @@ def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     want = {
         "non-empty out": f"--out {out} exists and is not an empty folder",
         "missing weights": f"--weights {tmp_path / 'nope'}: no such folder",
-        "not an adapter": f"{trained['base']}: not a vladva weights folder",
+        "not weights": f"{trained['base']}: not a vladva weights folder",
         "plain base": f"--model {trained['base']}: not a merged VladVA folder",
         "bad format": "--format 'onnx': expected one of hf, sentence-transformers",
         "unknown results row": f"{trained['results']}: no model named 'nope'",
@@ -233,9 +233,9 @@ def test_bad_requests_are_refused_before_writing(trained, tmp_path, case):
     if case == "non-empty out":
         out.mkdir()
         (out / "keep.txt").write_text("mine")
-    elif case == "missing adapter":
+    elif case == "missing weights":
         args[-1] = str(tmp_path / "nope")
-    elif case == "not an adapter":
+    elif case == "not weights":
         args[-1] = str(trained["base"])
     elif case == "plain base":
         args = args[:-2]
