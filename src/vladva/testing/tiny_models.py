@@ -78,6 +78,24 @@ def _word_tokenizer(special: list[str], extra_words: tuple[str, ...] = ()):
     return tok, len(vocab)
 
 
+def _llama_config(vocab_size: int, hidden: int, layers: int, intermediate: int | None = None):
+    """The tiny language model every test LVLM uses: 4 heads, ids pad 0 / bos 2 / eos 3."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate or hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+
+
 def build_tiny_llava(
     out_dir: Path | str,
     hidden: int = 64,
@@ -94,7 +112,6 @@ def build_tiny_llava(
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
         LlavaProcessor,
@@ -116,18 +133,7 @@ def build_tiny_llava(
             image_size=32,
             patch_size=4,
         ),
-        text_config=LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            intermediate_size=intermediate or hidden * 2,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
-        ),
+        text_config=_llama_config(vocab_size, hidden, layers, intermediate),
         image_token_id=image_token_id,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -258,7 +264,6 @@ def build_tiny_idefics3(out_dir: Path | str, hidden: int = 64, layers: int = 2, 
         Idefics3ImageProcessorPil,
         Idefics3Processor,
         Idefics3VisionConfig,
-        LlamaConfig,
         PreTrainedTokenizerFast,
     )
 
@@ -288,18 +293,7 @@ def build_tiny_idefics3(out_dir: Path | str, hidden: int = 64, layers: int = 2, 
             image_size=32,
             patch_size=4,
         ),
-        text_config=LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=hidden,
-            intermediate_size=hidden * 2,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=512,
-            pad_token_id=0,
-            bos_token_id=2,
-            eos_token_id=3,
-        ),
+        text_config=_llama_config(vocab_size, hidden, layers),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=2,
         pad_token_id=0,
