@@ -2,7 +2,8 @@
 
 Two processes holding halves of a batch must produce the loss and parameter gradients of one
 process holding the whole batch (DDP step and GradCache step), and `vladva train` under
-`accelerate launch --num_processes 2` must log the single-process run's loss and gradient norm.
+`accelerate launch --num_processes 2` must log the single-process run's loss and gradient norm,
+with DDP, FSDP2 and (when installed) DeepSpeed ZeRO-2 / ZeRO-3, and save its checkpoint.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -173,7 +175,7 @@ def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path, mo
                 atol=1e-6,
                 msg=lambda m, name=name: f"{mode} {name}: {m}",
             )
-    assert abs(ref["grads"]["objective.losses.contrastive.logit_scale"]) > 1e-4
+    assert abs(ref["grads"]["objective.losses.contrastive.logit_scale"][0]) > 1e-4
 
 
 def test_local_negatives_alone_give_a_different_gradient(setup):
@@ -211,64 +213,197 @@ def _train_cmd(prefix: list[str], base: Path, data: str, out: Path, batch: int, 
     ]
 
 
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-@pytest.mark.slow
-def test_vladva_train_under_accelerate_launch_matches_one_process(setup, tmp_path):
-    """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2` (gloo on CPU),
-    2 x 4 pairs per step, logs the losses and gradient norm of one process with 8 pairs, for two
-    optimizer steps; GradCache under 2 processes too."""
-    base, data, _, _ = setup
-    launch = [
+def _launch(config: Path, *extra: str) -> list[str]:
+    """`accelerate launch` on 2 CPU processes (gloo). No --cpu: it forces accelerate's single-process launcher."""
+    return [
         str(Path(sys.executable).parent / "accelerate"),
         "launch",
         "--config_file",
-        str(REPO / "configs/accelerate/ddp.yaml"),
+        str(config),
         "--num_processes",
         "2",
         "--mixed_precision",
         "no",
+        "--main_process_port",
+        str(_free_port()),
+        *extra,
     ]
-    runs = {
-        "one": (_train_cmd([], base, str(data / "train.jsonl"), tmp_path / "one", 8), tmp_path / "one"),
-        "two": (
-            _train_cmd(
-                launch + ["--main_process_port", str(_free_port())],
-                base,
-                str(data / "train.jsonl"),
-                tmp_path / "two",
-                4,
-            ),
-            tmp_path / "two",
-        ),
-        "two_gc": (
-            _train_cmd(
-                launch + ["--main_process_port", str(_free_port())],
-                base,
-                str(data / "train.jsonl"),
-                tmp_path / "two_gc",
-                4,
-                "grad_cache.chunk_size=3",
-            ),
-            tmp_path / "two_gc",
-        ),
+
+
+def _run(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _metrics(run: Path) -> list[dict]:
+    """The training steps' lines of `metrics.jsonl` (not the evaluations')."""
+    return [r for r in _records(run) if "loss" in r]
+
+
+def _evals(run: Path) -> list[dict]:
+    return [r for r in _records(run) if "eval" in r]
+
+
+# Evaluation inside the run too: under a sharding engine every process must join its forward passes.
+WITH_EVAL = ("data.val={val}", "eval.at_start=true", "eval.every=1")
+
+
+@pytest.fixture(scope="module")
+def one_process_run(setup, tmp_path_factory) -> Path:
+    """`vladva train` in one process with 8 pairs per step, evaluated on the 4 held-out images: the
+    reference for every 2-process run (2 x 4 pairs)."""
+    base, data, _, _ = setup
+    out = tmp_path_factory.mktemp("one") / "run"
+    extra = [e.format(val=data / "val.jsonl") for e in WITH_EVAL]
+    _run(_train_cmd([], base, str(data / "train.jsonl"), out, 8, *extra))
+    return out
+
+
+def _assert_same_training(one: Path, got: Path, name: str) -> None:
+    """The single-process run's losses, gradient norm and temperature at every logged step."""
+    want, have = _metrics(one), _metrics(got)
+    assert [m["step"] for m in have] == [m["step"] for m in want] == [1, 2]
+    for a, b in zip(want, have):
+        for key in ("contrastive", "ntp", "loss", "grad_norm", "logit_scale"):
+            assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-4), (name, a["step"], key)
+        assert b["negatives"] == a["negatives"] == 7
+
+
+def _assert_same_checkpoint(base: Path, data: Path, one: Path, got: Path) -> None:
+    """Both runs' final checkpoints, loaded by `VladVA.from_pretrained`, embed alike: a sharded run
+    saved whole tensors (a shard would not load, or embed differently)."""
+    from PIL import Image
+
+    from vladva.data.manifest import read_manifest
+    from vladva.model import VladVA
+
+    records, _ = read_manifest(data / "val.jsonl", strict=True)
+    images = [Image.open(r.image).convert("RGB") for r in records]
+    texts = [c for r in records for c in r.captions]
+    ckpt = "checkpoints/step-000002"
+    a, b = (VladVA.from_pretrained(base, run / ckpt) for run in (one, got))
+    for x, y in ((a.encode_images(images), b.encode_images(images)), (a.encode_texts(texts), b.encode_texts(texts))):
+        torch.testing.assert_close(y, x, rtol=0, atol=1e-4)
+    base_model = VladVA.from_pretrained(base)  # control: training moved the embeddings by more than that
+    assert (base_model.encode_images(images) - a.encode_images(images)).abs().max() > 1e-3
+
+
+@pytest.mark.slow
+def test_vladva_train_under_accelerate_launch_matches_one_process(setup, one_process_run, tmp_path):
+    """`accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2` (gloo on CPU),
+    2 x 4 pairs per step, logs the losses and gradient norm of one process with 8 pairs, for two
+    optimizer steps; GradCache under 2 processes too."""
+    base, data, _, _ = setup
+    config = REPO / "configs/accelerate/ddp.yaml"
+    train = str(data / "train.jsonl")
+    logs = {
+        "two": _run(_train_cmd(_launch(config), base, train, tmp_path / "two", 4)),
+        "two_gc": _run(_train_cmd(_launch(config), base, train, tmp_path / "two_gc", 4, "grad_cache.chunk_size=3")),
     }
-    logs = {}
-    for name, (cmd, _run) in runs.items():
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
-        assert done.returncode == 0, done.stderr[-3000:]
-        logs[name] = done.stdout + done.stderr
+    assert "engine: DDP, 2 process(es) on cpu" in logs["two"]
     assert "2 process(es) x 4 pairs; each query is scored against 8 candidates (7 negatives, global)" in logs["two"]
-    one = _metrics(tmp_path / "one")
-    for name in ("two", "two_gc"):
-        got = _metrics(tmp_path / name)
-        assert [m["step"] for m in got] == [1, 2]
-        for a, b in zip(one, got):
-            for key in ("contrastive", "ntp", "loss", "grad_norm", "logit_scale"):
-                assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-4), (name, a["step"], key)
-            assert b["negatives"] == a["negatives"] == 7
+    for name in logs:
+        _assert_same_training(one_process_run, tmp_path / name, name)
+
+
+@pytest.mark.slow
+def test_vladva_train_under_fsdp_matches_one_process(setup, one_process_run, tmp_path):
+    """The shipped `configs/accelerate/fsdp.yaml` (FSDP2, one shard unit per decoder / vision layer,
+    the rest in the root unit) on 2 CPU processes: the single-process run's losses, gradient norm,
+    temperature and held-out recall; a checkpoint of whole tensors; and `--resume` from step 1
+    (optimizer moments re-sharded) ends at the same step-2 checkpoint."""
+    from vladva.train.checkpoint import write_latest
+
+    base, data, _, _ = setup
+    config = REPO / "configs/accelerate/fsdp.yaml"
+    extra = [e.format(val=data / "val.jsonl") for e in WITH_EVAL]
+    run = tmp_path / "fsdp"
+    log = _run(_train_cmd(_launch(config), base, str(data / "train.jsonl"), run, 4, *extra))
+    # accelerate alone would have run DDP here (it applies FSDP only on GPUs); the log says what ran
+    assert "engine: FSDP2, 2 process(es) on cpu" in log
+    _assert_same_training(one_process_run, run, "fsdp")
+    assert [e["eval"] for e in _evals(run)] == [e["eval"] for e in _evals(one_process_run)]
+    assert len(_evals(run)) == 3  # at start, after step 1, at the end
+    _assert_same_checkpoint(base, data, one_process_run, run)
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.rmtree(resumed / "checkpoints/step-000002")
+    write_latest(resumed / "checkpoints", "step-000001")
+    log = _run(_train_cmd(_launch(config), base, str(data / "train.jsonl"), resumed, 4, "--resume"))
+    assert "resumed from" in log
+    _assert_same_training(one_process_run, resumed, "fsdp resumed")
+    _assert_same_checkpoint(base, data, one_process_run, resumed)
+
+
+DEEPSPEED_ZERO3_ALL_SHARDED = {  # ZeRO-3 keeps parameters under 1e5 elements whole by default: all of the tiny model's
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": 1,
+    "gradient_clipping": 1.0,
+    "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed (docs/distributed.md)"
+)
+@pytest.mark.parametrize("stage", [2, 3])
+def test_vladva_train_under_deepspeed_matches_one_process(setup, one_process_run, tmp_path, stage):
+    """DeepSpeed on 2 CPU processes (its CPU accelerator, gloo): ZeRO-2 with the shipped config, ZeRO-3
+    with every parameter partitioned. The single-process run's losses, gradient norm, temperature
+    and held-out recall, and a checkpoint of whole tensors."""
+    base, data, _, _ = setup
+    config = REPO / "configs/accelerate/deepspeed_zero2.yaml"
+    if stage == 3:
+        (tmp_path / "zero3.json").write_text(json.dumps(DEEPSPEED_ZERO3_ALL_SHARDED))
+        config = tmp_path / "zero3.yaml"
+        config.write_text(
+            "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\nnum_machines: 1\nmachine_rank: 0\n"
+            "num_processes: 2\nrdzv_backend: static\nsame_network: true\nuse_cpu: false\n"
+            f"deepspeed_config:\n  deepspeed_config_file: {tmp_path / 'zero3.json'}\n  zero3_init_flag: false\n"
+        )
+    extra = [e.format(val=data / "val.jsonl") for e in WITH_EVAL]
+    run = tmp_path / "ds"
+    log = _run(_train_cmd(_launch(config), base, str(data / "train.jsonl"), run, 4, *extra))
+    assert f"engine: DeepSpeed ZeRO-{stage}, 2 process(es) on cpu" in log
+    _assert_same_training(one_process_run, run, f"zero{stage}")
+    assert [e["eval"] for e in _evals(run)] == [e["eval"] for e in _evals(one_process_run)]
+    _assert_same_checkpoint(base, data, one_process_run, run)
+
+
+def test_optimizer_state_loads_across_engines_and_versions():
+    """`load_optimizer_state`: a checkpoint whose temperature moments are scalars (written before the
+    temperature became `(1,)`, which FSDP2 requires) still resumes; DeepSpeed's partitioned state is
+    refused with a message."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from vladva.train.engine import load_optimizer_state, whole_optimizer_state
+    from vladva.train.losses import ContrastiveLoss
+
+    loss = ContrastiveLoss()
+    opt = torch.optim.AdamW(loss.parameters(), lr=0.1)
+    loss.logit_scale.grad = torch.ones(1)
+    opt.step()
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)
+    state = whole_optimizer_state(ddp, opt)
+    state["state"][0] = {k: v.reshape(()) for k, v in state["state"][0].items()}  # the old layout
+    loss.load_state_dict({"logit_scale": loss.logit_scale.detach().reshape(())})  # old objective state too
+    fresh = torch.optim.AdamW(loss.parameters(), lr=0.1)
+    load_optimizer_state(ddp, fresh, state)
+    assert fresh.state[loss.logit_scale]["exp_avg"].shape == (1,)
+    fresh.step()  # Adam updates in place: a scalar moment would fail against the (1,) gradient
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    assert whole_optimizer_state(deepspeed, opt) is None
+    with pytest.raises(ValueError, match="--resume is not supported with DeepSpeed"):
+        load_optimizer_state(deepspeed, fresh, None)
 
 
 @pytest.mark.slow
@@ -279,30 +414,11 @@ def test_two_processes_on_shards_resume_exactly(setup, tmp_path):
 
     base, data, _, _ = setup
     write_shards(data / "train.jsonl", tmp_path / "shards", shard_size=3)  # 6 shards for 2 processes
-    launch = [
-        str(Path(sys.executable).parent / "accelerate"),
-        "launch",
-        "--config_file",
-        str(REPO / "configs/accelerate/ddp.yaml"),
-        "--num_processes",
-        "2",
-        "--mixed_precision",
-        "no",
-    ]
+    config = REPO / "configs/accelerate/ddp.yaml"
 
     def run(out: Path, steps: int, *extra: str) -> None:
-        cmd = _train_cmd(
-            launch + ["--main_process_port", str(_free_port())],
-            base,
-            str(tmp_path / "shards"),
-            out,
-            3,
-            "optim.schedule=constant",
-            *extra,
-        )
-        cmd = [c.replace("optim.max_steps=2", f"optim.max_steps={steps}") for c in cmd]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
-        assert done.returncode == 0, done.stderr[-3000:]
+        cmd = _train_cmd(_launch(config), base, str(tmp_path / "shards"), out, 3, "optim.schedule=constant", *extra)
+        _run([c.replace("optim.max_steps=2", f"optim.max_steps={steps}") for c in cmd])
 
     run(tmp_path / "whole", 4)
     run(tmp_path / "split", 2)

@@ -26,13 +26,19 @@ class SoftPromptConfig:
 
 
 class SoftPrompts(nn.Module):
-    """`image`: `(n_image_tokens, hidden)`, `text`: `(n_text_tokens, hidden)` trainable embeddings."""
+    """`image`: `(n_image_tokens, hidden)`, `text`: `(n_text_tokens, hidden)` trainable embeddings.
+
+    The vectors are read in this module's own `forward` (called by the hook), not in the hook
+    itself: engines that gather sharded parameters around a module's forward (DeepSpeed ZeRO-3)
+    then see them used."""
 
     def __init__(self, image: torch.Tensor, text: torch.Tensor):
         super().__init__()
         self.image = nn.Parameter(image.detach().clone().float())
         self.text = nn.Parameter(text.detach().clone().float())
-        self._active: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # prompt lengths as plain ints: a sharded parameter's own shape may be its shard's
+        self.lengths = {"image": image.shape[0], "text": text.shape[0]}
+        self._active: tuple[str, torch.Tensor, torch.Tensor] | None = None
         self._fired = 0
 
     def get(self, tower: str) -> nn.Parameter:
@@ -45,22 +51,27 @@ class SoftPrompts(nn.Module):
     def _hook(self, module, args, output):
         if self._active is None:
             return output
-        rows, cols, vectors = self._active
+        _, rows, cols = self._active
         if output.dim() != 3 or int(rows.max()) >= output.shape[0] or int(cols.max()) >= output.shape[1]:
             return output
         self._fired += 1
-        output = output.clone()
-        output[rows, cols] = vectors.to(output.dtype)
-        return output
+        return self(output)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`embeddings` `(batch, seq, hidden)` with the active tower's prompt written at its positions."""
+        tower, rows, cols = self._active
+        vectors = self.get(tower)
+        out = embeddings.clone()
+        out[rows, cols] = vectors.repeat(rows.shape[0] // self.lengths[tower], 1).to(out.dtype)
+        return out
 
     @contextlib.contextmanager
     def inject(self, tower: str, starts: torch.Tensor):
         """Within the block, embedding lookups put this tower's prompt at `starts[i]...` of row i."""
-        vectors = self.get(tower)
-        n = vectors.shape[0]
+        n = self.lengths[tower]
         rows = torch.arange(starts.shape[0], device=starts.device).repeat_interleave(n)
         cols = (starts[:, None] + torch.arange(n, device=starts.device)[None, :]).reshape(-1)
-        self._active = (rows, cols, vectors.repeat(starts.shape[0], 1))
+        self._active = (tower, rows, cols)
         self._fired = 0
         try:
             yield

@@ -28,8 +28,10 @@ from vladva.model.soft_prompt import SoftPrompts
 from vladva.model.weights import (
     CONFIG_FILE,
     WEIGHTS_FILE,
+    TrainedWeights,
     check_weights_dir,
     folder_meta,
+    full_tensor,
     lora_dir,
     read_model_type,
     read_trained_tensors,
@@ -246,20 +248,30 @@ class VladVA(nn.Module):
         return {"soft_prompt": soft, "lora": lora, "projector": proj}
 
     def trained_tensors(self) -> dict[str, torch.Tensor]:
-        """Soft prompts and (if trained) projector / language-model weights: what goes into
-        `vladva_weights.safetensors` (LoRA goes into the PEFT folder)."""
+        """Soft prompts and (if trained) projector / language-model weights, whole, on the CPU: what
+        goes into `vladva_weights.safetensors` (LoRA goes into the PEFT folder). With parameters
+        sharded over processes (FSDP, ZeRO-3) this gathers them: every process must call it."""
         out: dict[str, torch.Tensor] = {}
         if self.soft_prompts is not None:
-            out["soft_prompt.image"] = self.soft_prompts.image.detach().float().cpu().contiguous()
-            out["soft_prompt.text"] = self.soft_prompts.text.detach().float().cpu().contiguous()
+            out["soft_prompt.image"] = full_tensor(self.soft_prompts.image).float()
+            out["soft_prompt.text"] = full_tensor(self.soft_prompts.text).float()
         if self.config.train_projector:
             for n, p in self.family.projector(self.model).named_parameters():
-                out[f"projector.{n}"] = p.detach().cpu().contiguous()
+                out[f"projector.{n}"] = full_tensor(p)
         if self.config.train_language_model:
             for n, p in self.family.language_model(self.model).named_parameters():
                 if "lora_" not in n:
-                    out[f"language_model.{n}"] = p.detach().cpu().contiguous()
+                    out[f"language_model.{n}"] = full_tensor(p)
         return out
+
+    def trained_weights(self) -> TrainedWeights:
+        """Everything a weights folder stores (`trained_tensors` and the LoRA state), whole, on the
+        CPU. With parameters sharded over processes (FSDP, ZeRO-3) this gathers them: every process
+        must call it, then one writes (`save_weights(..., weights=...)`)."""
+        lora = None
+        if self.peft_model is not None:  # parameters, not state_dict(): a sharded state_dict holds shards
+            lora = {n: full_tensor(p) for n, p in self.peft_model.named_parameters() if "lora_" in n}
+        return TrainedWeights(self.trained_tensors(), lora)
 
     @torch.no_grad()
     def load_trained_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -297,11 +309,15 @@ class VladVA(nn.Module):
 
     # ---- save / load / merge -------------------------------------------------------------------------
 
-    def save_weights(self, out_dir: Path | str, base_model: str | None = None) -> Path:
+    def save_weights(
+        self, out_dir: Path | str, base_model: str | None = None, weights: TrainedWeights | None = None
+    ) -> Path:
         """Write only what was trained (a weights folder, `vladva.model.weights`): LoRA, soft prompts
-        (and projector / LM weights when trained), `vladva_config.json`."""
+        (and projector / LM weights when trained), `vladva_config.json`. `weights`: what
+        `trained_weights()` returned (gathered by every process when the model is sharded);
+        taken from the model when None."""
         meta = folder_meta("vladva-adapter", self.model.config.model_type, base_model, self.config)
-        return write_weights_dir(out_dir, meta, self.trained_tensors(), self.peft_model)
+        return write_weights_dir(out_dir, meta, weights or self.trained_weights(), self.peft_model)
 
     def merge(self, out_dir: Path | str) -> Path:
         """Fold LoRA into the weights and write a standalone HF folder that `from_pretrained` loads.

@@ -17,6 +17,7 @@ A merged folder (`VladVA.merge`, `vladva export`) is a full Hugging Face model f
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +30,32 @@ WEIGHTS_FILE = "vladva_weights.safetensors"
 LORA_SUBDIR = "adapter"  # PEFT's own name for a LoRA folder
 LATEST_FILE = "latest"
 FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainedWeights:
+    """What a weights folder stores, whole and on the CPU: `tensors` (vladva_weights.safetensors:
+    soft prompts, projector / language-model weights when trained) and `lora` (the PEFT LoRA
+    state, None without LoRA)."""
+
+    tensors: dict[str, torch.Tensor]
+    lora: dict[str, torch.Tensor] | None = None
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """`t` detached, contiguous, on the CPU, and whole. A parameter sharded over processes is
+    gathered first (FSDP2: a DTensor; DeepSpeed ZeRO-3: a parameter with `ds_id`), which is a
+    collective: every process must call it, in the same order."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(t, DTensor):
+        t = t.full_tensor()
+    elif hasattr(t, "ds_id"):  # the ZeRO-3 parameter itself (its state_dict entry is an empty shard)
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([t]):
+            return t.detach().cpu().clone()
+    return t.detach().cpu().contiguous()
 
 
 def resolve_weights_dir(path: Path | str) -> Path:
@@ -131,14 +158,15 @@ def folder_meta(kind: str, model_type: str, base_model: str | None, config: Vlad
     }
 
 
-def write_weights_dir(out_dir: Path | str, meta: dict, tensors: dict[str, torch.Tensor], peft_model=None) -> Path:
-    """Write a weights folder: the LoRA folder (when `peft_model`), the tensors and the config."""
+def write_weights_dir(out_dir: Path | str, meta: dict, weights: TrainedWeights, peft_model=None) -> Path:
+    """Write a weights folder: the LoRA folder (when `peft_model`, from `weights.lora`), the tensors
+    and the config. Writes only: `weights` is already whole (`VladVA.trained_weights`)."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if peft_model is not None:
-        peft_model.save_pretrained(lora_dir(out_dir))
-    save_file(tensors, out_dir / WEIGHTS_FILE)
+        peft_model.save_pretrained(lora_dir(out_dir), state_dict=weights.lora)
+    save_file(weights.tensors, out_dir / WEIGHTS_FILE)
     (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return out_dir

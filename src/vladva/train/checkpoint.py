@@ -118,15 +118,18 @@ def save_checkpoint(
     base_model: str,
     compute: StageCompute | None = None,
     keep_last: int = 2,
+    weights=None,
 ) -> Path:
     """Write `run_dir/checkpoints/step-{step:06d}` atomically and point `latest` at it: the model's
-    weights folder (`model.save_weights`), the trainer's state, the recipe and the compute record."""
+    weights folder (`model.save_weights`, from `weights` when given: `model.trained_weights()`
+    gathered by every process of a sharded run), the trainer's state, the recipe and the compute
+    record."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     tmp, final = root / f".tmp-{name}", root / name
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_weights(tmp, base_model=base_model)
+    model.save_weights(tmp, base_model=base_model, weights=weights)
     pause_for_tests(root, "files", step)
     torch.save(trainer_state, tmp / TRAINER_STATE)
     save_config(cfg, tmp / RECIPE_FILE)
@@ -198,7 +201,7 @@ def load_checkpoint(ckpt: Path, model, objective) -> dict:
         objective.load_state_dict(state["objective"])
     elif "logit_scale" in weights and objective.contrastive is not None:
         with torch.no_grad():
-            objective.contrastive.logit_scale.copy_(weights["logit_scale"].reshape(()))
+            objective.contrastive.logit_scale.copy_(weights["logit_scale"].reshape(1))
     return state
 
 

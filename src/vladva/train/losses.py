@@ -101,12 +101,29 @@ class ContrastiveLoss(nn.Module):
     ):
         super().__init__()
         self.config = config or ContrastiveLossConfig()
-        init = torch.tensor(math.log(1.0 / self.config.init_temperature))
+        # Shape (1,), not a scalar: FSDP2 shards parameters along dim 0 and refuses 0-dim ones.
+        init = torch.tensor([math.log(1.0 / self.config.init_temperature)])
         self.logit_scale = nn.Parameter(init, requires_grad=self.config.learnable_temperature)
         self.gather = gather or _identity
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "logit_scale"
+        if key in state_dict and state_dict[key].dim() == 0:  # saved when it was a scalar
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp().clamp(max=self.config.max_logit_scale)
+        return self._scale(self.logit_scale)
+
+    def _scale(self, logit_scale: torch.Tensor) -> torch.Tensor:
+        return logit_scale.exp().clamp(max=self.config.max_logit_scale)
+
+    def current_scale(self) -> float:
+        """`scale()` as a number, for logs. The temperature is gathered whole first when the training
+        engine shards it over processes (FSDP, ZeRO-3): a collective, every process calls it."""
+        from vladva.model.weights import full_tensor
+
+        return float(self._scale(full_tensor(self.logit_scale)))
 
     def forward(
         self,

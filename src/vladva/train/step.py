@@ -131,6 +131,12 @@ class TrainingModule(nn.Module):
         neg = texts[n:] if self.hard_negatives else None
         return BatchEmbeddings(img, texts[:n], batch.image_ids, batch.caption_ids, neg, batch.negative_rows)
 
+    def run(self, fn: Callable[[], object]) -> object:
+        """`fn()`, e.g. an evaluation through `self.vladva.encode_*`. The trainer registers it as a
+        forward method with FSDP2, whose hooks then gather the weights this root module owns
+        around it (`vladva.train.engine.prepare`)."""
+        return fn()
+
     def forward(self, batch: StepBatch) -> dict[str, torch.Tensor]:
         """Every loss of `batch` in one pass with a graph: `{"loss", <each loss>, "ntp"?, metrics}`."""
         m, device = self.vladva, self.vladva.device

@@ -5,7 +5,7 @@ the objective (vladva.train.step.StepObjective), the optimizer and the schedule;
 (vladva.train.batches.TrainBatches); then per optimizer step, for each of `grad_accum`
 micro-batches, `forward_backward` (one pass or GradCache), then clip, AdamW step, scheduler step;
 log; evaluate held-out retrieval; checkpoint (vladva.train.checkpoint). Everything one step does
-is in vladva.train.step.
+is in vladva.train.step; what each engine (DDP, FSDP2, DeepSpeed) needs is in vladva.train.engine.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from vladva.config import save_config
 from vladva.data.shards import is_shard_spec, resolve_shards
 from vladva.model.vladva import VladVA
+from vladva.train import engine
 from vladva.train.batches import StepCollator, TrainBatches, load_records
 from vladva.train.checkpoint import (
     RECIPE_FILE,
@@ -161,7 +162,6 @@ def _check_inputs(cfg: TrainConfig, resume: bool) -> tuple[Path, Path, Path | No
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Train per `cfg`; `resume=True` continues from `output_dir`'s latest checkpoint exactly."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     start_time = time.perf_counter()
@@ -170,7 +170,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     base_dir, run_dir, ckpt = _check_inputs(cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / RECIPE_FILE)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg), cpu=not torch.cuda.is_available())
+    accelerator = engine.make_accelerator(_mixed_precision(cfg))
     _seed_everything(cfg.seed)
     val_records = load_records(cfg.data.val, strict=cfg.data.strict)[: cfg.eval.max_images] if cfg.data.val else []
     # Read the training data before the model loads, so a bad manifest or missing shard fails fast.
@@ -180,10 +180,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     else:
         records = load_records(cfg.data.train, strict=cfg.data.strict)
 
-    vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
+    with engine.loading_whole(accelerator):
+        vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
     n_trainable = vladva.prepare_for_training()
     n_total = sum(p.numel() for p in vladva.parameters())
     accelerator.print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)")
+    accelerator.print(f"engine: {engine.describe(accelerator)}")
     # Global negatives: every process scores its queries against all processes' candidates.
     global_negatives = accelerator.num_processes > 1 and cfg.distributed.global_negatives
     objective = StepObjective(cfg.loss, gather=gather_with_grad if global_negatives else None)
@@ -212,7 +214,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             s, o.warmup_steps, step_progress(s, o.warmup_steps, o.max_steps), o.min_lr_ratio, o.schedule
         ),
     )
-    module, optimizer = accelerator.prepare(module, optimizer)
+    # The checkpoint's weights go in before `prepare`, which may shard them over processes (FSDP).
+    state = load_checkpoint(ckpt, vladva, objective) if ckpt is not None else None
+    module, optimizer = engine.prepare(accelerator, module, optimizer, b)
     inner: TrainingModule = accelerator.unwrap_model(module)
 
     step, saved = 0, {}
@@ -223,9 +227,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         threads=torch.get_num_threads(),
         extra={"trainable_params": n_trainable, "processes": accelerator.num_processes},
     )
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, vladva, inner.objective)
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:
+        engine.load_optimizer_state(accelerator, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, saved = state["step"], state.get("data", {})
@@ -269,10 +272,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     counts = {"pairs": 0, "long_captions": 0, "tokens": 0}
 
     def evaluate() -> None:
-        if not val_records or not accelerator.is_main_process:
+        # the main process evaluates; with sharded weights every process joins the forward passes
+        if not val_records or not (accelerator.is_main_process or engine.shards_parameters(accelerator)):
             return
         t0 = time.perf_counter()
-        result = retrieval_recall(vladva, val_records, cfg.eval.batch_size)
+        result = engine.on_whole_model(
+            accelerator, module, lambda: retrieval_recall(vladva, val_records, cfg.eval.batch_size)
+        )
+        if not accelerator.is_main_process:
+            return
         rec = {"step": step, "eval": result, "eval_seconds": round(time.perf_counter() - t0, 2)}
         evals.append(rec)
         metrics.write(rec)
@@ -293,19 +301,25 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         return compute
 
     def checkpoint() -> Path | None:
-        data_state = batches.state_all_processes()  # collectives: before the rank check
+        # Collectives (and, under FSDP, the gathers of sharded tensors): every process, before the rank check.
+        data_state = batches.state_all_processes()
         record = update_compute(last.get("loss"))
+        weights = vladva.trained_weights()
+        optimizer_state = engine.whole_optimizer_state(accelerator, optimizer)
+        objective_state = engine.whole_parameters(inner.objective)
         if not accelerator.is_main_process:
             return None
         state = {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
-            "objective": inner.objective.state_dict(),
+            "objective": objective_state,
             "rng": rng_state(),
             "step": step,
             "data": data_state,
         }
-        return save_checkpoint(run_dir, step, vladva, state, cfg, str(base_dir), record, cfg.checkpoint.keep_last)
+        return save_checkpoint(
+            run_dir, step, vladva, state, cfg, str(base_dir), record, cfg.checkpoint.keep_last, weights
+        )
 
     if ckpt is None and cfg.eval.at_start:
         evaluate()  # zero-shot: LoRA starts at zero and soft prompts at the handcrafted prompt
@@ -357,7 +371,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         last = {
             "step": step,
             **{k: round(v, 5) for k, v in sums.items()},
-            **({"logit_scale": round(float(contrastive.scale().detach()), 3)} if contrastive is not None else {}),
+            **({"logit_scale": round(contrastive.current_scale(), 3)} if contrastive is not None else {}),
             "grad_norm": round(float(grad_norm), 4),
             "lr": {g["name"]: g["lr"] for g in optimizer.param_groups},
             "skipped": skipped_total,
