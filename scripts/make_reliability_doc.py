@@ -34,7 +34,8 @@ tests (`python scripts/make_reliability_doc.py`), so it says what the tests asse
 
 Run the suite: `python -m pytest tests/test_reliability_*.py` (about a minute on 2 CPU cores).
 Check a data set before training: `vladva check-manifest DATA/train.jsonl DATA/val.jsonl`
-(lists every bad line as `file:line: reason`, every unreadable image and duplicate id; exit 1 if any).
+(lists every bad line as `file:line: reason`, every unreadable image and duplicate id; exit 1 if any;
+with `--model SPEC`, also warns when that model's tokenizer cannot read the captions' words).
 
 ## Policies in short
 
@@ -226,9 +227,9 @@ def build(outcomes: dict[str, str] | None, summary: str | None, load_paths: list
         "instants rely on the same write-rename-pointer order. Power loss is not simulated "
         "(files and folders are fsynced).\n"
         '- `float32` ("F") TIFF images are converted by Pillow\'s rules (values clipped to 0-255), not rescaled.\n'
-        "- Caption truncation counts tokens of the model's tokenizer; `vladva check-manifest` does not load a "
-        "tokenizer, "
-        "so it does not report captions that will be truncated.\n"
+        "- Caption truncation counts tokens of the model's tokenizer; `vladva check-manifest --model SPEC` loads "
+        "that tokenizer to report words it cannot read (unknown tokens), but it does not report captions that "
+        "will be truncated.\n"
         "- The load figures are from a shared 2-core machine with clients and server on the same cores.\n"
     )
     return "".join(parts)

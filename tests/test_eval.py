@@ -509,9 +509,10 @@ class model_kinds_of:
 def test_eval_help_lists_every_benchmark_flag_with_its_help():
     r = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "400"})
     assert r.exit_code == 0
+    text = " ".join(r.output.split())  # help is wrapped to the terminal
     for opt in B.path_options():
-        assert opt.flag in r.output and opt.help in r.output
-    assert "--coco-json" in r.output and "--sugarcrepe-pp-images" in r.output  # the flags users know
+        assert opt.flag in text and opt.help in text
+    assert "--coco-json" in text and "--sugarcrepe-pp-images" in text  # the flags users know
 
 
 def test_explicit_benchmark_paths_from_flags_config_and_set(bench, tmp_path, own_model_kinds):
@@ -547,3 +548,147 @@ def test_model_kind_registry_checks_arguments_and_prefixes(own_model_kinds):
     with pytest.raises(ModelSpecError, match=r"no encode_images\(\)"):
         model_kinds.load_embedder("nothing:")
     assert {"pair", "nothing", "python"} <= set(model_kinds.model_kind_names())
+
+
+# ----------------------------------------------------------------------------- issue 15: habits and records
+
+
+def test_clip_benchmark_names_and_result_files(bench, tmp_path, own_model_kinds):
+    """`--dataset` / `--dataset_root` / `--task` / `--recall_k` / `--output` as CLIP_benchmark has them;
+    the files read back as CLIP_benchmark writes them, with vladva's percentages as fractions."""
+    register_model_kind("colourwords", lambda: ColourWordsEmbedder(), "colour words", usage="colourwords:")
+    runner = CliRunner()
+    template = str(tmp_path / "cb" / "{dataset}_{model}_{task}.json")
+    args = ["eval", "-m", "cw=colourwords:", "--dataset_root", str(bench), "--no-cache"]
+    r = runner.invoke(
+        app,
+        [*args, "--dataset", "mscoco_captions,sugar_crepe/swap_att", "--recall_k", "1,2", "--output", template,
+         "--out", str(tmp_path / "run")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    ours = json.loads((tmp_path / "run" / "results.json").read_text())["models"][0]["metrics"]
+    coco = json.loads((tmp_path / "cb" / "mscoco_captions_cw_zeroshot_retrieval.json").read_text())
+    assert {k: coco[k] for k in ("dataset", "model", "pretrained", "task", "language")} == {
+        "dataset": "mscoco_captions",
+        "model": "cw",
+        "pretrained": "colourwords:",
+        "task": "zeroshot_retrieval",
+        "language": "en",
+    }
+    assert set(coco["metrics"]) == {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 2)}
+    assert coco["metrics"]["image_retrieval_recall@1"] == pytest.approx(ours["retrieval"]["t2i_R@1"] / 100)
+    assert coco["metrics"]["text_retrieval_recall@2"] == pytest.approx(ours["retrieval"]["i2t_R@2"] / 100)
+    swap = json.loads((tmp_path / "cb" / "sugar_crepe_swap_att_cw_image_caption_selection.json").read_text())
+    assert swap["dataset"] == "sugar_crepe/swap_att" and swap["metrics"] == {
+        "acc": pytest.approx(ours["sugarcrepe"]["swap_att"] / 100)
+    }
+    assert len(list((tmp_path / "cb").iterdir())) == 2  # only the asked SugarCrepe category
+
+    # --task alone: that task's benchmarks among those found; --output alone is enough; a fixed file
+    # name gets the dataset inserted rather than one result overwriting another
+    r = runner.invoke(app, [*args, "--task", "zeroshot_classification", "--output", str(tmp_path / "zs.json")])
+    assert r.exit_code == 0, r.output
+    zs = json.loads((tmp_path / "zs.json").read_text())
+    assert zs["task"] == "zeroshot_classification" and zs["dataset"] == "colours" and 0 <= zs["metrics"]["acc1"] <= 1
+    r = runner.invoke(app, [*args, "--dataset", "sugar_crepe", "--output", str(tmp_path / "all.json")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.glob("all_*.json")) == [
+        "all_sugar_crepe_replace_att.json",
+        "all_sugar_crepe_swap_att.json",
+    ]
+
+    for bad, message in (
+        (["--pretrained", "laion400m_e32", "--out", str(tmp_path / "x")], "one spec here"),
+        (["--dataset", "cifar10", "--out", str(tmp_path / "x")], "--dataset 'cifar10': not a benchmark"),
+        (["--task", "linear_probe", "--out", str(tmp_path / "x")], "--task 'linear_probe'"),
+        (["--recall_k", "five", "--out", str(tmp_path / "x")], "expected whole numbers"),
+        (["--dataset", "winoground"], "give --out RUN_DIR"),
+    ):
+        r = runner.invoke(app, [*args, *bad])
+        assert r.exit_code == 2 and message in r.stderr, (bad, r.output)
+
+
+def test_default_is_one_spec_everywhere_through_one_parser():
+    from vladva.model.kinds import _folders
+    from vladva.model_kinds import parse_model_spec
+    from vladva.pretrained import shipped_base_dir
+
+    assert parse_model_spec("default") == ("zeroshot", ["default"])
+    assert parse_model_spec("vladva:default:runs/x") == ("vladva", ["default", "runs/x"])
+    # the shipped base's folder counts for the cache identity and its compute record
+    assert _folders(["default"]) == [shipped_base_dir()]
+    with pytest.raises(ModelSpecError, match=r"expected one of .*default"):
+        parse_model_spec("defualt")
+
+
+def test_default_in_eval(bench, tmp_path):
+    """`vladva eval -m default` evaluates the shipped base zero-shot, and its report counts the
+    base's own (GPU) pretraining compute."""
+    r = CliRunner().invoke(
+        app, ["eval", "-m", "default", "-s", "retrieval", "--data", str(bench), "--no-cache", "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 0, r.output
+    (model,) = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert model["spec"] == "default" and model["name"] == "vladva:base-lvlm"
+    assert model["train_compute"]["gpu_seconds"] > 0 and "retrieval" in model["metrics"]
+
+
+def test_index_specs_store_folders_portably(tmp_path, monkeypatch):
+    from vladva.model_kinds import portable_spec, resolve_spec
+
+    (tmp_path / "ix" / "model").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = "vladva:ix/model:run"
+    stored = portable_spec(spec, "ix")
+    assert stored == f"vladva:model:{tmp_path / 'run'}"  # inside the index: relative to it; else absolute
+    assert portable_spec("vladva:default:run", "ix") == f"vladva:default:{tmp_path / 'run'}"
+    assert portable_spec("python:ix:model", "ix") == "python:ix:model"  # module names are not paths
+    monkeypatch.chdir(tmp_path / "run")
+    assert resolve_spec(stored, tmp_path / "ix") == f"vladva:{tmp_path / 'ix' / 'model'}:{tmp_path / 'run'}"
+
+
+def test_training_compute_is_found_from_the_run_folder(tmp_path):
+    """`vladva:BASE:RUN` names the run folder; its latest checkpoint holds the compute the trainer
+    wrote, so the report does not say 0 CPU-minutes after a fine-tune."""
+    from vladva.eval.models import read_train_compute
+    from vladva.train.compute import StageCompute, write_compute
+
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000030"
+    ckpt.mkdir(parents=True)
+    (ckpt / "vladva_config.json").write_text("{}")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step-000030\n")
+    write_compute(ckpt / "compute.json", [StageCompute("vladva-finetune", steps=30, seconds=210.0, threads=2)])
+    found = read_train_compute([tmp_path / "run"])
+    assert found["cpu_minutes"] == pytest.approx(7.0) and str(ckpt / "compute.json") in found["files"]
+
+
+def test_a_chart_for_whatever_was_evaluated(tmp_path):
+    from vladva.eval.plot import chart_panels
+    from vladva.eval.report import as_report, write_report
+
+    model = {"name": "m", "spec": "toy:", "metrics": {"retrieval": {"t2i_R@1": 40.0, "i2t_R@1": 50.0}}}
+    paths = write_report(as_report({"models": [model]}), tmp_path)
+    assert paths["png"].is_file() and "results.png" in paths["md"].read_text()
+    assert [(title, [label for label, _ in bars]) for title, _, bars in chart_panels([model])] == [
+        ("Retrieval recall", ["T→I R@1", "I→T R@1"])
+    ]
+    both = dict(model, metrics=model["metrics"] | {"zeroshot": {"count": {"top1": 80.0}}, "aro": {}})
+    assert [title for title, _, _ in chart_panels([both])] == ["Retrieval recall", "Zero-shot classification top-1"]
+
+
+def test_encoding_progress_shows_on_a_terminal_only(bench, tmp_path, monkeypatch):
+    import io
+    import sys
+
+    from vladva.eval.cache import CachedEncoder
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        enc = CachedEncoder(ColourWordsEmbedder(), f"toy|{shown}", None, batch_size=2, show_progress=True)
+        enc.texts([f"a red circle {i}" for i in range(6)], "captions")
+        assert ("encode captions" in stream.getvalue()) is shown

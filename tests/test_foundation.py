@@ -14,6 +14,27 @@ def test_cli_help_lists_subcommands():
     assert "Usage" in out.output
 
 
+def test_help_texts_are_whole():
+    """No one-line help cut at 45 characters ("..."), no rich markup eating `[...]` from specs or
+    cutting long words ("visual_genome_attribution.j…")."""
+    runner = CliRunner()
+    top = " ".join(runner.invoke(app, ["--help"], terminal_width=100).output.split())  # wrapping aside
+    commands = top[top.index("Commands:") :]
+    assert "..." not in commands and "…" not in commands
+    assert "Train soft prompts + LoRA with contrastive (short captions) and next-token (long captions)" in top
+    assert "Data sets: make the embedded synthetic shapes data" in top and "re-check it (`check`)." in top
+    index = " ".join(runner.invoke(app, ["index", "--help"], terminal_width=100).output.split())
+    assert "Embed every readable image of a folder or manifest into a new index folder." in index
+    ev = " ".join(runner.invoke(app, ["eval", "--help"], terminal_width=80).output.split())
+    assert "visual_genome_attribution.json" in ev and "vladva:BASE[:WEIGHTS]" in ev and "…" not in ev
+
+
+def test_manifest_accepts_one_caption_under_caption(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"image": "a.png", "caption": "a red circle"}\n')
+    (rec,), _ = read_manifest(tmp_path / "m.jsonl")
+    assert rec.captions == ["a red circle"]
+
+
 @pytest.mark.parametrize("command", ["embed", "merge", "export"])
 def test_weights_option_and_its_hidden_old_name(command):
     """The trained weights are `--weights/-w`; `--adapter/-a` still parses but is not advertised."""
@@ -59,6 +80,8 @@ def test_manifest_round_trip(tmp_path):
         ('{"image": "/etc/passwd", "captions": ["x"]}', "absolute image path"),
         ('{"image": "a.png", "captoins": ["x"]}', "unknown key"),
         ('{"image": 3, "captions": ["x"]}', "non-empty string path"),
+        ('{"image": "a.png", "caption": "x", "captions": ["y"]}', "not both"),
+        ('{"image": "a.png", "caption": 3}', "caption must be a string"),
         ("not json", "Expecting value"),
     ],
 )

@@ -325,3 +325,97 @@ def test_prompt_selection_signals(llava_dir):
         and rows[0]["image_entropy"] + rows[0]["text_entropy"] >= rows[1]["image_entropy"] + rows[1]["text_entropy"]
     )
     assert all(1.0 <= r["image_effective_rank"] <= 3 and 1.0 <= r["text_effective_rank"] <= 4 for r in rows)
+
+
+# ---- what users type from habit (issue 15, items 2 and 3) ------------------------------------------
+
+
+def test_a_single_string_or_path_is_one_item(llava_dir, tmp_path):
+    """`encode_texts("a string")` is one text, not one row per character; one image path (str or
+    Path) or one PIL image is one image; other types are refused by name."""
+    m = VladVA.from_pretrained(llava_dir)
+    one = m.encode_texts("a red circle")
+    assert one.shape == (1, m.hidden_size) and torch.allclose(one, m.encode_texts(["a red circle"]), atol=1e-6)
+    _images()[0].save(tmp_path / "red.png")
+    want = m.encode_images([_images()[0]])
+    for single in (str(tmp_path / "red.png"), tmp_path / "red.png", _images()[0]):
+        got = m.encode_images(single)
+        assert got.shape == (1, m.hidden_size) and torch.allclose(got, want, atol=1e-6)
+    with pytest.raises(TypeError, match=r"texts\[1\]: expected a string, got int"):
+        m.encode_texts(["a red circle", 7])
+    with pytest.raises(TypeError, match="processor"):
+        m.encode_images(torch.zeros(1, 3, 32, 32))
+
+
+def test_sentence_transformers_and_open_clip_names(llava_dir, tmp_path):
+    """`encode` in the sentence-transformers manner (mixed texts and images, numpy / tensor, a single
+    item gives a vector), open_clip's `encode_text` / `encode_image`, `similarity` on numpy, and
+    `save_pretrained` writing a folder that reloads alone to the same vectors, readable by all."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from vladva import VladVA as TopLevel
+
+    assert TopLevel is VladVA
+    m = VladVA.from_pretrained(llava_dir)
+    img = _images()[1]
+    out = m.encode(["a red circle", img, "two objects"], batch_size=2)
+    assert isinstance(out, np.ndarray) and out.shape == (3, m.hidden_size)
+    assert np.allclose(out[[0, 2]], m.encode_texts(["a red circle", "two objects"]).numpy(), atol=1e-6)
+    assert np.allclose(out[1], m.encode_images([img])[0].numpy(), atol=1e-6)
+    vec = m.encode("a red circle", convert_to_tensor=True)
+    assert isinstance(vec, torch.Tensor) and vec.shape == (m.hidden_size,)
+    assert len(m.encode(["a", "b"], convert_to_numpy=False)) == 2
+    assert torch.allclose(m.encode_text(["pink cross"]), m.encode_texts(["pink cross"]))
+    assert torch.allclose(m.encode_image([img]), m.encode_images([img]))
+    sim = m.similarity(out[0], out)  # numpy in, cosine out
+    assert sim.shape == (1, 3) and abs(float(sim[0, 0]) - 1) < 1e-5
+    with pytest.raises(TypeError, match="item 1 is a int"):
+        m.encode(["a", 3])
+
+    m.prepare_for_training()
+    _perturb(m)
+    want = m.encode_texts(TEXTS)
+    folder = m.save_pretrained(tmp_path / "saved")
+    again = VladVA.from_pretrained(folder)
+    assert torch.allclose(again.encode_texts(TEXTS), want, atol=1e-5)
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in folder.rglob("*.safetensors")}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert modes and all(mode == 0o666 & ~umask for mode in modes.values()), modes
+
+
+def test_import_vladva_stays_light():
+    """`import vladva` must not import torch (the CLI's --help and scripts stay fast); `VladVA`
+    comes on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, vladva; print('torch' in sys.modules); from vladva import VladVA; print(VladVA.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "VladVA"], out.stderr
+
+
+def test_loading_prints_nothing_that_is_not_the_users_business(llava_dir, tmp_path, capfd):
+    """No transformers "Loading weights" bar and no peft FutureWarning about transformers'
+    `is_gradient_checkpointing` on every command; the weights folder is readable by all."""
+    import os
+    import stat
+    import warnings
+
+    m = VladVA.from_pretrained(llava_dir)
+    m.prepare_for_training()
+    weights = m.save_weights(tmp_path / "weights", base_model=str(llava_dir))
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        VladVA.from_pretrained(llava_dir, weights)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "is_gradient_checkpointing" not in err
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+    umask = os.umask(0)
+    os.umask(umask)
+    files = list(weights.rglob("*.safetensors"))
+    assert len(files) == 2 and all(stat.S_IMODE(os.stat(f).st_mode) == 0o666 & ~umask for f in files)

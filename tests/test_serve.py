@@ -567,7 +567,7 @@ def test_cli_serve_binds_localhost_and_warns_on_public_bind(colour_dir, tmp_path
     class Wide(ColourHistogramEmbedder):
         dim = 12
 
-    monkeypatch.setattr("vladva.serve.models.ColourHistogramEmbedder", Wide)
+    monkeypatch.setattr("vladva.toyworld.toy_embedder.ColourHistogramEmbedder", Wide)  # what toy:colours builds
     r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "ix")])
     assert r.exit_code == 2 and "12-dim vectors" in r.stderr and len(runs) == 2
 
@@ -597,3 +597,50 @@ def test_cli_image_to_index_captions(toy, colour_dir, tmp_path):
     assert len(rows) == 9 and [x["ids"] for x in rows if x["caption"] == "two shapes"] == [list(range(8))]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0 and "a large orange square" in r.stdout
+
+
+def test_index_serves_from_any_working_directory(colour_dir, tmp_path, monkeypatch):
+    """The model folders an index names are stored resolved (relative to the index when inside it,
+    absolute otherwise), so `vladva serve --index /abs/path` works from another folder."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+    from vladva.model import VladVA
+    from vladva.testing import build_tiny_llava
+
+    project = tmp_path / "project"
+    base = build_tiny_llava(project / "runs" / "index" / "base")  # a model folder inside the index folder
+    model = VladVA.from_pretrained(base)
+    model.prepare_for_training()
+    model.save_weights(project / "runs" / "weights", base_model=str(base))
+    monkeypatch.chdir(project)
+    runner = CliRunner()
+    spec = "vladva:runs/index/base:runs/weights"  # relative to the folder the index is built from
+    r = runner.invoke(
+        app,
+        ["index", "build", "--model", spec, "--images", str(colour_dir), "--out", "runs/index", "--batch-size", "8"],
+    )
+    assert r.exit_code == 0, r.output
+    stored = json.loads((project / "runs" / "index" / "index.json").read_text())["model"]
+    assert stored == f"vladva:base:{project / 'runs' / 'weights'}"
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
+    r = runner.invoke(app, ["serve", "--index", str(project / "runs" / "index")])
+    assert r.exit_code == 0, r.output
+    with TestClient(served[0]) as client:
+        found = client.post("/search", json={"text": "a red square", "k": 2})
+        assert found.status_code == 200 and len(found.json()["results"]) == 2
+    r = runner.invoke(app, ["search", "--index", str(project / "runs" / "index"), "a red square", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["results"], r.output
+    r = runner.invoke(  # the same model named from here is the index's model: adding is allowed
+        app,
+        ["index", "add", str(project / "runs" / "index"), "--images", str(colour_dir),
+         "--model", f"vladva:{project / 'runs' / 'index' / 'base'}:../project/runs/weights"],
+    )  # fmt: skip
+    assert r.exit_code == 0 and "index now holds 8 images" in r.stdout, r.output

@@ -243,6 +243,17 @@ def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
     assert "trained 3 steps" in res.output and "held-out R@1" in res.output
     evals = [r for r in metrics(run) if "eval" in r]
     assert [r["step"] for r in evals] == [0, 3] and evals[0]["eval"]["n_images"] == 8
+    # the run's compute is printed and recorded; the curves are drawn; `vladva report RUN` redraws them
+    ckpt = run / "checkpoints" / "step-000003"
+    assert "compute: 3 steps, 24 image-caption pairs, 12 long captions" in res.output
+    assert f"CPU-minutes; recorded in {ckpt / 'compute.json'}" in res.output and (ckpt / "compute.json").is_file()
+    assert f"training curves: {run / 'training_curves.png'}" in res.output
+    (run / "training_curves.png").unlink()
+    res = runner.invoke(app, ["report", str(run)])
+    assert res.exit_code == 0 and (run / "training_curves.png").stat().st_size > 10_000, res.output
+    from vladva.eval.models import read_train_compute
+
+    assert read_train_compute([run])["cpu_minutes"] > 0  # what `vladva eval -m vladva:BASE:RUN` reports
 
     res = runner.invoke(
         app,

@@ -148,13 +148,15 @@ def _index(out: Path, data_dir: Path, model) -> Path:
     """A search index of the retrieval test images, rebuilt when the model changed."""
     import shutil
 
+    from vladva.model_kinds import portable_spec
     from vladva.serve.build import build_index
     from vladva.serve.index import META_FILE
 
     index_dir = out / "index"
     images = data_dir / "retrieval" / "images"
     meta = index_dir / META_FILE
-    if meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("model") == model.spec:
+    stored = json.loads(meta.read_text(encoding="utf-8")).get("model") if meta.is_file() else None
+    if stored == portable_spec(model.spec, index_dir):
         _log(f"index: reusing {index_dir}")
     else:
         if index_dir.exists():

@@ -27,3 +27,36 @@ class Embedder(Protocol):
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
         """`(len(texts), dim)` float32, L2-normalised rows, on CPU."""
         ...
+
+
+def as_text_list(texts: str | Sequence[str]) -> list[str]:
+    """`texts` as a list: one string is one text (not one text per character). Raises `TypeError`
+    naming the first item that is not a string."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, Image.Image, Path)) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts: expected a string or a list of strings, got {type(texts).__name__}")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+    return out
+
+
+def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """`images` as a list: one PIL image or one path (str or Path) is one image. Raises `TypeError`
+    for a tensor (the model's processor prepares pixels itself) or any other type."""
+    if isinstance(images, (str, Path, Image.Image)):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        raise TypeError(
+            "images: expected PIL images or image paths, got a tensor; the model's own processor resizes "
+            "and normalises images, so pass the images themselves"
+        )
+    if not isinstance(images, Sequence):
+        raise TypeError(f"images: expected a PIL image, a path or a list of them, got {type(images).__name__}")
+    out = list(images)
+    for i, im in enumerate(out):
+        if not isinstance(im, (str, Path, Image.Image)):
+            raise TypeError(f"images[{i}]: expected a PIL image or a path, got {type(im).__name__}")
+    return out

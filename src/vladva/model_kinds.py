@@ -43,13 +43,16 @@ def existing_paths(args: Sequence[str]) -> list[Path]:
 @dataclass(frozen=True)
 class ModelKind:
     """One spec prefix. `build(*args)` -> `Embedder`; `folders(args)` -> the model folders whose
-    files identify the model (the embedding cache key) and may hold its compute records."""
+    files identify the model (the embedding cache key) and may hold its compute records;
+    `tokenizer(*args)` -> the model's tokenizer without loading its weights (None: build the model
+    and take its `tokenizer` attribute)."""
 
     prefix: str
     build: Callable[..., Embedder]
     help: str
     usage: str
     folders: Callable[[Sequence[str]], list[Path]] = existing_paths
+    tokenizer: Callable[..., object] | None = None
 
     def check_arguments(self, args: Sequence[str]) -> None:
         """Raise `ModelSpecError("expected <usage>")` when `build` cannot take `args`."""
@@ -86,6 +89,7 @@ def register_model_kind(
     usage: str | None = None,
     folders: Callable[[Sequence[str]], list[Path]] = existing_paths,
     replace: bool = False,
+    tokenizer: Callable[..., object] | None = None,
 ) -> ModelKind:
     """Make `prefix:ARGS` specs build `builder(*ARGS)`.
 
@@ -96,10 +100,12 @@ def register_model_kind(
         usage: the spec's form for error messages (default: from the builder's parameter names).
         folders: the model folders among the arguments (default: those that exist on disk).
         replace: allow replacing a kind registered by another builder (tests, plugins).
+        tokenizer: called with the spec's arguments, returns the model's tokenizer cheaply (for
+            `vladva check-manifest --model`); default: build the model and read its `tokenizer`.
     """
     if not prefix or any(c in prefix for c in ":= "):
         raise ValueError(f"model kind {prefix!r}: a prefix is a non-empty word without ':', '=' or spaces")
-    kind = ModelKind(prefix, builder, help, usage or _usage_from_signature(prefix, builder), folders)
+    kind = ModelKind(prefix, builder, help, usage or _usage_from_signature(prefix, builder), folders, tokenizer)
     old = _KINDS.get(prefix)
     # The same builder defined at the same place (a module imported again) may register again.
     if old is not None and _origin(old.build) != _origin(builder) and not replace:
@@ -139,17 +145,74 @@ def model_kind_names() -> list[str]:
     return sorted(set(_KINDS) | {ep.name for ep in _entry_points()})
 
 
-def build_embedder(spec: str) -> tuple[Embedder, list[Path]]:
-    """`KIND:ARG[:ARG...]` -> (the embedder, its model folders). Raises `ModelSpecError` naming the spec."""
+# Bare words that stand for a whole spec. `default` is the shipped base LVLM, zero-shot (the name
+# `default` itself is resolved to its folder by `vladva.pretrained.resolve_base`, so
+# `vladva:default:RUN` and `zeroshot:default` work as any folder would).
+SPEC_ALIASES = {"default": "zeroshot:default"}
+
+
+def parse_model_spec(spec: str) -> tuple[str, list[str]]:
+    """The one parser of model specs: `KIND:ARG[:ARG...]` (or a bare alias such as `default`) ->
+    `(kind, [args])`. Raises `ModelSpecError` naming the spec and the known forms when the kind is
+    unknown."""
+    spec = spec.strip()
+    spec = SPEC_ALIASES.get(spec, spec)
     prefix, sep, rest = spec.partition(":")
     kind = model_kind(prefix) if sep else None
     if kind is None:
-        known = ", ".join(k + ":..." for k in model_kind_names())
+        known = ", ".join([*(k + ":..." for k in model_kind_names()), *SPEC_ALIASES])
         hint = (
             "" if _entry_points() else " (no kinds are declared by entry points: is vladva installed? pip install -e .)"
         )
         raise ModelSpecError(f"model spec {spec!r}: expected one of {known}{hint}")
-    args = rest.split(":") if rest else []
+    return prefix, rest.split(":") if rest else []
+
+
+def _map_path_args(spec: str, candidate: Callable[[str], str], keep: Callable[[str, str], bool]) -> str:
+    """`spec` with each argument that the kind takes as a path replaced by `candidate(arg)` when
+    `keep(arg, candidate(arg))`; the kind's `folders` decides which arguments are paths (so module
+    names of `python:` specs or `default` are never touched)."""
+    try:
+        prefix, args = parse_model_spec(spec)
+    except ModelSpecError:
+        return spec
+    kind = _KINDS[prefix]
+    new = [candidate(a) for a in args]
+    paths = {Path(p) for p in kind.folders(args)} | {Path(p) for p in kind.folders(new)}
+    out = [n if keep(a, n) and (Path(a) in paths or Path(n) in paths) else a for a, n in zip(args, new)]
+    return ":".join([prefix, *out])
+
+
+def portable_spec(spec: str, home: Path | str) -> str:
+    """`spec` as a file in folder `home` (an index's index.json) should store it: every path argument
+    that exists made relative to `home` when it lies inside `home`, absolute otherwise, so the
+    file reads the same from any working directory (`resolve_spec` reverses it)."""
+    home = Path(home).resolve()
+
+    def candidate(arg: str) -> str:
+        path = Path(arg).resolve()
+        return path.relative_to(home).as_posix() if path.is_relative_to(home) else str(path)
+
+    return _map_path_args(spec, candidate, lambda arg, new: Path(arg).exists())
+
+
+def resolve_spec(spec: str, home: Path | str) -> str:
+    """A spec read from a file in folder `home`: path arguments relative to `home` (as
+    `portable_spec` writes them) made absolute. A relative argument not found under `home` is left
+    as it is (specs written before paths were stored this way are relative to the working folder)."""
+    home = Path(home).resolve()
+    return _map_path_args(
+        spec,
+        lambda arg: arg if Path(arg).is_absolute() else str(home / arg),
+        lambda arg, new: new != arg and Path(new).exists(),
+    )
+
+
+def build_embedder(spec: str) -> tuple[Embedder, list[Path]]:
+    """`KIND:ARG[:ARG...]` or `default` -> (the embedder, its model folders). Raises
+    `ModelSpecError` naming the spec."""
+    prefix, args = parse_model_spec(spec)
+    kind = _KINDS[prefix]
     try:
         kind.check_arguments(args)
         embedder = kind.build(*args)
@@ -161,6 +224,20 @@ def build_embedder(spec: str) -> tuple[Embedder, list[Path]]:
         if not callable(getattr(embedder, method, None)):
             raise ModelSpecError(f"model spec {spec!r}: the loaded object has no {method}() (not an Embedder)")
     return embedder, kind.folders(args)
+
+
+def load_tokenizer(spec: str) -> object | None:
+    """The tokenizer the model `spec` reads texts with (the kind's `tokenizer` hook, else the built
+    embedder's `tokenizer` attribute); None for a model without one."""
+    prefix, args = parse_model_spec(spec)
+    kind = _KINDS[prefix]
+    if kind.tokenizer is not None:
+        try:
+            kind.check_arguments(args)
+            return kind.tokenizer(*args)
+        except ModelSpecError as e:
+            raise ModelSpecError(f"model spec {spec!r}: {e}") from None
+    return getattr(build_embedder(spec)[0], "tokenizer", None)
 
 
 def load_embedder(spec: str) -> Embedder:

@@ -12,7 +12,9 @@ from vladva.cli.errors import friendly_errors
 
 def register(app: typer.Typer) -> None:
     base = typer.Typer(
-        help="Pretrain the embedded default base LVLM (and the CLIP-style baseline).", no_args_is_help=True
+        help="Pretrain the embedded default base LVLM (and the CLIP-style baseline).",
+        no_args_is_help=True,
+        rich_markup_mode=None,
     )
 
     @base.command("pretrain")

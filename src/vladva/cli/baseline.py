@@ -10,7 +10,9 @@ from vladva.cli.errors import friendly_errors
 
 
 def register(app: typer.Typer) -> None:
-    baseline = typer.Typer(help="Train the CLIP-style baseline VladVA is compared against.", no_args_is_help=True)
+    baseline = typer.Typer(
+        help="Train the CLIP-style baseline VladVA is compared against.", no_args_is_help=True, rich_markup_mode=None
+    )
 
     @baseline.command("train")
     @friendly_errors

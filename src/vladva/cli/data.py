@@ -10,7 +10,9 @@ from vladva.cli.errors import friendly_errors
 from vladva.errors import UserError
 
 data_app = typer.Typer(
-    help="Data sets: make the embedded synthetic shapes data (`shapes`), re-check it (`check`).", no_args_is_help=True
+    help="Data sets: make the embedded synthetic shapes data (`shapes`), re-check it (`check`).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

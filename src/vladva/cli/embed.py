@@ -14,6 +14,12 @@ from vladva.errors import UserError
 from vladva.pretrained import resolve_base
 
 
+def _stderr_is_terminal() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
 def register(app: typer.Typer) -> None:
     app.command("embed")(embed_command)
     app.command("merge")(merge_command)
@@ -49,10 +55,13 @@ def embed_command(
     m = VladVA.from_pretrained(resolve_base(model), weights, device=device)
     if images is not None:
         paths, items = for_option("--images", image_items, images)
-        emb = m.encode_images(paths, batch_size=batch_size, show_progress=True)
+        emb = m.encode_images(paths, batch_size=batch_size, show_progress=_stderr_is_terminal())
     else:
+        from vladva.data.vocab import warn_unknown_tokens
+
         items = for_option("--texts", text_items, texts)
-        emb = m.encode_texts(items, batch_size=batch_size, show_progress=True)
+        warn_unknown_tokens(m.tokenizer, items, f"the sentences of {texts}")
+        emb = m.encode_texts(items, batch_size=batch_size, show_progress=_stderr_is_terminal())
     write_embeddings(out, emb, items, {"model": m.name, "kind": "images" if images is not None else "texts"})
     typer.echo(f"wrote {tuple(emb.shape)} embeddings to {out}")
 

@@ -49,8 +49,9 @@ def _model_help() -> str:
     from vladva.model_kinds import model_kind_names
 
     return (
-        f"Model spec, repeatable: [NAME=]KIND:ARGS, KIND one of {', '.join(model_kind_names())}; "
-        "e.g. vladva:BASE[:WEIGHTS] | zeroshot:BASE | clip:DIR | python:MODULE:ATTR[:ARG]."
+        f"Model spec, repeatable: [NAME=]KIND:ARGS, KIND one of {', '.join(model_kind_names())}, or default "
+        "(the shipped base, zero-shot); e.g. vladva:BASE[:WEIGHTS] | zeroshot:BASE | clip:DIR | "
+        "python:MODULE:ATTR[:ARG]. BASE may be default."
     )
 
 
@@ -60,6 +61,11 @@ def _suite_help() -> str:
     return " | ".join((*suite_names(), "all")) + " (repeatable or comma-separated; default all)."
 
 
+def _split_list(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated values as one list: `-s a,b -s c` -> [a, b, c]."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
 @friendly_errors
 def eval_command(
     *,
@@ -67,41 +73,96 @@ def eval_command(
         ...,
         "--model",
         "-m",
+        metavar="[NAME=]SPEC",
         help=_model_help(),
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Run folder for results.json, results.md, results.png and eval_config.yaml."
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Run folder for results.json, results.md, results.png and eval_config.yaml "
+        "(required unless --output is given).",
     ),
     data: Path | None = typer.Option(
-        None, "--data", help="Folder in the `vladva data shapes` layout; its benchmark subfolders are discovered."
+        None,
+        "--data",
+        "--dataset_root",
+        help="Folder in the `vladva data shapes` layout; its benchmark subfolders are discovered. "
+        "--dataset_root is CLIP_benchmark's name for it.",
     ),
     suite: list[str] | None = typer.Option(
         None,
         "--suite",
         "-s",
+        metavar="SUITE",
         help=_suite_help(),
+    ),
+    dataset: list[str] | None = typer.Option(
+        None,
+        "--dataset",
+        metavar="NAME",
+        help="CLIP_benchmark's name for --suite: a suite, or mscoco_captions / flickr30k / flickr8k (retrieval), "
+        "sugar_crepe or sugar_crepe/CATEGORY, winoground (repeatable or comma-separated).",
+    ),
+    task: str | None = typer.Option(
+        None,
+        "--task",
+        metavar="TASK",
+        help="CLIP_benchmark's task: zeroshot_retrieval, zeroshot_classification or image_caption_selection "
+        "(the compositional suites); runs the suites of that task. auto: every suite.",
     ),
     split: str | None = typer.Option(None, "--split", help="Karpathy split / zero-shot split folder (default: test)."),
     limit: int | None = typer.Option(
         None, "--limit", help="Evaluate a seeded random subset of N items per benchmark (quick looks)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for --limit subsets (default: 0)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Encoding batch size (default: 32)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "--batch_size", help="Encoding batch size (default: 32)."
+    ),
+    recall_k: list[str] | None = typer.Option(
+        None,
+        "--recall_k",
+        "--recall-k",
+        metavar="K",
+        help="Recall@k cut-offs for retrieval (default 1,5,10): repeat the option or comma-separate "
+        "(CLIP_benchmark's space-separated list is not accepted).",
+    ),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        metavar="TEMPLATE",
+        help="Also write one CLIP_benchmark-style JSON per dataset and model to this path template, "
+        "e.g. '{dataset}_{model}_{task}.json' (placeholders: dataset, model, pretrained, task, language; "
+        "metrics as fractions).",
+    ),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Embedding cache folder (default: ~/.cache/vladva/eval)."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache."),
     config: Path | None = typer.Option(None, "--config", help="YAML EvalConfig; flags and --set override it."),
     overrides: list[str] = typer.Option(
-        [], "--set", help="EvalConfig override key=value (e.g. --set ks=[1,10]), repeatable."
+        [], "--set", metavar="KEY=VALUE", help="EvalConfig override key=value (e.g. --set ks=[1,10]), repeatable."
     ),
+    pretrained: str | None = typer.Option(None, "--pretrained", hidden=True),
     **paths: Path | None,
 ) -> None:
-    """Evaluate one or more models on retrieval, compositionality and zero-shot benchmarks."""
+    """Evaluate one or more models on retrieval, compositionality and zero-shot benchmarks.
+    CLIP_benchmark users: --dataset, --dataset_root, --task, --recall_k, --batch_size and --output
+    work as there; the model is one -m spec (docs/evaluation.md)."""
     from vladva.config import ConfigError, build_config, load_config, parse_overrides
+    from vladva.eval.clip_benchmark import dataset_suites, task_suites
     from vladva.eval.runner import EvalConfig, evaluate_to_dir
     from vladva.model_kinds import ModelSpecError
 
+    if pretrained is not None:
+        raise UserError(
+            "vladva eval has no --pretrained: CLIP_benchmark's --model ARCH --pretrained CKPT is one spec here, "
+            "-m vladva:BASE:WEIGHTS (or zeroshot:BASE, clip:DIR, default)"
+        )
+    if out is None and output is None:
+        raise UserError(
+            "give --out RUN_DIR (results.json/.md/.png) and/or --output TEMPLATE.json (CLIP_benchmark files)"
+        )
     flags = {
         "data": data,
         "split": split,
@@ -112,8 +173,22 @@ def eval_command(
     }
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if v is not None}
     given_paths = {key: str(value) for key, value in paths.items() if value is not None}
-    if suite:
-        flags["suites"] = [s.strip() for item in suite for s in item.split(",") if s.strip()]
+    asked = dataset_suites(_split_list(dataset)) if dataset else {}
+    suites = list(dict.fromkeys(_split_list(suite) + list(asked)))
+    of_task = task_suites(task) if task is not None else None
+    if of_task is not None and suites:
+        suites = [s for s in suites if s in of_task]
+        if not suites:
+            raise UserError(f"--task {task}: none of the asked suites / datasets is a {task} benchmark")
+    if suites:
+        flags["suites"] = suites
+    if recall_k:
+        try:
+            flags["ks"] = [int(k) for k in _split_list(recall_k)]
+        except ValueError:
+            raise UserError(
+                f"--recall_k {', '.join(recall_k)}: expected whole numbers, e.g. --recall_k 1,5,10"
+            ) from None
     if no_cache:
         flags["use_cache"] = False
     try:
@@ -128,31 +203,60 @@ def eval_command(
             cfg = build_config(EvalConfig, parsed, "--set", base=cfg)
     except ConfigError as e:
         raise UserError(str(e)) from None
+    if of_task is not None and "all" in cfg.suites:  # the task's benchmarks among those with data
+        from vladva.eval.runner import resolve_benchmarks
+
+        cfg.suites = [s for s in resolve_benchmarks(cfg) if s in of_task]
+        if not cfg.suites:
+            raise UserError(f"--task {task}: no {task} benchmark data found")
     try:
-        paths_written = evaluate_to_dir(model, cfg, out, log=lambda msg: typer.echo(msg, err=True))
+        written = evaluate_to_dir(
+            model,
+            cfg,
+            out,
+            log=lambda msg: typer.echo(msg, err=True),
+            clip_benchmark_output=output,
+            clip_benchmark_datasets=asked,
+        )
     except ModelSpecError as e:
         raise UserError(str(e)) from None
-    typer.echo("wrote " + ", ".join(str(p) for p in paths_written.values()))
+    files = [p for v in written.values() for p in (v if isinstance(v, list) else [v])]
+    typer.echo("wrote " + ", ".join(str(p) for p in files))
 
 
 @friendly_errors
 def report_command(
-    runs: list[Path] = typer.Argument(..., help="Run folders (or results.json files) written by `vladva eval`."),
+    runs: list[Path] = typer.Argument(
+        ...,
+        help="Run folders (or results.json files) written by `vladva eval`, and / or training run folders "
+        "(`vladva train`'s output_dir, with metrics.jsonl).",
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
         "-o",
-        help="Folder for the merged results.json/.md/.png (default: the run folder when one is given).",
+        help="Folder for the merged results.json/.md/.png and training_curves.png "
+        "(default: the run folder when one is given).",
     ),
 ) -> None:
-    """Merge evaluation runs (several models) into one table: results.md, results.json, results.png."""
+    """Merge evaluation runs (several models) into one table: results.md, results.json, results.png;
+    draw a training run's curves (loss terms, temperature, held-out R@1, hard-negative accuracy)
+    as training_curves.png."""
     from vladva.eval.report import merge_reports, print_summary, read_report, write_report
+    from vladva.train.curves import CURVES_FILE, METRICS_FILE, plot_training_curves
 
+    training = [r for r in runs if r.is_dir() and (r / METRICS_FILE).is_file()]
+    evaluations = [r for r in runs if r not in training or (r / "results.json").is_file()]
+    for run in training:
+        target = None if out is None else out / (CURVES_FILE if len(training) == 1 else f"{run.name}_{CURVES_FILE}")
+        typer.echo(f"wrote {plot_training_curves(run, target)}")
+    if not evaluations:
+        return
     if out is None:
-        if len(runs) > 1:
+        if len(evaluations) > 1:
             raise UserError("several runs need --out DIR for the merged report")
-        out = runs[0] if runs[0].is_dir() else runs[0].parent
-    report = merge_reports([read_report(r) for r in runs])
+        out = evaluations[0] if evaluations[0].is_dir() else evaluations[0].parent
+    report = merge_reports([read_report(r) for r in evaluations])
     paths = write_report(report, out)
     print_summary(report)
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

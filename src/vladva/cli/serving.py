@@ -11,13 +11,23 @@ import typer
 from vladva.cli.errors import friendly_errors
 from vladva.errors import UserError
 
-index_app = typer.Typer(help="Build and grow a FAISS index of image embeddings.", no_args_is_help=True)
+# Plain help text (no rich markup): brackets in specs stay, long words are never cut.
+index_app = typer.Typer(
+    help="Build and grow a FAISS index of image embeddings.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _open_model(spec: str):
     from vladva.serve.models import load_embedder
 
     return load_embedder(spec)
+
+
+def _check_words(embedder, texts: list[str], what: str) -> None:
+    """Warn when the model cannot read the words of `texts` (vladva.data.vocab)."""
+    from vladva.data.vocab import tokenizer_of, warn_unknown_tokens
+
+    warn_unknown_tokens(tokenizer_of(embedder), texts, what)
 
 
 def _print_report(report) -> None:
@@ -30,7 +40,10 @@ def _print_report(report) -> None:
 @friendly_errors
 def index_build(
     model: str = typer.Option(
-        ..., "--model", help="Model spec: vladva:BASE[:WEIGHTS], zeroshot:BASE, clip:DIR or toy:colours."
+        ...,
+        "--model",
+        help="Model spec: default (the shipped base), vladva:BASE[:WEIGHTS], zeroshot:BASE, clip:DIR or toy:colours; "
+        "BASE may be default.",
     ),
     images: Path = typer.Option(..., "--images", help="A folder of images (searched recursively) or a JSONL manifest."),
     out: Path = typer.Option(..., "--out", help="Index folder to create."),
@@ -49,7 +62,10 @@ def index_build(
 
     config = IndexConfig(kind=kind, ivf_nlist=nlist, ivf_nprobe=nprobe, hnsw_m=hnsw_m, hnsw_ef_search=ef_search)
     embedder = _open_model(model)
-    index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=True)
+    index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=sys.stderr.isatty())
+    _check_words(
+        embedder, [c for _, c in index.captions], f"the captions of {images} (searchable with --target captions)"
+    )
     _print_report(report)
     typer.echo(f"index of {len(index)} images ({index.meta.config.kind}, dim {index.meta.dim}) written to {out}")
 
@@ -65,15 +81,18 @@ def index_add(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
 ) -> None:
     """Add the images that the index does not hold yet."""
+    from vladva.model_kinds import portable_spec
     from vladva.serve.build import update_index
     from vladva.serve.index import EmbeddingIndex
 
     spec = EmbeddingIndex.load(index_dir).meta.model
-    if model is not None and model != spec:
+    if model is not None and portable_spec(model, index_dir) != portable_spec(spec, index_dir):
         raise UserError(
             f"{index_dir} was built with model {spec!r}; adding vectors of {model!r} would mix two embedding spaces"
         )
-    index, report = update_index(index_dir, _open_model(spec), images, batch_size, show_progress=True)
+    embedder = _open_model(spec)
+    index, report = update_index(index_dir, embedder, images, batch_size, show_progress=sys.stderr.isatty())
+    _check_words(embedder, [c for _, c in index.captions], f"the captions stored in {index_dir}")
     _print_report(report)
     typer.echo(f"index now holds {len(index)} images")
 
@@ -102,6 +121,8 @@ def search(
     check_query(query, image, target)
     index = EmbeddingIndex.load(index_dir)
     embedder = _open_model(model or index.meta.model)
+    if query is not None:
+        _check_words(embedder, [query], f"the query {query!r}")
     result = search_index(index, embedder, query, image, k, target, captions, index_name=str(index_dir))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=1))
@@ -149,6 +170,7 @@ def serve(
 
     index = EmbeddingIndex.load(index_dir)
     embedder = _open_model(model or index.meta.model)
+    _check_words(embedder, [c for _, c in index.captions], f"the captions stored in {index_dir}")
     dim = embedding_dim(embedder)
     if dim != index.meta.dim:
         raise dimension_mismatch(dim, index, str(index_dir))

@@ -38,6 +38,16 @@ def train_command(
     cfg = load_config(TrainConfig, config or default_recipe(), overrides or [])
     result = train(cfg, resume=resume)
     typer.echo(f"trained {result.steps} steps in {result.seconds:.0f} s; checkpoint: {result.checkpoint}")
+    if result.compute is not None and result.checkpoint is not None:
+        c = result.compute.to_dict()
+        where = f"{c['device']} ({c['threads']} threads)" if c["device"] == "cpu" else c["device_name"] or c["device"]
+        typer.echo(
+            f"compute: {c['steps']} steps, {c['pairs']:,} image-caption pairs, {c['long_captions']:,} long captions, "
+            f"{c['tokens']:,} tokens, {c['seconds']:.0f} s on {where} = {c['device_seconds'] / 60:.1f} "
+            f"{'CPU' if c['device'] == 'cpu' else 'device'}-minutes; recorded in {result.checkpoint / 'compute.json'}"
+        )
+    if result.curves is not None:
+        typer.echo(f"training curves: {result.curves}")
     if result.evals:
         first, last = result.evals[0], result.evals[-1]
         typer.echo(

@@ -21,6 +21,11 @@ class ManifestCheck:
     bad_lines: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
     bad_images: list[tuple[str, str]] = field(default_factory=list)  # (record id, reason naming the file)
     duplicate_ids: list[str] = field(default_factory=list)
+    # Against a model's tokenizer (`tokenizer=`): the share of caption word pieces it cannot read,
+    # the words behind them, and the warning printed when the share is above the threshold.
+    unknown_token_rate: float | None = None
+    unknown_words: list[str] = field(default_factory=list)
+    vocabulary_warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -37,12 +42,18 @@ class ManifestCheck:
         parts = [f"{len(self.bad_lines)} bad manifest line(s)", f"{len(self.bad_images)} unreadable image(s)"]
         if self.duplicate_ids:
             parts.append(f"{len(self.duplicate_ids)} duplicate id(s)")
+        if self.unknown_token_rate is not None:
+            parts.append(f"{100 * self.unknown_token_rate:.1f}% of caption word pieces unknown to the model")
         return f"{self.manifest}: {self.records} records, {self.usable} usable; " + ", ".join(parts)
 
 
-def check_manifest(path: Path | str, allow_outside_root: bool = False, load_images: bool = True) -> ManifestCheck:
+def check_manifest(
+    path: Path | str, allow_outside_root: bool = False, load_images: bool = True, tokenizer=None
+) -> ManifestCheck:
     """Read `path` leniently and open every image it names with `vladva.data.images.load_image`
-    (the loader training uses: same size limits and conversions)."""
+    (the loader training uses: same size limits and conversions). With a model's `tokenizer`, also
+    measure how many word pieces of the captions and long captions it cannot read
+    (`vladva.data.vocab.warn_unknown_tokens`; the warning lands in `vocabulary_warning`)."""
     from vladva.data.images import ImageLoadError, load_image
     from vladva.data.manifest import read_manifest
 
@@ -60,4 +71,12 @@ def check_manifest(path: Path | str, allow_outside_root: bool = False, load_imag
                 out.bad_images.append((rec.id, str(e)))
                 continue
         out.usable += 1
+    if tokenizer is not None:
+        from vladva.data.vocab import warn_unknown_tokens
+
+        texts = [c for r in records for c in r.captions] + [r.long_caption for r in records if r.long_caption]
+        out.unknown_token_rate, words = warn_unknown_tokens(
+            tokenizer, texts, f"the captions of {path}", warn=lambda m: setattr(out, "vocabulary_warning", m)
+        )
+        out.unknown_words = words[:50]
     return out

@@ -34,9 +34,9 @@ def write_embeddings(out: Path | str, embeddings: torch.Tensor, items: list[str]
     out = check_embeddings_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from vladva.data.files import save_safetensors
 
-        save_file({"embeddings": embeddings.contiguous()}, out, metadata={"items": json.dumps(items), **meta})
+        save_safetensors({"embeddings": embeddings.contiguous()}, out, {"items": json.dumps(items), **meta})
     else:
         import numpy as np
 

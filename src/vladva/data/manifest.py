@@ -9,8 +9,9 @@ Each line is one JSON object::
 
 - ``image``: path relative to the manifest's folder (absolute paths and ``..`` escapes are refused
   unless ``allow_outside_root``), required.
-- ``captions``: one or more short captions (contrastive loss), required; a single string is
-  accepted under ``caption``.
+- ``captions``: one or more short captions (contrastive loss), required. A record with a single
+  caption may give it as ``"caption": "..."`` instead (the name many image-text sets use, e.g.
+  COCO / LAION metadata); giving both keys is an error.
 - ``long_caption``: optional detailed caption (next-token loss).
 - ``negative_captions``: optional list of captions that are false for the image (hard negatives,
   used when training with ``data.hard_negatives`` > 0).
@@ -120,6 +121,8 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
         resolved_root = root.resolve()
         if not path.resolve().is_relative_to(resolved_root):
             raise ValueError(f"image path {obj['image']!r} escapes the data root {resolved_root}")
+    if "captions" in obj and "caption" in obj:
+        raise ValueError("give 'captions' (a list) or 'caption' (one string), not both")
     if "captions" in obj:
         caps = obj["captions"]
         if isinstance(caps, str):
@@ -129,8 +132,8 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
     elif "caption" in obj:
         caps = [obj["caption"]]
     else:
-        raise ValueError("missing key 'captions'")
-    captions = [_check_caption(c, f"captions[{i}]") for i, c in enumerate(caps)]
+        raise ValueError("missing key 'captions' (a list of strings; or 'caption', one string)")
+    captions = [_check_caption(c, "caption" if "caption" in obj else f"captions[{i}]") for i, c in enumerate(caps)]
     long_caption = obj.get("long_caption")
     if long_caption is not None:
         long_caption = _check_caption(long_caption, "long_caption")

@@ -62,6 +62,7 @@ class CachedEncoder:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.batch_size, self.show_progress = batch_size, show_progress
         self.stats = EncodeStats()
+        self.texts_read: dict[str, None] = {}  # every text asked for, in order (the unknown-token check)
 
     def images(self, refs: Sequence[ImageRef], desc: str = "images") -> torch.Tensor:
         unique = list(dict.fromkeys(refs))
@@ -72,6 +73,7 @@ class CachedEncoder:
 
     def texts(self, texts: Sequence[str], desc: str = "texts") -> torch.Tensor:
         unique = list(dict.fromkeys(texts))
+        self.texts_read.update(dict.fromkeys(unique))
         table = self._cached("texts", unique, lambda: self._encode_texts(unique, desc))
         index = {t: i for i, t in enumerate(unique)}
         return table[[index[t] for t in texts]]

@@ -83,9 +83,16 @@ def read_train_compute(folders: list[Path]) -> dict:
     out: dict = {"files": {}}
     total, known = 0.0, False
     gpu_total, gpu_known = 0.0, False
+    from vladva.model.weights import resolve_weights_dir
+
     search = []
     for folder in folders:
         search.append(folder)
+        try:  # a training run folder: its latest checkpoint holds the run's compute.json
+            folder = resolve_weights_dir(folder)
+            search.append(folder)
+        except (FileNotFoundError, OSError):
+            pass
         if folder.parent.name == "checkpoints":  # a trainer checkpoint: its run folder too
             search.append(folder.parent.parent)
     for folder in dict.fromkeys(search):

@@ -77,6 +77,8 @@ def summary_columns(models: list[dict]) -> list[Column]:
         ("params", lambda m: None if m.get("params") is None else human_count(m["params"])),
         ("train CPU-min", lambda m: dig(m, "train_compute", "cpu_minutes")),
         ("train GPU-s", lambda m: dig(m, "train_compute", "gpu_seconds")),
+        # shown only when some model could not read some words (vladva.data.vocab)
+        ("unknown words %", lambda m: 100 * m["unknown_token_rate"] if m.get("unknown_token_rate") else None),
     ]
     for benchmark in benchmarks():
         cols += benchmark.summary_columns(models)
@@ -170,7 +172,7 @@ def render_markdown(report: dict, chart_name: str | None = "results.png") -> str
         "",
     ]
     if chart_name:
-        parts += [f"![compositional accuracy per category]({chart_name})", ""]
+        parts += [f"![results per benchmark, one bar per model]({chart_name})", ""]
     parts += [s + "\n" for s in _detail_sections(report["models"])]
     parts.append("### Runs\n")
     run_rows = []
@@ -226,13 +228,13 @@ def _finite(obj):
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
-    """Write results.json, results.md and (when there are compositional scores) results.png."""
-    from vladva.eval.plot import compositional_chart
+    """Write results.json, results.md and results.png (one chart panel per kind of result evaluated)."""
+    from vladva.eval.plot import results_chart
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
-    chart = compositional_chart(report["models"], out_dir / "results.png")
+    chart = results_chart(report["models"], out_dir / "results.png")
     if chart is not None:
         paths["png"] = chart
     tmp = paths["json"].with_suffix(".json.tmp")

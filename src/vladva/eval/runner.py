@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vladva.data.vocab import tokenizer_of, warn_unknown_tokens
 from vladva.eval.benchmarks import benchmarks, get_benchmark, path_options, suite_names
 from vladva.eval.cache import CachedEncoder, default_cache_dir
 from vladva.eval.loaders import BenchmarkFormatError
@@ -105,6 +106,9 @@ def evaluate_model(model: LoadedModel, loaded: dict[str, object], cfg: EvalConfi
         metrics[suite], counts[suite] = run_suite(suite, enc, data, cfg)
         timings[suite] = round(time.perf_counter() - t0, 3)
         log(f"{model.name}: {suite} done in {timings[suite]:.1f}s")
+    unk_rate, unk_words = warn_unknown_tokens(
+        tokenizer_of(model.embedder), list(enc.texts_read), f"the texts {model.name!r} read in this evaluation"
+    )
     return {
         "name": model.name,
         "spec": model.spec,
@@ -123,6 +127,9 @@ def evaluate_model(model: LoadedModel, loaded: dict[str, object], cfg: EvalConfi
             "texts": enc.stats.texts_encoded,
             "from_cache": enc.stats.cache_hits,
         },
+        # share of the texts' word pieces the model's tokenizer maps to unknown (vladva.data.vocab)
+        "unknown_token_rate": round(unk_rate, 4),
+        "unknown_words": unk_words[:20],
     }
 
 
@@ -193,22 +200,37 @@ def run_evaluation(models: list[LoadedModel], cfg: EvalConfig, log=print) -> dic
 
 
 def evaluate_to_dir(
-    model_args: list[str], cfg: EvalConfig, out_dir: Path, log=print, show_table: bool = True
-) -> dict[str, Path]:
+    model_args: list[str],
+    cfg: EvalConfig,
+    out_dir: Path | None,
+    log=print,
+    show_table: bool = True,
+    clip_benchmark_output: str | None = None,
+    clip_benchmark_datasets: dict[str, list[str]] | None = None,
+) -> dict[str, Path | list[Path]]:
     """What `vladva eval` does, for callers such as the demo: load `[name=]spec` models, run,
-    write eval_config.yaml, results.json/.md/.png into `out_dir`; returns the written paths."""
+    write eval_config.yaml, results.json/.md/.png into `out_dir` (when given) and, with
+    `clip_benchmark_output` (a path template), one CLIP_benchmark-style JSON per dataset and model
+    (`vladva.eval.clip_benchmark`); returns the written paths."""
     from vladva.config import save_config
+    from vladva.eval.clip_benchmark import write_clip_benchmark_results
     from vladva.eval.models import load_model
     from vladva.eval.report import as_report, print_summary, write_report
 
     cfg.validate()
+    if out_dir is None and clip_benchmark_output is None:
+        raise ValueError("nowhere to write the results: give an output folder and/or a CLIP_benchmark output template")
     models = [load_model(m) for m in model_args]
     results = run_evaluation(models, cfg, log=log)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "eval_config.yaml")
-    report = as_report(results, str(out_dir))
-    paths = write_report(report, out_dir)
+    paths: dict[str, Path | list[Path]] = {}
+    report = as_report(results, str(out_dir) if out_dir is not None else None)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "eval_config.yaml")
+        paths |= write_report(report, out_dir)
+    if clip_benchmark_output is not None:
+        paths["clip_benchmark"] = write_clip_benchmark_results(results, clip_benchmark_output, clip_benchmark_datasets)
     if show_table:
         print_summary(report)
     return paths

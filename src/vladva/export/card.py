@@ -175,11 +175,34 @@ def _training_section(info: CardInfo) -> str:
     return "\n".join(parts).rstrip()
 
 
+def benchmark_data_dir(evaluation: dict | None) -> str | None:
+    """The `--data` folder of the evaluation behind the card: the folder every benchmark path of its
+    runs sits in as `<folder>/<suite>/...` (the `vladva data shapes` layout); None when there is
+    no such single folder (then the card's eval command says DATA)."""
+    found = set()
+    for run in (evaluation or {}).get("runs") or []:
+        for suite, path in (run.get("data") or {}).items():
+            parents = [p for p in Path(path).parents if p.name == suite]
+            if not parents:
+                return None
+            found.add(str(parents[0].parent))
+    return found.pop() if len(found) == 1 else None
+
+
+def eval_command(info: CardInfo) -> str:
+    """The `vladva eval` line of the card: the data the supplied results were measured on when it
+    is one folder, else a DATA placeholder for the user's benchmark folder."""
+    data = benchmark_data_dir(info.evaluation) or "DATA"
+    return f"vladva eval -m vladva:{info.location} --data {data} --out {info.location}-eval"
+
+
 def _evaluation_section(info: CardInfo) -> str:
     if info.evaluation is None:
         return (
-            "## Evaluation\n\nNo evaluation was supplied. Run `vladva eval -m vladva:OUT` and export again with "
-            "`--results results.json` to put the measured table here."
+            "## Evaluation\n\nNo evaluation was supplied. Run "
+            f"`vladva eval -m vladva:{info.location} --data DATA --out {info.location}-eval` (DATA: benchmark "
+            "folders in vladva's layout, docs/data-layouts.md) and export again with "
+            f"`--results {info.location}-eval/results.json` to put the measured table here."
         )
     from vladva.eval.report import markdown_table, summary_rows
 
@@ -217,8 +240,19 @@ def _usage_section(info: CardInfo) -> str:
     names = ["usage_vladva.md"] + (
         ["usage_sentence_transformers.md"] if info.export_format == "sentence-transformers" else []
     )
-    values = {"location": info.location, "module_type": "vladva.export.sentence_transformers_module.VladVAModule"}
+    values = {
+        "location": info.location,
+        "module_type": "vladva.export.sentence_transformers_module.VladVAModule",
+        "eval_command": eval_command(info),
+        "data_note": "" if benchmark_data_dir(info.evaluation) else _DATA_NOTE,
+    }
     return "".join(Template((TEMPLATES / n).read_text(encoding="utf-8")).substitute(values) for n in names).rstrip()
+
+
+_DATA_NOTE = (
+    "\nDATA is a folder of benchmark data in vladva's layout (docs/data-layouts.md); "
+    "`vladva data shapes --out DATA` writes the synthetic one.\n"
+)
 
 
 def _provenance_section(info: CardInfo) -> str:
@@ -272,9 +306,12 @@ def _spec_points_at(spec: str, base_dir: Path, adapter_dir: Path | None, roots: 
     merged folder. A relative path is tried from the current folder, then from `roots` (the
     folders above the results file: `vladva eval` may have run in any of them)."""
     from vladva.model.weights import resolve_weights_dir
+    from vladva.model_kinds import ModelSpecError, parse_model_spec
 
-    kind, _, rest = spec.partition(":")
-    args = rest.split(":") if rest else []
+    try:
+        kind, args = parse_model_spec(spec)
+    except ModelSpecError:
+        return False
     if kind != "vladva" or not args:
         return False
     if adapter_dir is None:

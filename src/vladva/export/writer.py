@@ -71,6 +71,7 @@ def export_model(req: ExportRequest, log=print) -> Path:
     results rows, format) is checked before the model is loaded."""
     import torch
 
+    from vladva.data.files import normal_file_modes
     from vladva.eval.runner import environment
     from vladva.export.card import CardInfo, read_training_record, render_model_card, select_evaluation
     from vladva.model import VladVA
@@ -124,6 +125,7 @@ def export_model(req: ExportRequest, log=print) -> Path:
             num_parameters=sum(p.numel() for p in model.model.parameters()),
         )
         (tmp / "README.md").write_text(render_model_card(info), encoding="utf-8")
+        normal_file_modes(tmp)  # safetensors writes 0600; an export is meant to be shared
         if req.out.exists():
             req.out.rmdir()  # validated empty above
         tmp.rename(req.out)

@@ -1,10 +1,15 @@
 """The `vladva:` and `zeroshot:` model kinds (`vladva.model_kinds`): VladVA over a base LVLM with
-trained weights, or with none (the zero-shot summary-prompt baseline)."""
+trained weights, or with none (the zero-shot summary-prompt baseline). BASE_DIR may be `default`
+(the shipped base), as everywhere a base is named; the bare spec `default` is `zeroshot:default`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 from vladva.model.vladva import VladVA
-from vladva.model_kinds import register_model_kind
+from vladva.model_kinds import existing_paths, register_model_kind
+from vladva.pretrained import DEFAULT_BASE, resolve_base
 
 
 def _vladva(base_dir: str, weights_dir: str | None = None) -> VladVA:
@@ -15,12 +20,35 @@ def _zeroshot(base_dir: str) -> VladVA:
     return VladVA.from_pretrained(base_dir, None)
 
 
+def _tokenizer(base_dir: str, weights_dir: str | None = None):
+    """The base's tokenizer, read without its weights (training never changes the vocabulary)."""
+    from vladva.model.families import family_for
+    from vladva.model.weights import read_model_type
+
+    base = resolve_base(base_dir)
+    return family_for(read_model_type(base)).load_processor(base).tokenizer
+
+
+def _folders(args: Sequence[str]) -> list[Path]:
+    """The base folder (`default` -> the shipped one, whose compute.json counts too) and the
+    weights folder as given (a run folder: `vladva.eval.models` follows it to its checkpoint)."""
+    base = [resolve_base(args[0])] if args and args[0] == DEFAULT_BASE else []
+    return base + existing_paths([a for a in args if a != DEFAULT_BASE])
+
+
 register_model_kind(
     "vladva",
     _vladva,
     "VladVA.from_pretrained(BASE_DIR, WEIGHTS_DIR): a checkpoint or a training run folder",
     usage="vladva:BASE_DIR[:WEIGHTS_DIR]",
+    folders=_folders,
+    tokenizer=_tokenizer,
 )
 register_model_kind(
-    "zeroshot", _zeroshot, "the same LVLM with the handcrafted prompts and no training", usage="zeroshot:BASE_DIR"
+    "zeroshot",
+    _zeroshot,
+    "the same LVLM with the handcrafted prompts and no training",
+    usage="zeroshot:BASE_DIR",
+    folders=_folders,
+    tokenizer=_tokenizer,
 )

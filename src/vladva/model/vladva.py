@@ -16,14 +16,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+from vladva.embedder import ImageInput, as_image_list, as_text_list
 from vladva.model.config import VladVAConfig
 from vladva.model.families import BackboneFamily, UnsupportedModelError, family_for
 from vladva.model.inputs import TowerInputBuilder, TowerInputs
 from vladva.model.lora import apply_lora
 from vladva.model.pooling import POOLING, position_ids_from_mask
 from vladva.model.prompts import PromptLayout
+from vladva.model.quiet import quiet_transformers
 from vladva.model.soft_prompt import SoftPrompts
 from vladva.model.weights import (
     CONFIG_FILE,
@@ -156,15 +159,18 @@ class VladVA(nn.Module):
     # ---- the Embedder API --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence, batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
-        """`(len(images), hidden)` float32 L2-normalised on CPU; `images` are PIL images or paths."""
+    def encode_images(
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False
+    ) -> torch.Tensor:
+        """`(n, hidden)` float32 L2-normalised on CPU; `images` are PIL images or paths (str or
+        Path). One image or one path is one item: `(1, hidden)`."""
         from vladva.data.images import load_image
 
         def load(x):
-            return x if hasattr(x, "convert") and not isinstance(x, (str, Path)) else load_image(x)
+            return x if isinstance(x, Image.Image) else load_image(x)
 
         return self._encode(
-            list(images),
+            as_image_list(images),
             batch_size,
             show_progress,
             "images",
@@ -174,10 +180,12 @@ class VladVA(nn.Module):
         )
 
     @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
-        """`(len(texts), hidden)` float32 L2-normalised on CPU."""
+    def encode_texts(
+        self, texts: str | Sequence[str], batch_size: int = 64, show_progress: bool = False
+    ) -> torch.Tensor:
+        """`(n, hidden)` float32 L2-normalised on CPU. One string is one text: `(1, hidden)`."""
         return self._encode(
-            list(texts),
+            as_text_list(texts),
             batch_size,
             show_progress,
             "texts",
@@ -200,14 +208,76 @@ class VladVA(nn.Module):
             return torch.zeros(0, self.hidden_size)
         return torch.cat(out)
 
+    # ---- the names users bring from sentence-transformers and open_clip (docs/core.md) --------------
+
+    def encode(
+        self,
+        inputs: str | ImageInput | Sequence[str | ImageInput],
+        batch_size: int = 32,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        normalize_embeddings: bool = True,
+    ):
+        """sentence-transformers' `encode`: texts (str) and images (PIL images, `Path`s) in one list,
+        in any mix, embedded in order. A single text or image gives one `(hidden,)` vector, a list
+        `(n, hidden)`. Returns a numpy array (default), a tensor (`convert_to_tensor=True`, which
+        wins as in sentence-transformers) or a list of 1-D tensors (both False). A `str` is always
+        a text: pass image files as `Path`s. Vectors are always L2-normalised (the pooling
+        normalises), so `normalize_embeddings` changes nothing. `show_progress_bar=None` shows a
+        bar when stderr is a terminal."""
+        import sys
+
+        del normalize_embeddings  # accepted for sentence-transformers' callers; see the docstring
+        single = isinstance(inputs, (str, Path, Image.Image))
+        items = [inputs] if single else list(inputs)
+        is_text = [isinstance(x, str) for x in items]
+        bad = next((i for i, x in enumerate(items) if not isinstance(x, (str, Path, Image.Image))), None)
+        if bad is not None:
+            raise TypeError(
+                f"encode: item {bad} is a {type(items[bad]).__name__}; expected texts (str) or images "
+                "(PIL images or pathlib.Path)"
+            )
+        progress = sys.stderr.isatty() if show_progress_bar is None else show_progress_bar
+        out = torch.zeros(len(items), self.hidden_size)
+        text_rows = [i for i, t in enumerate(is_text) if t]
+        image_rows = [i for i, t in enumerate(is_text) if not t]
+        if text_rows:
+            out[text_rows] = self.encode_texts([items[i] for i in text_rows], batch_size, progress)
+        if image_rows:
+            out[image_rows] = self.encode_images([items[i] for i in image_rows], batch_size, progress)
+        if single:
+            out = out[0]
+        if convert_to_tensor:
+            return out
+        if convert_to_numpy:
+            return out.numpy()
+        return list(out) if not single else out
+
+    def encode_text(self, texts: str | Sequence[str], normalize: bool = True, batch_size: int = 64) -> torch.Tensor:
+        """open_clip's name for `encode_texts`: raw strings (vladva tokenizes them itself), `(n, hidden)`,
+        always L2-normalised."""
+        return self.encode_texts(texts, batch_size)
+
+    def encode_image(
+        self, images: ImageInput | Sequence[ImageInput], normalize: bool = True, batch_size: int = 32
+    ) -> torch.Tensor:
+        """open_clip's name for `encode_images`: PIL images or paths (not a preprocessed tensor: the
+        model's processor prepares them), `(n, hidden)`, always L2-normalised."""
+        return self.encode_images(images, batch_size)
+
     @property
     def hidden_size(self) -> int:
         return self.model.get_input_embeddings().weight.shape[1]
 
     @staticmethod
-    def similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity `(n, dim) x (m, dim) -> (n, m)` of L2-normalised embeddings."""
-        return a @ b.T
+    def similarity(a, b) -> torch.Tensor:
+        """Cosine similarity `(n, dim) x (m, dim) -> (n, m)`; tensors or numpy arrays, a 1-D vector
+        counts as one row (sentence-transformers' `similarity`)."""
+        a = torch.as_tensor(a, dtype=torch.float32)
+        b = torch.as_tensor(b, dtype=torch.float32)
+        a, b = a.reshape(1, -1) if a.ndim == 1 else a, b.reshape(1, -1) if b.ndim == 1 else b
+        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
     # ---- training set-up ---------------------------------------------------------------------------
 
@@ -217,7 +287,8 @@ class VladVA(nn.Module):
         for p in self.model.parameters():
             p.requires_grad_(False)
         if self.config.lora.enabled and self.peft_model is None:
-            self.peft_model = apply_lora(self.model, self.family.language_model(self.model), self.config.lora)
+            with quiet_transformers():
+                self.peft_model = apply_lora(self.model, self.family.language_model(self.model), self.config.lora)
         elif self.peft_model is not None:
             for n, p in self.model.named_parameters():
                 if "lora_" in n:
@@ -322,22 +393,30 @@ class VladVA(nn.Module):
     def merge(self, out_dir: Path | str) -> Path:
         """Fold LoRA into the weights and write a standalone HF folder that `from_pretrained` loads.
         This object keeps working (it now holds the merged weights)."""
-        from safetensors.torch import save_file
+        from vladva.data.files import normal_file_modes, save_safetensors
 
         out_dir = Path(out_dir)
         if self.peft_model is not None:
             self.model = self.peft_model.merge_and_unload()
             self.peft_model = None
         self.config.lora.enabled = False
-        self.model.save_pretrained(out_dir)
-        self.processor.save_pretrained(out_dir)
+        with quiet_transformers():
+            self.model.save_pretrained(out_dir)
+            self.processor.save_pretrained(out_dir)
         tensors = {k: v for k, v in self.trained_tensors().items() if k.startswith("soft_prompt.")}
-        save_file(tensors, out_dir / WEIGHTS_FILE)
+        save_safetensors(tensors, out_dir / WEIGHTS_FILE)
+        normal_file_modes(out_dir)  # transformers' model.safetensors too
         meta = folder_meta("vladva-merged", self.model.config.model_type, None, self.config)
         meta["vladva"]["train_projector"] = False  # projector and LM weights are in the model files now
         meta["vladva"]["train_language_model"] = False
         (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return out_dir
+
+    def save_pretrained(self, out_dir: Path | str) -> Path:
+        """The Hugging Face habit: write a standalone folder that `VladVA.from_pretrained(out_dir)`
+        reloads alone (LoRA merged into the weights, processor, soft prompts, prompts). Same as
+        `merge`; `save_weights` writes only the trained parts instead (small; needs the base)."""
+        return self.merge(out_dir)
 
     @classmethod
     def from_pretrained(
@@ -377,10 +456,11 @@ class VladVA(nn.Module):
                 f"{base_dir}: no *.safetensors weights; vladva loads only safetensors "
                 "(convert pickled .bin checkpoints first)"
             )
-        model = AutoModelForImageTextToText.from_pretrained(
-            base_dir, dtype=dtype or torch.float32, trust_remote_code=False, use_safetensors=True
-        )
-        processor = family.load_processor(base_dir)
+        with quiet_transformers():
+            model = AutoModelForImageTextToText.from_pretrained(
+                base_dir, dtype=dtype or torch.float32, trust_remote_code=False, use_safetensors=True
+            )
+            processor = family.load_processor(base_dir)
         tensors_dir, name = None, f"vladva:{base_dir.name}"
         if (base_dir / CONFIG_FILE).is_file():  # a merged folder
             config, _ = read_vladva_config(base_dir)
@@ -395,7 +475,8 @@ class VladVA(nn.Module):
         if weights_dir is not None and self.config.lora.enabled:
             from peft import PeftModel
 
-            self.peft_model = PeftModel.from_pretrained(self.model, lora_dir(weights_dir), is_trainable=trainable)
+            with quiet_transformers():
+                self.peft_model = PeftModel.from_pretrained(self.model, lora_dir(weights_dir), is_trainable=trainable)
         if tensors_dir is not None and (tensors_dir / WEIGHTS_FILE).is_file():
             self.load_trained_tensors(read_trained_tensors(tensors_dir))
         if device is not None:

@@ -161,12 +161,13 @@ def folder_meta(kind: str, model_type: str, base_model: str | None, config: Vlad
 def write_weights_dir(out_dir: Path | str, meta: dict, weights: TrainedWeights, peft_model=None) -> Path:
     """Write a weights folder: the LoRA folder (when `peft_model`, from `weights.lora`), the tensors
     and the config. Writes only: `weights` is already whole (`VladVA.trained_weights`)."""
-    from safetensors.torch import save_file
+    from vladva.data.files import normal_file_modes, save_safetensors
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if peft_model is not None:
         peft_model.save_pretrained(lora_dir(out_dir), state_dict=weights.lora)
-    save_file(weights.tensors, out_dir / WEIGHTS_FILE)
+        normal_file_modes(lora_dir(out_dir))
+    save_safetensors(weights.tensors, out_dir / WEIGHTS_FILE)
     (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return out_dir

@@ -7,6 +7,10 @@ Layout of an index folder::
     INDEX_DIR/ids.json      {"entries": [{"id": 0, "path": "/abs/img.png", "captions": [...]}, ...]}
     INDEX_DIR/index.json    meta: model spec, dim, kind, count, FAISS parameters, times
 
+The model spec's folders are stored relative to the index folder when they lie inside it and
+absolute otherwise (`vladva.model_kinds.portable_spec`), so `vladva serve --index /abs/path` works
+from any working folder; `load` resolves them again.
+
 Kinds: ``flat`` (exact, the default), ``hnsw`` (graph, approximate, no training) and ``ivf``
 (inverted lists, approximate, trained with k-means on the first vectors added).
 """
@@ -21,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from vladva.model_kinds import portable_spec, resolve_spec
 
 INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.json", "index.json"
 FORMAT_VERSION = 1
@@ -134,6 +140,7 @@ class EmbeddingIndex:
             raw = json.loads(meta_path.read_text())
             raw["config"] = IndexConfig(**raw["config"])
             meta = IndexMeta(**raw)
+            meta.model = resolve_spec(meta.model, d)
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise IndexFolderError(f"{meta_path}: bad index meta ({type(e).__name__}: {e})") from None
         if meta.format_version != FORMAT_VERSION:
@@ -167,7 +174,7 @@ class EmbeddingIndex:
         faiss.write_index(self.faiss_index, str(tmp))
         os.replace(tmp, d / INDEX_FILE)
         _write_json(d / IDS_FILE, {"entries": [asdict(e) for e in self.entries]})
-        _write_json(d / META_FILE, asdict(self.meta))
+        _write_json(d / META_FILE, asdict(self.meta) | {"model": portable_spec(self.meta.model, d)})
         return d
 
     # ---- contents ---------------------------------------------------------------------

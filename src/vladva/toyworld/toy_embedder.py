@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vladva.data.images import load_image
-from vladva.embedder import ImageInput
+from vladva.embedder import ImageInput, as_image_list, as_text_list
 from vladva.model_kinds import ModelSpecError, register_model_kind
 from vladva.toyworld.scene import COLOURS
 
@@ -66,12 +66,14 @@ class ColourHistogramEmbedder:
     def encode_images(
         self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False
     ) -> torch.Tensor:
-        """`(len(images), 9)` float32, L2-normalised rows."""
+        """`(len(images), 9)` float32, L2-normalised rows; one image or path is one item."""
+        images = as_image_list(images)
         self.calls.append(("image", len(images)))
         return _normalise(np.stack([self._image_vector(im) for im in images]) if images else np.zeros((0, self.dim)))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
-        """`(len(texts), 9)` float32, L2-normalised rows."""
+        """`(len(texts), 9)` float32, L2-normalised rows; one string is one text."""
+        texts = as_text_list(texts)
         self.calls.append(("text", len(texts)))
         return _normalise(np.stack([self._text_vector(t) for t in texts]) if texts else np.zeros((0, self.dim)))
 

@@ -152,7 +152,8 @@ class TrainConfig:
     grad_cache: GradCacheConfig = field(default_factory=GradCacheConfig)
     # "auto": bf16 autocast on CUDA with bf16 support, full precision otherwise.
     mixed_precision: str = "auto"
-    # CPU threads for torch (0: leave torch's default).
+    # CPU threads for torch; 0: automatic, the idle cores (all on an idle machine, 1 on a busy one;
+    # VLADVA_NUM_THREADS or OMP_NUM_THREADS override it: vladva.threads).
     num_threads: int = 0
     log_every: int = 10
     progress: bool = True
@@ -161,7 +162,7 @@ class TrainConfig:
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.num_threads < 0:
-            raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {self.num_threads}")
+            raise ValueError(f"num_threads must be >= 0 (0: automatic), got {self.num_threads}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
 

@@ -23,7 +23,9 @@ import torch
 
 from vladva.config import save_config
 from vladva.data.shards import is_shard_spec, resolve_shards
+from vladva.data.vocab import warn_unknown_tokens
 from vladva.model.vladva import VladVA
+from vladva.threads import apply_threads
 from vladva.train import engine
 from vladva.train.batches import StepCollator, TrainBatches, load_records
 from vladva.train.checkpoint import (
@@ -41,6 +43,7 @@ from vladva.train.checkpoint import (
 )
 from vladva.train.compute import StageCompute, describe_device
 from vladva.train.config import TrainConfig
+from vladva.train.curves import METRICS_FILE, plot_training_curves
 from vladva.train.distributed import (
     average_gradients,
     gather_with_grad,
@@ -54,8 +57,6 @@ from vladva.train.step import StepObjective, TrainingModule, check_grad_cache_su
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-
 
 @dataclass
 class TrainResult:
@@ -67,6 +68,7 @@ class TrainResult:
     final: dict = field(default_factory=dict)
     evals: list[dict] = field(default_factory=list)
     compute: StageCompute | None = None
+    curves: Path | None = None  # training_curves.png
 
 
 def retrieval_recall(model: VladVA, records, batch_size: int = 64) -> dict[str, float]:
@@ -165,8 +167,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from tqdm.auto import tqdm
 
     start_time = time.perf_counter()
-    if cfg.num_threads > 0:
-        torch.set_num_threads(cfg.num_threads)
+    apply_threads(cfg.num_threads)  # 0: chosen from the cores and the machine's load (vladva.threads)
     base_dir, run_dir, ckpt = _check_inputs(cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / RECIPE_FILE)
@@ -182,6 +183,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     with engine.loading_whole(accelerator):
         vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
+    if accelerator.is_main_process:  # words the base cannot read are lost in training, say so now
+        for what, recs in (
+            (f"the captions of {cfg.data.train}", records),
+            (f"the captions of {cfg.data.val}", val_records),
+        ):
+            if recs:
+                texts = [c for r in recs for c in r.captions] + [r.long_caption for r in recs if r.long_caption]
+                warn_unknown_tokens(vladva.tokenizer, texts, what)
     n_trainable = vladva.prepare_for_training()
     n_total = sum(p.numel() for p in vladva.parameters())
     accelerator.print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)")
@@ -395,8 +404,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         last_ckpt = checkpoint()
     if skipped_total:
         log.warning("skipped %d unreadable samples in total (see the log lines above)", skipped_total)
+    curves = None
+    if accelerator.is_main_process and (run_dir / METRICS_FILE).is_file():
+        try:
+            curves = plot_training_curves(run_dir)
+        except (OSError, ValueError, RuntimeError) as e:  # the checkpoint is saved; a chart must not lose the run
+            log.warning("could not draw %s: %s", run_dir / "training_curves.png", e)
     module.eval()
-    return TrainResult(run_dir, last_ckpt, step, n_trainable, time.perf_counter() - start_time, last, evals, compute)
+    return TrainResult(
+        run_dir, last_ckpt, step, n_trainable, time.perf_counter() - start_time, last, evals, compute, curves
+    )
+
+
+# Recipe keys that change how a run goes, not what it learns: a finished run is reused across them.
+RUNTIME_KEYS = ("num_threads", "progress")
+
+
+def _result_keys(recipe: dict) -> dict:
+    return {k: v for k, v in recipe.items() if k not in RUNTIME_KEYS}
 
 
 def train_or_reuse(cfg: TrainConfig, log=print) -> Path:
@@ -414,7 +439,7 @@ def train_or_reuse(cfg: TrainConfig, log=print) -> Path:
         return train(cfg).checkpoint
     recipe = run_dir / RECIPE_FILE
     saved = yaml.safe_load(recipe.read_text(encoding="utf-8")) if recipe.is_file() else None
-    if saved != config_to_dict(cfg):
+    if not isinstance(saved, dict) or _result_keys(saved) != _result_keys(config_to_dict(cfg)):
         raise ValueError(f"{run_dir} holds a VladVA run with another config; remove it or choose another output_dir")
     if is_final(ckpt, cfg.optim.max_steps):
         log(f"reusing the finished run {ckpt}")

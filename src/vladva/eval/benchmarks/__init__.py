@@ -58,6 +58,17 @@ def dig(d: object, *keys: str) -> object:
     return d
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out |= _flat(v, key)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v
+    return out
+
+
 def metric(*keys: str) -> Callable[[dict], object]:
     """A column getter: the value at `keys` in a model entry's metrics, or None."""
     return lambda model: dig(model, "metrics", *keys)
@@ -72,6 +83,13 @@ class Benchmark:
     path: PathOption  # where the data is, overriding the folder found under --data
     extra_paths: tuple[PathOption, ...] = ()  # further locations, e.g. an image root
     legend: str = ""  # results.md's note on its abbreviations and chance level, e.g. "SC = SugarCrepe (chance 50)"
+    # results.png: the panel the chart bars go in, and the dashed chance line there (None: no line)
+    chart_panel: str = "Compositional accuracy (two-way choices)"
+    chart_chance: float | None = 50.0
+    # CLIP_benchmark's `--task` this benchmark answers and the `--dataset` names that mean it
+    # (`vladva eval --dataset/--task/--output`, vladva.eval.clip_benchmark)
+    clip_benchmark_task: str = "image_caption_selection"
+    clip_benchmark_names: tuple[str, ...] = ()
 
     @property
     def path_options(self) -> tuple[PathOption, ...]:
@@ -99,8 +117,18 @@ class Benchmark:
         return []
 
     def chart_bars(self) -> list[Bar]:
-        """Bars in results.png, which shows two-way choices with chance at 50%."""
+        """Bars in results.png, in the panel `chart_panel` (percentages, chance at `chart_chance`)."""
         return []
+
+    def chart_bars_for(self, models: list[dict]) -> list[Bar]:
+        """The bars for these model entries: `chart_bars()`, unless the bars depend on the data
+        (e.g. one per zero-shot task found)."""
+        return self.chart_bars()
+
+    def clip_benchmark_rows(self, metrics: dict) -> list[tuple[str, dict[str, float]]]:
+        """`(dataset, metrics)` for CLIP_benchmark-style result files, fractions in [0, 1]. Default:
+        one row named after the suite, every percentage / 100, nested keys joined by `/`."""
+        return [(self.name, {k: v / 100 for k, v in _flat(metrics).items()})]
 
     # -- helpers for subclasses
 

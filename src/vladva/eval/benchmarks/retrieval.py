@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vladva.eval.benchmarks import Benchmark, Column, DetailTable, PathOption, metric, register_benchmark
+from vladva.eval.benchmarks import Bar, Benchmark, Column, DetailTable, PathOption, metric, register_benchmark
 from vladva.eval.loaders import BenchmarkFormatError, ImageRef, read_json, required_text
 from vladva.eval.scoring import subsample, take
 
@@ -110,6 +110,10 @@ class Retrieval(Benchmark):
     extra_paths = (
         PathOption("retrieval_images", "--images", "Image root for --coco-json (default: the JSON's folder)."),
     )
+    chart_panel = "Retrieval recall"
+    chart_chance = None
+    clip_benchmark_task = "zeroshot_retrieval"
+    clip_benchmark_names = ("mscoco_captions", "flickr30k", "flickr8k")
 
     def discover(self, data_dir: Path) -> Path | None:
         """The first `retrieval/dataset_*.json` (the Karpathy file's usual name)."""
@@ -164,6 +168,24 @@ class Retrieval(Benchmark):
             ("T→I valid R@1", metric(self.name, "t2i_valid_R@1")),
             ("T→I unique R@1", metric(self.name, "t2i_unique_R@1")),
         ]
+
+    def chart_bars(self) -> list[Bar]:
+        return [
+            (f"{label} R@{k}", (self.name, f"{direction}_R@{k}"))
+            for direction, label in (("t2i", "T→I"), ("i2t", "I→T"))
+            for k in (1, 5, 10)
+        ]
+
+    def clip_benchmark_rows(self, metrics: dict) -> list[tuple[str, dict[str, float]]]:
+        """CLIP_benchmark's names: `image_retrieval_recall@k` is text->image (an image is retrieved),
+        `text_retrieval_recall@k` image->text; fractions."""
+        ks = sorted({int(k.split("@")[1]) for k in metrics if k.startswith(("t2i_R@", "i2t_R@"))})
+        out = {}
+        for k in ks:
+            for name, key in (("image_retrieval", f"t2i_R@{k}"), ("text_retrieval", f"i2t_R@{k}")):
+                if isinstance(metrics.get(key), (int, float)):
+                    out[f"{name}_recall@{k}"] = metrics[key] / 100
+        return [(self.name, out)]
 
     def detail_tables(self, models: list[dict]) -> list[DetailTable]:
         res = self.results(models)

@@ -27,6 +27,7 @@ class SugarCrepe(Benchmark):
         PathOption("sugarcrepe_images", "--sugarcrepe-images", "Image folder for SugarCrepe (e.g. COCO val2017)."),
     )
     legend = "SC = SugarCrepe (chance 50)"
+    clip_benchmark_names = ("sugar_crepe", *(f"sugar_crepe/{c}" for c in CATEGORIES))
 
     def load(self, path, cfg) -> list[PairSet]:
         return load_sugarcrepe(path, self.option(cfg, "sugarcrepe_images"))
@@ -42,6 +43,10 @@ class SugarCrepe(Benchmark):
 
     def chart_bars(self) -> list[Bar]:
         return [(f"SC {c}", (self.name, c)) for c in CATEGORIES]
+
+    def clip_benchmark_rows(self, metrics: dict) -> list[tuple[str, dict[str, float]]]:
+        """CLIP_benchmark's datasets `sugar_crepe/<category>`, each with `acc` as a fraction."""
+        return [(f"sugar_crepe/{c}", {"acc": v / 100}) for c, v in metrics.items() if isinstance(v, (int, float))]
 
 
 register_benchmark(SugarCrepe())

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vladva.eval.benchmarks import Benchmark, Column, PathOption, metric, register_benchmark
+from vladva.eval.benchmarks import Bar, Benchmark, Column, PathOption, metric, register_benchmark
 from vladva.eval.loaders import BenchmarkFormatError, ImageRef, find_image, required_text
 from vladva.eval.scoring import rowwise, subsample, take
 
@@ -92,6 +92,9 @@ class Winoground(Benchmark):
     order = 40
     path = PathOption("winoground", "--winoground", "Winoground folder (examples.jsonl + images/) or saved HF dataset.")
     legend = "Wino = Winoground (chance 25 / 25 / 16.7)"
+    chart_panel = "Winoground (chance 25 / 25 / 16.7)"
+    chart_chance = None
+    clip_benchmark_names = ("winoground",)
 
     def load(self, path, cfg) -> WinogroundSet:
         return load_winoground(path)
@@ -118,6 +121,9 @@ class Winoground(Benchmark):
 
     def summary_columns(self, models: list[dict]) -> list[Column]:
         return [(f"Wino {s}", metric(self.name, s)) for s in SCORES]
+
+    def chart_bars(self) -> list[Bar]:
+        return [(f"Wino {s}", (self.name, s)) for s in SCORES]
 
 
 register_benchmark(Winoground())

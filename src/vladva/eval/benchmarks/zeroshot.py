@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vladva.data.images import IMAGE_SUFFIXES
-from vladva.eval.benchmarks import Benchmark, Column, DetailTable, PathOption, dig, metric, register_benchmark
+from vladva.eval.benchmarks import Bar, Benchmark, Column, DetailTable, PathOption, dig, metric, register_benchmark
 from vladva.eval.loaders import BenchmarkFormatError, ImageRef
 from vladva.eval.scoring import subsample, take
 
@@ -79,6 +79,9 @@ class ZeroShot(Benchmark):
     path = PathOption(
         "zeroshot", "--zeroshot", "A zero-shot task folder (classnames.txt, templates.txt, test/) or a folder of them."
     )
+    chart_panel = "Zero-shot classification top-1"
+    chart_chance = None  # 1 / classes, different per task
+    clip_benchmark_task = "zeroshot_classification"
 
     def load(self, path, cfg) -> list[ZeroShotSet]:
         return [load_zeroshot(task, cfg.split) for task in zeroshot_task_dirs(path)]
@@ -100,6 +103,22 @@ class ZeroShot(Benchmark):
             out[zs.name] = M.topk_accuracy(logits, labels, M.zeroshot_ks(len(zs.classnames)))
             counts[zs.name] = {"images": len(idx), "classes": len(zs.classnames)}
         return out, counts
+
+    def clip_benchmark_rows(self, metrics: dict) -> list[tuple[str, dict[str, float]]]:
+        """One row per task folder (the dataset is its name): `acc1`, `acc5` (or `acc{k}` for the
+        k this task reports) as fractions, CLIP_benchmark's names."""
+        return [
+            (task, {k.replace("top", "acc"): v / 100 for k, v in accs.items() if isinstance(v, (int, float))})
+            for task, accs in metrics.items()
+            if isinstance(accs, dict)
+        ]
+
+    def chart_bars(self) -> list[Bar]:
+        return []  # one bar per task: the tasks are known only from the results (see `chart_bars_for`)
+
+    def chart_bars_for(self, models: list[dict]) -> list[Bar]:
+        tasks = sorted({t for _, r in self.results(models) for t in r})
+        return [(f"ZS {t}", (self.name, t, "top1")) for t in tasks]
 
     def summary_columns(self, models: list[dict]) -> list[Column]:
         tasks = sorted({t for _, r in self.results(models) for t in r})

@@ -187,9 +187,12 @@ class ClipBaselineEmbedder:
             raise FileNotFoundError(
                 f"{path}: not a CLIP baseline folder (no config.json); train one with `vladva baseline train`"
             )
-        model = CLIPModel.from_pretrained(path)
-        tok = AutoTokenizer.from_pretrained(path)
-        ip = CLIPImageProcessor.from_pretrained(path)
+        from vladva.model.quiet import quiet_transformers
+
+        with quiet_transformers():
+            model = CLIPModel.from_pretrained(path)
+            tok = AutoTokenizer.from_pretrained(path)
+            ip = CLIPImageProcessor.from_pretrained(path)
         return cls(model, tok, ip, device=device, name=name or path.name)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -203,8 +206,11 @@ class ClipBaselineEmbedder:
     def encode_images(
         self, images: Sequence[ImageInput], batch_size: int = 32, show_progress: bool = False
     ) -> torch.Tensor:
-        """`(len(images), projection_dim)` float32, L2-normalised rows, on CPU."""
+        """`(len(images), projection_dim)` float32, L2-normalised rows, on CPU; one image or path is one item."""
         from vladva.data.images import load_image
+        from vladva.embedder import as_image_list
+
+        images = as_image_list(images)
 
         out = []
         for i in _batches(len(images), batch_size, show_progress, "images"):
@@ -228,7 +234,10 @@ class ClipBaselineEmbedder:
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, show_progress: bool = False) -> torch.Tensor:
         """`(len(texts), projection_dim)` float32, L2-normalised rows, on CPU. Long texts are truncated
-        to the text tower's positions (the end token is kept)."""
+        to the text tower's positions (the end token is kept). One string is one text."""
+        from vladva.embedder import as_text_list
+
+        texts = as_text_list(texts)
         max_len = self.model.config.text_config.max_position_embeddings
         out = []
         for i in _batches(len(texts), batch_size, show_progress, "texts"):
