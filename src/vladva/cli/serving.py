@@ -32,8 +32,14 @@ def index_build(
     model: str = typer.Option(
         ..., "--model", help="Model spec: vladva:BASE[:WEIGHTS], zeroshot:BASE, clip:DIR or toy:colours."
     ),
-    images: Path = typer.Option(..., "--images", help="A folder of images (searched recursively) or a JSONL manifest."),
+    images: Path = typer.Option(
+        ...,
+        "--images",
+        help="A folder of images (searched recursively), a JSONL manifest or a Karpathy-split JSON; "
+        "a manifest's or JSON's captions and record ids are stored in the index.",
+    ),
     out: Path = typer.Option(..., "--out", help="Index folder to create."),
+    split: str = typer.Option("test", "--split", help="Karpathy split to index when --images is a Karpathy JSON."),
     kind: str = typer.Option("flat", "--kind", help="flat (exact), hnsw or ivf (approximate, for large collections)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
     nlist: int = typer.Option(0, "--nlist", min=0, help="IVF cells (0 = automatic)."),
@@ -49,7 +55,7 @@ def index_build(
 
     config = IndexConfig(kind=kind, ivf_nlist=nlist, ivf_nprobe=nprobe, hnsw_m=hnsw_m, hnsw_ef_search=ef_search)
     embedder = _open_model(model)
-    index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=True)
+    index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=True, split=split)
     _print_report(report)
     typer.echo(f"index of {len(index)} images ({index.meta.config.kind}, dim {index.meta.dim}) written to {out}")
 
@@ -59,10 +65,13 @@ def index_build(
 def index_add(
     index_dir: Path = typer.Argument(..., help="Index folder made by `vladva index build`."),
     images: Path = typer.Option(
-        ..., "--images", help="A folder of images or a JSONL manifest; already indexed images are skipped."
+        ...,
+        "--images",
+        help="A folder of images, a JSONL manifest or a Karpathy-split JSON; already indexed images are skipped.",
     ),
     model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    split: str = typer.Option("test", "--split", help="Karpathy split to add when --images is a Karpathy JSON."),
 ) -> None:
     """Add the images that the index does not hold yet."""
     from vladva.serve.build import update_index
@@ -73,7 +82,7 @@ def index_add(
         raise UserError(
             f"{index_dir} was built with model {spec!r}; adding vectors of {model!r} would mix two embedding spaces"
         )
-    index, report = update_index(index_dir, _open_model(spec), images, batch_size, show_progress=True)
+    index, report = update_index(index_dir, _open_model(spec), images, batch_size, show_progress=True, split=split)
     _print_report(report)
     typer.echo(f"index now holds {len(index)} images")
 
