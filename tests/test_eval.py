@@ -193,7 +193,8 @@ def test_karpathy_loader_keeps_split_and_reads_caption_truth(bench):
     assert [r.path.name for r in rs.images] == ["000000.png", "000001.png", "000002.png"]  # the val image is dropped
     assert len(rs.captions) == 6 and rs.caption_image == [0, 0, 1, 1, 2, 2]
     assert rs.caption_true_for == [[0], [0], [1], [1], [2], [2]] and rs.name == "tiny"
-    assert len(load_karpathy(bench / "retrieval" / "dataset_tiny.json", split="val").images) == 1
+    assert rs.image_ids == ["0", "1", "2"]  # Karpathy imgids, kept for an index's record ids
+    assert load_karpathy(bench / "retrieval" / "dataset_tiny.json", split="val").image_ids == ["3"]
     # A user's COCO copy: images elsewhere, found through --images.
     moved = load_karpathy(bench / "retrieval" / "dataset_tiny.json", image_root=bench / "retrieval")
     assert moved.images[0].path == bench / "retrieval" / "images" / "000000.png"

@@ -127,7 +127,58 @@ def test_manifest_source_keeps_captions(toy, colour_dir, tmp_path):
         f.write('{"image": "yellow.png"}\n')  # no captions: skipped, named by file:line
     index, report = build_index(toy, TOY_SPEC, colour_dir / "m.jsonl", tmp_path / "ix")
     assert len(index) == 4 and report.skipped[0][0] == f"{colour_dir / 'm.jsonl'}:5"
-    assert index.search(toy.encode_texts(["blue"]).numpy(), 1)[0][0].captions == ["a large blue square"]
+    hit = index.search(toy.encode_texts(["blue"]).numpy(), 1)[0][0]
+    assert hit.captions == ["a large blue square"] and hit.record_id == "blue"  # the manifest's id
+    back = EmbeddingIndex.load(tmp_path / "ix")
+    assert [(e.captions, e.record_id) for e in back.entries] == [([f"a large {c} square"], c) for c in COLOUR_NAMES[:4]]
+
+
+def test_folder_index_without_record_ids_still_loads(toy, colour_dir, tmp_path):
+    """ids.json written before entries had `record_id` loads, with None."""
+    build_index(toy, TOY_SPEC, colour_dir, tmp_path / "ix")
+    ids = tmp_path / "ix" / "ids.json"
+    entries = json.loads(ids.read_text())["entries"]
+    assert all(e["record_id"] is None for e in entries)
+    ids.write_text(json.dumps({"entries": [{k: v for k, v in e.items() if k != "record_id"} for e in entries]}))
+    assert [e.record_id for e in EmbeddingIndex.load(tmp_path / "ix").entries] == [None] * 8
+
+
+def _karpathy(colour_dir, path) -> None:
+    """A Karpathy-split JSON over the colour images: red..yellow in the test split, the rest in val."""
+    images = [
+        {
+            "imgid": 100 + i,
+            "filename": f"{c}.png",
+            "split": "test" if i < 4 else "val",
+            "sentences": [{"raw": f"a large {c} square", "sentid": 2 * i}, {"raw": f"{c} shape", "sentid": 2 * i + 1}],
+        }
+        for i, c in enumerate(COLOUR_NAMES)
+    ]
+    path.write_text(json.dumps({"dataset": "colours", "images": images}))
+
+
+def test_karpathy_json_source_keeps_captions_and_imgids(toy, colour_dir, tmp_path):
+    """`--images dataset_*.json`: the images of one split, each with all its sentences and its imgid;
+    `--split` picks another split, and `index add` grows the index by it."""
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+
+    _karpathy(colour_dir, colour_dir / "dataset_colours.json")
+    index, _ = build_index(toy, TOY_SPEC, colour_dir / "dataset_colours.json", tmp_path / "lib")
+    assert [(e.record_id, e.captions) for e in index.entries] == [
+        (str(100 + i), [f"a large {c} square", f"{c} shape"]) for i, c in enumerate(COLOUR_NAMES[:4])
+    ]
+    out = tmp_path / "cli"
+    build = ["index", "build", "--model", TOY_SPEC, "--images", str(colour_dir / "dataset_colours.json")]
+    r = CliRunner().invoke(app, [*build, "--out", str(out), "--split", "val"])
+    assert r.exit_code == 0 and "index of 4 images" in r.stdout, r.output
+    r = CliRunner().invoke(app, ["search", "--index", str(out), "orange", "-k", "1", "--json"])
+    hit = json.loads(r.stdout)["results"][0]
+    assert hit["path"].endswith("orange.png") and hit["record_id"] == "105"
+    assert hit["captions"] == ["a large orange square", "orange shape"]
+    r = CliRunner().invoke(app, ["index", "add", str(out), "--images", str(colour_dir / "dataset_colours.json")])
+    assert r.exit_code == 0 and "index now holds 8 images" in r.stdout, r.output
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
@@ -301,6 +352,57 @@ def test_search_by_text_and_image(service):
     assert r.json()["results"][0]["path"].endswith("pink.png") and len(r.json()["results"]) == 2
     r = client.post("/search", json={"image_base64": base64.b64encode(data).decode()})
     assert r.status_code == 200 and len(r.json()["results"]) == 8  # default k 10, capped at the index size
+
+
+def test_search_reports_timings_and_more_like_an_indexed_image(service):
+    """The page's latency line and its "more like this": `timings_ms`, and `image_id` queries that
+    rank the other images by the indexed image (itself left out)."""
+    client, index, colour_dir = service
+    body = client.post("/search", json={"text": "red", "k": 2}).json()
+    t = body["timings_ms"]
+    assert set(t) == {"embed", "search", "total"} and all(v >= 0 for v in t.values())
+    assert t["total"] >= t["embed"] + t["search"]
+    blue = next(e.id for e in index.entries if e.path.endswith("blue.png"))
+    body = client.post("/search", json={"image_id": blue, "k": 3}).json()
+    assert body["query"] == {"image_id": blue} and [r["rank"] for r in body["results"]] == [1, 2, 3]
+    assert blue not in [r["id"] for r in body["results"]]
+    # The nearest others share a colour with blue.png: green.png's small circle, yellow.png's square.
+    assert body["results"][0]["path"].endswith(("green.png", "yellow.png"))
+    assert len(client.post("/search", json={"image_id": blue}).json()["results"]) == 7  # the 7 others
+    png = (colour_dir / "red.png").read_bytes()
+    r = client.post("/search", files={"file": ("q.png", png, "image/png")}, data={"image_id": str(blue)})
+    assert r.status_code == 422 and "not an image and image_id together" in r.json()["detail"], r.text
+    r = client.post("/search", data={"image_id": str(blue), "k": "1"}, files={"unused": ("a", b"", "text/plain")})
+    assert r.status_code == 200 and r.json()["query"] == {"image_id": blue}  # multipart works too
+    assert client.post("/search", json={"image_id": 999}).status_code == 404
+    for bad in ("blue", True, 1.5, [blue]):
+        r = client.post("/search", json={"image_id": bad})
+        assert r.status_code == 422 and "image_id must be an integer" in r.json()["detail"], (bad, r.text)
+    r = client.post("/embed/image", json={"image_id": blue})
+    assert r.status_code == 422 and "only images" in r.json()["detail"]
+
+
+def test_examples_from_stored_captions_else_a_fixed_list(service, toy, colour_dir, tmp_path):
+    """`/examples`: captions spread over the index (one per image, short ones), or the fixed list for
+    an index built from a folder."""
+    from fastapi.testclient import TestClient
+
+    from vladva.data.manifest import Record, write_manifest
+    from vladva.serve.service import DEFAULT_EXAMPLES, create_app
+
+    client, _, _ = service  # built from a folder: no captions
+    assert client.get("/examples").json() == {"examples": list(DEFAULT_EXAMPLES[:6]), "source": "default"}
+    assert client.get("/examples?n=0").status_code == 422
+    long = "a " + "very " * 20 + "long caption"
+    recs = [Record(c, colour_dir / f"{c}.png", [long, f"a {c} square"]) for c in COLOUR_NAMES]
+    write_manifest(colour_dir / "m.jsonl", recs)
+    index, _ = build_index(toy, TOY_SPEC, colour_dir / "m.jsonl", tmp_path / "captioned")
+    with TestClient(create_app(index, toy)) as captioned:
+        four = captioned.get("/examples?n=4").json()
+        assert four == {"examples": [f"a {c} square" for c in COLOUR_NAMES[::2]], "source": "captions"}
+        assert len(captioned.get("/examples?n=20").json()["examples"]) == 8  # one per image, no repeats
+        hit = captioned.post("/search", json={"text": "red", "k": 1}).json()["results"][0]
+        assert hit["record_id"] == "red" and hit["captions"] == [long, "a red square"]
 
 
 @pytest.mark.parametrize(

@@ -145,24 +145,32 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _index(out: Path, data_dir: Path, model) -> Path:
-    """A search index of the retrieval test images, rebuilt when the model changed."""
+    """A search index of the retrieval test images with their captions (from the Karpathy JSON, so
+    the search page shows them), rebuilt when the model changed or the index has no captions."""
     import shutil
 
     from vladva.model_kinds import portable_spec
     from vladva.serve.build import build_index
-    from vladva.serve.index import META_FILE
+    from vladva.serve.index import IDS_FILE, META_FILE
 
     index_dir = out / "index"
-    images = data_dir / "retrieval" / "images"
-    meta = index_dir / META_FILE
-    stored = json.loads(meta.read_text(encoding="utf-8")).get("model") if meta.is_file() else None
-    if stored == portable_spec(model.spec, index_dir):
+    found = sorted((data_dir / "retrieval").glob("dataset_*.json"))  # the Karpathy file's usual name
+    if not found:
+        raise FileNotFoundError(f"{data_dir / 'retrieval'}: no dataset_*.json to index")
+    source = found[0]
+    meta, ids = index_dir / META_FILE, index_dir / IDS_FILE
+    if (
+        meta.is_file()
+        and ids.is_file()
+        and json.loads(meta.read_text(encoding="utf-8")).get("model") == portable_spec(model.spec, index_dir)
+        and all(e.get("captions") for e in json.loads(ids.read_text(encoding="utf-8"))["entries"])
+    ):
         _log(f"index: reusing {index_dir}")
     else:
         if index_dir.exists():
             shutil.rmtree(index_dir)
-        _, report = build_index(model.embedder, model.spec, images, index_dir, show_progress=True)
-        _log(f"index: {len(report.added)} images of {images} in {index_dir}")
+        _, report = build_index(model.embedder, model.spec, source, index_dir, show_progress=True)
+        _log(f"index: {len(report.added)} images of {source} with their captions in {index_dir}")
     _log("search it:  vladva search --index " + f'{index_dir} "a red circle left of a blue square" -k 5')
     _log("serve it:   vladva serve --index " + f"{index_dir}   (then open http://127.0.0.1:8000)")
     return index_dir

@@ -45,8 +45,14 @@ def index_build(
         help="Model spec: default (the shipped base), vladva:BASE[:WEIGHTS], zeroshot:BASE, clip:DIR or toy:colours; "
         "BASE may be default.",
     ),
-    images: Path = typer.Option(..., "--images", help="A folder of images (searched recursively) or a JSONL manifest."),
+    images: Path = typer.Option(
+        ...,
+        "--images",
+        help="A folder of images (searched recursively), a JSONL manifest or a Karpathy-split JSON; "
+        "a manifest's or JSON's captions and record ids are stored in the index.",
+    ),
     out: Path = typer.Option(..., "--out", help="Index folder to create."),
+    split: str = typer.Option("test", "--split", help="Karpathy split to index when --images is a Karpathy JSON."),
     kind: str = typer.Option("flat", "--kind", help="flat (exact), hnsw or ivf (approximate, for large collections)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
     nlist: int = typer.Option(0, "--nlist", min=0, help="IVF cells (0 = automatic)."),
@@ -62,7 +68,9 @@ def index_build(
 
     config = IndexConfig(kind=kind, ivf_nlist=nlist, ivf_nprobe=nprobe, hnsw_m=hnsw_m, hnsw_ef_search=ef_search)
     embedder = _open_model(model)
-    index, report = build_index(embedder, model, images, out, config, batch_size, show_progress=sys.stderr.isatty())
+    index, report = build_index(
+        embedder, model, images, out, config, batch_size, show_progress=sys.stderr.isatty(), split=split
+    )
     _check_words(
         embedder, [c for _, c in index.captions], f"the captions of {images} (searchable with --target captions)"
     )
@@ -75,10 +83,13 @@ def index_build(
 def index_add(
     index_dir: Path = typer.Argument(..., help="Index folder made by `vladva index build`."),
     images: Path = typer.Option(
-        ..., "--images", help="A folder of images or a JSONL manifest; already indexed images are skipped."
+        ...,
+        "--images",
+        help="A folder of images, a JSONL manifest or a Karpathy-split JSON; already indexed images are skipped.",
     ),
     model: str | None = typer.Option(None, "--model", help="Model spec (default: the one the index was built with)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    split: str = typer.Option("test", "--split", help="Karpathy split to add when --images is a Karpathy JSON."),
 ) -> None:
     """Add the images that the index does not hold yet."""
     from vladva.model_kinds import portable_spec
@@ -91,7 +102,9 @@ def index_add(
             f"{index_dir} was built with model {spec!r}; adding vectors of {model!r} would mix two embedding spaces"
         )
     embedder = _open_model(spec)
-    index, report = update_index(index_dir, embedder, images, batch_size, show_progress=sys.stderr.isatty())
+    index, report = update_index(
+        index_dir, embedder, images, batch_size, show_progress=sys.stderr.isatty(), split=split
+    )
     _check_words(embedder, [c for _, c in index.captions], f"the captions stored in {index_dir}")
     _print_report(report)
     typer.echo(f"index now holds {len(index)} images")

@@ -1,4 +1,5 @@
-"""Filling an index: list the images of a folder or manifest, embed the readable ones, add them.
+"""Filling an index: list the images of a folder, JSONL manifest or Karpathy JSON, embed the
+readable ones, add them (with the captions and record ids of a manifest or Karpathy JSON).
 
 Unreadable images (missing, empty, corrupt, too large) are skipped and listed in the report,
 never fatal; images already in the index are skipped, so `add_images` is incremental.
@@ -16,10 +17,12 @@ from vladva.serve.index import EmbeddingIndex, IndexConfig
 
 @dataclass
 class ImageSource:
-    """One image to index and its captions (from a manifest; empty for a folder)."""
+    """One image to index, its captions and record id (from a manifest or Karpathy JSON; empty and
+    None for a folder)."""
 
     path: Path
     captions: list[str] = field(default_factory=list)
+    record_id: str | None = None
 
 
 @dataclass
@@ -37,9 +40,13 @@ class AddReport:
         return s
 
 
-def list_images(source: Path | str, skipped: list[tuple[str, str]] | None = None) -> list[ImageSource]:
-    """Images under a folder (recursive, sorted, by suffix) or in a JSONL manifest (bad lines go to
-    `skipped` as `("file:line", reason)`)."""
+def list_images(
+    source: Path | str, skipped: list[tuple[str, str]] | None = None, split: str = "test"
+) -> list[ImageSource]:
+    """Images under a folder (recursive, sorted, by suffix), in a JSONL manifest (bad lines go to
+    `skipped` as `("file:line", reason)`), or in a Karpathy-split JSON (COCO / Flickr30k
+    `dataset_*.json`: the images of `split`, read as `vladva eval` reads them, so a missing image
+    is an error). Manifest and Karpathy sources carry each image's captions and record id."""
     from vladva.data.manifest import read_manifest
 
     source = Path(source)
@@ -49,10 +56,25 @@ def list_images(source: Path | str, skipped: list[tuple[str, str]] | None = None
         records, report = read_manifest(source, strict=False)
         if skipped is not None:
             skipped.extend((f"{source}:{line}", why) for line, why in report.skipped)
-        return [ImageSource(r.image.resolve(), list(r.captions)) for r in records]
+        return [ImageSource(r.image.resolve(), list(r.captions), r.id) for r in records]
+    if source.is_file() and source.suffix == ".json":
+        return _karpathy_images(source, split)
     if source.is_file():
-        raise ValueError(f"{source}: expected a folder of images or a .jsonl manifest")
+        raise ValueError(f"{source}: expected a folder of images, a .jsonl manifest or a Karpathy .json")
     raise FileNotFoundError(f"{source}: no such folder or manifest")
+
+
+def _karpathy_images(path: Path, split: str) -> list[ImageSource]:
+    from vladva.eval.benchmarks.retrieval import load_karpathy
+
+    rs = load_karpathy(path, split=split)
+    captions: list[list[str]] = [[] for _ in rs.images]
+    for caption, i in zip(rs.captions, rs.caption_image):
+        captions[i].append(caption)
+    return [
+        ImageSource(ref.path.resolve(), caps, record_id)
+        for ref, caps, record_id in zip(rs.images, captions, rs.image_ids)
+    ]
 
 
 def add_images(
@@ -80,7 +102,7 @@ def add_images(
         todo.append(s)
     if not todo:
         return report
-    pending_vectors, pending_paths, pending_captions = [], [], []
+    pending_vectors, pending_paths, pending_captions, pending_ids = [], [], [], []
     with tqdm(total=len(todo), desc="embedding images", unit="img", disable=not show_progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch, images = [], []
@@ -95,10 +117,11 @@ def add_images(
                 pending_vectors.extend(vectors)
                 pending_paths.extend(s.path for s in batch)
                 pending_captions.extend(s.captions for s in batch)
+                pending_ids.extend(s.record_id for s in batch)
             bar.update(len(todo[start : start + batch_size]))
     if pending_vectors:
         # One add at the end: an IVF index trains its cells on everything in the first add.
-        report.added = index.add(pending_vectors, pending_paths, pending_captions)
+        report.added = index.add(pending_vectors, pending_paths, pending_captions, pending_ids)
     return report
 
 
@@ -110,8 +133,10 @@ def build_index(
     config: IndexConfig | None = None,
     batch_size: int = 32,
     show_progress: bool = False,
+    split: str = "test",
 ) -> tuple[EmbeddingIndex, AddReport]:
-    """Embed every readable image of a folder or manifest into a new index saved at `out_dir`."""
+    """Embed every readable image of a folder, manifest or Karpathy JSON (its `split`) into a new
+    index saved at `out_dir`."""
     from vladva.serve.index import META_FILE
     from vladva.serve.models import embedding_dim
 
@@ -119,7 +144,7 @@ def build_index(
     if (out_dir / META_FILE).exists():
         raise ValueError(f"{out_dir}: already holds an index; use `vladva index add` or another --out")
     report = AddReport()
-    sources = list_images(images, report.skipped)
+    sources = list_images(images, report.skipped, split)
     if not sources:
         raise ValueError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     index = EmbeddingIndex.create(model_spec, embedding_dim(embedder), config)
@@ -131,12 +156,17 @@ def build_index(
 
 
 def update_index(
-    index_dir: Path | str, embedder: Embedder, images: Path | str, batch_size: int = 32, show_progress: bool = False
+    index_dir: Path | str,
+    embedder: Embedder,
+    images: Path | str,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    split: str = "test",
 ) -> tuple[EmbeddingIndex, AddReport]:
-    """Add the images of a folder or manifest that `index_dir` does not hold yet, and save it."""
+    """Add the images of a folder, manifest or Karpathy JSON that `index_dir` does not hold yet, and save it."""
     index = EmbeddingIndex.load(index_dir)
     report = AddReport()
-    sources = list_images(images, report.skipped)
+    sources = list_images(images, report.skipped, split)
     add_images(index, embedder, sources, batch_size, show_progress, report)
     if report.added:
         index.save(index_dir)

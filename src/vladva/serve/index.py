@@ -4,7 +4,8 @@ Layout of an index folder::
 
     INDEX_DIR/index.faiss   FAISS index (inner product on L2-normalised vectors = cosine),
                             wrapped in IndexIDMap2 so FAISS ids are our entry ids
-    INDEX_DIR/ids.json      {"entries": [{"id": 0, "path": "/abs/img.png", "captions": [...]}, ...]}
+    INDEX_DIR/ids.json      {"entries": [{"id": 0, "path": "/abs/img.png", "captions": [...],
+                                          "record_id": "000017"}, ...]}
     INDEX_DIR/index.json    meta: model spec, dim, kind, count, FAISS parameters, times
 
 The model spec's folders are stored relative to the index folder when they lie inside it and
@@ -61,11 +62,13 @@ class IndexConfig:
 
 @dataclass
 class IndexEntry:
-    """One indexed image. `path` is absolute; `captions` come from a manifest source (else empty)."""
+    """One indexed image. `path` is absolute; `captions` and `record_id` (the manifest record's
+    `id`, the Karpathy `imgid`) come from a manifest or Karpathy JSON source (else empty / None)."""
 
     id: int
     path: str
     captions: list[str] = field(default_factory=list)
+    record_id: str | None = None
 
 
 @dataclass
@@ -77,6 +80,7 @@ class SearchHit:
     id: int
     path: str
     captions: list[str] = field(default_factory=list)
+    record_id: str | None = None
 
 
 @dataclass
@@ -192,13 +196,21 @@ class EmbeddingIndex:
         """Every stored caption as `(entry id, caption)`, in entry order."""
         return [(e.id, c) for e in self.entries for c in e.captions]
 
-    def add(self, vectors, paths: list[str | Path], captions: list[list[str]] | None = None) -> list[int]:
-        """Add `(n, dim)` L2-normalised vectors for images at `paths`; returns the new ids.
-        Paths already in the index are refused (call `contains_path` first)."""
+    def add(
+        self,
+        vectors,
+        paths: list[str | Path],
+        captions: list[list[str]] | None = None,
+        record_ids: list[str | None] | None = None,
+    ) -> list[int]:
+        """Add `(n, dim)` L2-normalised vectors for images at `paths` (with their source captions and
+        record ids, if any); returns the new ids. Paths already in the index are refused (call
+        `contains_path` first)."""
         x = _as_matrix(vectors, self.meta.dim)
         if len(x) != len(paths):
             raise ValueError(f"{len(x)} vectors for {len(paths)} paths")
         captions = captions if captions is not None else [[] for _ in paths]
+        record_ids = record_ids if record_ids is not None else [None for _ in paths]
         resolved = [str(Path(p).resolve()) for p in paths]
         dup = [p for p in resolved if p in self._by_path]
         if dup or len(set(resolved)) != len(resolved):
@@ -212,8 +224,8 @@ class EmbeddingIndex:
         start = max(self._by_id, default=-1) + 1
         ids = list(range(start, start + len(x)))
         self.faiss_index.add_with_ids(x, np.asarray(ids, dtype=np.int64))
-        for i, p, c in zip(ids, resolved, captions):
-            e = IndexEntry(i, p, list(c))
+        for i, p, c, r in zip(ids, resolved, captions, record_ids):
+            e = IndexEntry(i, p, list(c), None if r is None else str(r))
             self.entries.append(e)
             self._by_id[i] = e
             self._by_path[p] = e
@@ -234,7 +246,7 @@ class EmbeddingIndex:
                 if i < 0:  # approximate kinds may return fewer than k
                     continue
                 e = self._by_id[int(i)]
-                hits.append(SearchHit(len(hits) + 1, float(s), e.id, e.path, list(e.captions)))
+                hits.append(SearchHit(len(hits) + 1, float(s), e.id, e.path, list(e.captions), e.record_id))
             out.append(hits)
         return out
 

@@ -20,7 +20,8 @@ TARGETS = ("images", "captions")
 @dataclass
 class SearchResult:
     """`query`: `{"text": ...}` or `{"image": path}`. `results`: rows best first, with `rank`,
-    `score` (cosine) and, for images, `id`, `path`, `captions`; for captions, `caption` and, when
+    `score` (cosine) and, for images, `id`, `path`, `captions`, `record_id` (the manifest or Karpathy
+    id of the image; None for a folder source); for captions, `caption` and, when
     they came from the index, the `ids` of the images each describes. `source`: what captions were
     ranked (a file, or `INDEX captions`); None for images."""
 
@@ -106,6 +107,14 @@ def search_index(
 
     hits = index.search(vector.numpy(), k)[0]
     rows = [
-        {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path, "captions": h.captions} for h in hits
+        {
+            "rank": h.rank,
+            "score": round(h.score, 6),
+            "id": h.id,
+            "path": h.path,
+            "captions": h.captions,
+            "record_id": h.record_id,
+        }
+        for h in hits
     ]
     return SearchResult(query, "images", rows)

@@ -4,6 +4,9 @@
 uvicorn. Requests go through a body-size limit and a time limit; model work goes through two
 micro-batchers (texts, images) that share one lock, so concurrent requests share model calls.
 
+`/search` answers a text, an uploaded image or an indexed image's id ("more like this"), and says
+how long it took (`timings_ms`); `/examples` offers example queries from the stored captions.
+
 Errors are JSON ``{"detail": "..."}``: 400 malformed body or unreadable image, 404 unknown image
 id, 413 body or image too large, 415 unsupported content type, 422 invalid values, 504 too slow.
 """
@@ -17,6 +20,7 @@ import contextlib
 import json
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +33,9 @@ from vladva.serve.batching import BatcherConfig, MicroBatcher
 from vladva.serve.index import EmbeddingIndex
 
 STATIC_DIR = Path(__file__).parent / "static"
+# Offered by /examples when the index stores no captions (built from a folder): the demo's world.
+DEFAULT_EXAMPLES = ("a red circle", "a blue square", "a green triangle", "yellow")
+MAX_EXAMPLE_CHARS = 80  # longer captions make poor clickable examples
 
 
 @dataclass
@@ -157,6 +164,31 @@ async def _read_json(request, allowed: set[str]) -> dict:
     return body
 
 
+def example_queries(index: EmbeddingIndex, n: int) -> tuple[list[str], str]:
+    """Up to `n` distinct example queries and where they came from: `"captions"` (the shortest
+    caption of entries spread evenly over the index, so the examples cover it; captions over
+    `MAX_EXAMPLE_CHARS` are left out), else `"default"` (`DEFAULT_EXAMPLES`, for an index built
+    from a folder)."""
+    captioned = [e for e in index.entries if any(len(c) <= MAX_EXAMPLE_CHARS for c in e.captions)]
+    # n entries evenly spaced over the index first, so the examples span the collection; then the
+    # rest in order, to fill in for repeated captions.
+    spread = [captioned[j * len(captioned) // n] for j in range(min(n, len(captioned)))]
+    picked: list[str] = []
+    for entry in spread + captioned:
+        caption = min(entry.captions, key=len)
+        if caption not in picked:
+            picked.append(caption)
+        if len(picked) == n:
+            break
+    if picked:
+        return picked, "captions"
+    return list(DEFAULT_EXAMPLES[:n]), "default"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
 def _content_kind(request) -> str:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
@@ -222,6 +254,8 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        if len(index):  # FAISS starts its threads on the first search; do it before the first user's
+            await asyncio.to_thread(index.search, np.zeros((1, index.meta.dim), dtype=np.float32), 1)
         yield
         await text_batcher.close()
         await image_batcher.close()
@@ -254,7 +288,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
                     raise HTTPException(422, "field 'file' must be a file upload")
                 raw.append((await upload.read(), upload.filename or "upload"))
         else:
-            fields = await _read_json(request, {"image_base64", "images_base64", "k", "text"})
+            fields = await _read_json(request, {"image_base64", "images_base64", "image_id", "k", "text"})
             if "image_base64" in fields:
                 raw.append((_decode_base64(fields.pop("image_base64"), "image_base64"), "image_base64"))
             many = fields.pop("images_base64", None)
@@ -297,7 +331,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
     async def embed_image(request: Request) -> dict:
         """Multipart field(s) `file`, or JSON `{"image_base64": ...}` / `{"images_base64": [...]}`."""
         images, names, fields = await images_from_request(request, allow_many=True)
-        if fields.get("k") is not None or fields.get("text") is not None:
+        if any(fields.get(key) is not None for key in ("k", "text", "image_id")):
             raise HTTPException(422, "/embed/image takes only images")
         if not images:
             raise HTTPException(422, "no image given: upload field 'file' or JSON 'image_base64'")
@@ -309,36 +343,84 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
             "embeddings": [v.tolist() for v in vectors],
         }
 
+    async def indexed_image(image_id) -> tuple[list, int]:
+        """The indexed image with this id, decoded, for a "more like this" query."""
+        from vladva.data.images import ImageLoadError, load_image
+
+        if isinstance(image_id, str) and image_id.strip().lstrip("-").isdigit():  # a multipart field
+            image_id = int(image_id)
+        if not isinstance(image_id, int) or isinstance(image_id, bool):
+            raise HTTPException(422, f"image_id must be an integer, got {image_id!r}")
+        entry = index.entry(image_id)
+        if entry is None:
+            raise HTTPException(404, f"no indexed image with id {image_id}")
+        try:
+            return [await asyncio.to_thread(load_image, entry.path)], image_id
+        except ImageLoadError as e:
+            raise HTTPException(404, f"indexed image {image_id} cannot be read: {e}") from None
+
     @app.post("/search", openapi_extra=_JSON_OR_UPLOAD)
     async def search(request: Request) -> dict:
-        """JSON `{"text": "...", "k": 10}` or `{"image_base64": ..., "k": 10}`, or multipart `file` + `k`.
-        Returns the top-k indexed images: rank, score (cosine), id, path, url, captions."""
+        """JSON `{"text": "...", "k": 10}`, `{"image_base64": ..., "k": 10}` or `{"image_id": 13, "k": 10}`
+        (more like an indexed image, which is left out of its own results), or multipart `file` + `k`.
+        Returns the top-k indexed images (rank, score (cosine), id, path, url, captions, record_id)
+        and `timings_ms` (`embed`: queue + model, `search`: index, `total`: the whole request)."""
+        started = time.perf_counter()
         images, names, fields = await images_from_request(request, allow_many=False)
         k = _check_k(fields.get("k", settings.default_k), settings)
-        text = fields.get("text")
-        if images and text is not None:
-            raise HTTPException(422, "give either text or an image, not both")
-        if images:
-            vector = (await image_batcher.submit_many(images))[0]
+        text, image_id = fields.get("text"), fields.get("image_id")
+        given = [
+            what
+            for what, there in (("text", text is not None), ("an image", images), ("image_id", image_id is not None))
+            if there
+        ]
+        if len(given) > 1:
+            raise HTTPException(422, f"give one query, not {' and '.join(given)} together")
+        if image_id is not None:
+            images, image_id = await indexed_image(image_id)
+            query = {"image_id": image_id}
+        elif images:
             query = {"image": names[0]}
         elif text is not None:
-            vector = (await text_batcher.submit_many(_check_texts([text], settings)))[0]
             query = {"text": text}
         else:
-            raise HTTPException(422, "no query: give 'text' or an image ('file' upload or 'image_base64')")
-        hits = index.search(np.asarray(vector, dtype=np.float32)[None], k)[0]
+            raise HTTPException(
+                422, "no query: give 'text', an image ('file' upload or 'image_base64') or an 'image_id'"
+            )
+        embed_start = time.perf_counter()
+        if images:
+            vector = (await image_batcher.submit_many(images))[0]
+        else:
+            vector = (await text_batcher.submit_many(_check_texts([text], settings)))[0]
+        search_start = time.perf_counter()
+        hits = index.search(np.asarray(vector, dtype=np.float32)[None], k + (image_id is not None))[0]
+        if image_id is not None:  # "more like this" shows the others, not the image itself
+            hits = [h for h in hits if h.id != image_id][:k]
+        done = time.perf_counter()
         results = [
             {
-                "rank": h.rank,
+                "rank": rank,
                 "score": round(h.score, 6),
                 "id": h.id,
                 "path": h.path,
                 "url": f"/images/{h.id}",
                 "captions": h.captions,
+                "record_id": h.record_id,
             }
-            for h in hits
+            for rank, h in enumerate(hits, 1)
         ]
-        return {"query": query, "k": k, "results": results}
+        timings = {"embed": _ms(search_start - embed_start), "search": _ms(done - search_start)}
+        timings["total"] = _ms(done - started)
+        return {"query": query, "k": k, "results": results, "timings_ms": timings}
+
+    @app.get("/examples")
+    async def examples(n: int = 6) -> dict:
+        """Up to `n` (1 to 20) example queries: stored captions spread over the index (`source`:
+        "captions"), or a fixed list when the index has none (`source`: "default")."""
+        if not 1 <= n <= 20:
+            raise HTTPException(422, f"n must be between 1 and 20, got {n}")
+        texts, source = example_queries(index, n)
+        return {"examples": texts, "source": source}
 
     @app.get("/images/{image_id}")
     async def image(image_id: int):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vladva.eval.benchmarks import Bar, Benchmark, Column, DetailTable, PathOption, metric, register_benchmark
@@ -14,7 +14,8 @@ from vladva.eval.scoring import subsample, take
 class RetrievalSet:
     """Karpathy-split retrieval data: `caption_image[j]` is the index of caption j's image.
     `caption_true_for[j]`, when the data ships caption_truth.json with image lists, holds every
-    gallery image index caption j is true for; `caption_true_count[j]` the count it records."""
+    gallery image index caption j is true for; `caption_true_count[j]` the count it records.
+    `image_ids[i]`: image i's Karpathy `imgid` as a string (its position in the JSON when absent)."""
 
     name: str
     images: list[ImageRef]
@@ -22,6 +23,7 @@ class RetrievalSet:
     caption_image: list[int]
     caption_true_for: list[list[int]] | None = None
     caption_true_count: list[int] | None = None
+    image_ids: list[str] = field(default_factory=list)
 
 
 def load_karpathy(json_path: Path, image_root: Path | None = None, split: str = "test") -> RetrievalSet:
@@ -37,6 +39,7 @@ def load_karpathy(json_path: Path, image_root: Path | None = None, split: str = 
     captions: list[str] = []
     caption_image: list[int] = []
     sentids: list[str] = []
+    image_ids: list[str] = []
     imgid_to_index: dict[str, int] = {}
     for n, entry in enumerate(data["images"]):
         where = f"{json_path}: images[{n}]"
@@ -56,7 +59,8 @@ def load_karpathy(json_path: Path, image_root: Path | None = None, split: str = 
         sentences = entry.get("sentences")
         if not isinstance(sentences, list) or not sentences:
             raise BenchmarkFormatError(f"{where}: 'sentences' must be a non-empty list")
-        imgid_to_index[str(entry.get("imgid", n))] = len(images)
+        image_ids.append(str(entry.get("imgid", n)))
+        imgid_to_index[image_ids[-1]] = len(images)
         for k, sent in enumerate(sentences):
             if not isinstance(sent, dict):
                 raise BenchmarkFormatError(f"{where}.sentences[{k}] must be an object")
@@ -66,7 +70,7 @@ def load_karpathy(json_path: Path, image_root: Path | None = None, split: str = 
         images.append(ImageRef(found))
     if not images:
         raise BenchmarkFormatError(f"{json_path}: no images with split '{split}'")
-    out = RetrievalSet(str(data.get("dataset", json_path.stem)), images, captions, caption_image)
+    out = RetrievalSet(str(data.get("dataset", json_path.stem)), images, captions, caption_image, image_ids=image_ids)
     truth_path = json_path.parent / "caption_truth.json"
     if truth_path.is_file():
         _attach_caption_truth(out, truth_path, sentids, imgid_to_index)
