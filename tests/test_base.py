@@ -207,6 +207,9 @@ def test_baseline_train_cli_from_a_given_tower(pretrained, shapes_data, tmp_path
     stages = json.loads((out / "compute.json").read_text())["stages"]
     # The given tower's own cost is carried over: the baseline's compute is tower + contrastive.
     assert [s["stage"] for s in stages] == ["vision", "clip"] and stages[1]["steps"] == 2
+    # what it saw: image-caption pairs, and their text-tower tokens (each caption's words and </s>)
+    assert stages[1]["pairs"] == stages[1]["examples"] > 0 and stages[1]["tokens"] > 2 * stages[1]["pairs"]
+    assert stages[1]["long_captions"] == 0
 
 
 def test_pretrain_resume_reuses_finished_stages(pretrained, shapes_data):

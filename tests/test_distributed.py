@@ -150,6 +150,37 @@ def test_single_process_gather_is_identity():
     assert negatives_per_query(8) == 7
 
 
+def test_metrics_a_process_lacks_are_averaged_over_the_processes_that_have_them(tmp_path):
+    """Per-kind hard-negative accuracy: a process whose batch drew no negative of a kind has no
+    value for it; the logged value is the mean over the processes that do."""
+    script = tmp_path / "metrics.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import torch.distributed as dist
+            from vladva.train.distributed import mean_over_processes_where_present
+            dist.init_process_group("gloo")
+            rank = dist.get_rank()
+            mine = {"hard_neg_acc": rank * 0.5, "hard_neg_acc/swap_att": 1.0}
+            mine |= {"hard_neg_acc/replace_rel": 0.25} if rank == 1 else {"hard_neg_acc/swap_obj": 0.0}
+            got = mean_over_processes_where_present(mine)
+            if rank == 0:
+                open(sys.argv[1], "w").write(json.dumps(got))
+            dist.destroy_process_group()
+            """
+        )
+    )
+    _run_two(script, str(tmp_path / "out.json"))
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got == {
+        "hard_neg_acc": 0.25,  # both processes: (0 + 0.5) / 2
+        "hard_neg_acc/replace_rel": 0.25,  # rank 1 alone
+        "hard_neg_acc/swap_att": 1.0,
+        "hard_neg_acc/swap_obj": 0.0,  # rank 0 alone
+    }
+
+
 @pytest.mark.parametrize("mode", ["ddp", "grad_cache"])
 def test_two_processes_match_one_process_on_the_global_batch(setup, tmp_path, mode):
     base, data, script, worker = setup

@@ -326,6 +326,95 @@ def test_model_specs_and_train_compute(tmp_path, own_model_kinds):
         load_model("colourwords:x")  # the usage comes from the builder's parameter names
 
 
+def _stage(stage, steps, pairs, long_captions, tokens, device="cpu", seconds=10.0, threads=1):
+    return {
+        "stage": stage,
+        "steps": steps,
+        "examples": pairs or long_captions,
+        "pairs": pairs,
+        "long_captions": long_captions,
+        "tokens": tokens,
+        "seconds": seconds,
+        "device": device,
+        "threads": threads,
+        "device_seconds": seconds * (threads if device == "cpu" else 1),
+    }
+
+
+def test_pairs_seen_are_summed_over_every_stage_and_shown_in_the_report(tmp_path):
+    """A VladVA model = its base's stages + its fine-tune; the CLIP-style model = tower + CLIP stage.
+    The summary shows what each saw (pairs, long captions, tokens) beside CPU / accelerator time."""
+    from vladva.eval.models import read_train_compute
+    from vladva.eval.report import render_markdown
+
+    def write(folder, stages):
+        folder.mkdir(parents=True)
+        (folder / "compute.json").write_text(json.dumps({"stages": stages}))
+        return folder
+
+    vision = _stage("vision", 4000, 0, 0, 0, device="cuda", seconds=48.3)
+    base = write(tmp_path / "base-lvlm", [vision, _stage("lvlm", 1613, 0, 25808, 9832779, "cuda", 85.1)])
+    clip = write(tmp_path / "clip-baseline", [vision, _stage("clip", 3389, 216896, 0, 2809506, "cuda", 85.0)])
+    ckpt = write(
+        tmp_path / "run" / "checkpoints" / "step-000300",
+        [_stage("vladva-finetune", 300, 9600, 2400, 1_000_000, "cpu", 150.0, 2)],
+    )
+    vladva = read_train_compute([base, ckpt])
+    assert (vladva["pairs"], vladva["long_captions"], vladva["tokens"]) == (9600, 25808 + 2400, 9832779 + 1_000_000)
+    assert [st["stage"] for st in vladva["stages"]] == ["vision", "lvlm", "vladva-finetune"]
+    assert [st["pairs"] for st in vladva["stages"]] == [0, 0, 9600]  # no contrastive pair before fine-tuning
+    assert vladva["cpu_minutes"] == 5.0 and vladva["gpu_seconds"] == pytest.approx(133.4)
+    baseline = read_train_compute([clip])
+    assert (baseline["pairs"], baseline["long_captions"], baseline["tokens"]) == (216896, 0, 2809506)
+    assert baseline["cpu_minutes"] == 0.0 and baseline["gpu_seconds"] == pytest.approx(133.3)
+    # a record written before pairs were counted: the total is a lower bound, said so
+    old = write(tmp_path / "old", [{"stage": "vladva-finetune", "steps": 5, "seconds": 3.0, "device": "cpu"}])
+    partial = read_train_compute([base, old])
+    assert partial["pairs"] == 0 and partial["incomplete"] == ["pairs", "long_captions", "examples", "tokens"]
+
+    report = as_report(
+        {
+            "models": [
+                {"name": "vladva", "spec": "vladva:a:b", "params": 4_000_000, "train_compute": vladva, "metrics": {}},
+                {"name": "clip-style", "spec": "clip:c", "params": 1_000_000, "train_compute": baseline, "metrics": {}},
+                {"name": "old", "spec": "vladva:a:o", "train_compute": partial, "metrics": {}},
+            ]
+        }
+    )
+    md = render_markdown(report, chart_name=None)
+    assert "| model | params | pairs seen | long captions | tokens | train CPU-min | train GPU-s |" in md
+    assert "| vladva | 4M | 9.6k | 28.2k | 10.8M | 5.0 | 133.4 |" in md
+    assert "| clip-style | 1M | 217k | 0 | 2.81M | 0.0 | 133.3 |" in md
+    assert "| old | – | ≥0 | ≥25.8k | ≥9.83M | 0.05 | 133.4 |" in md
+    # per stage: where each model's pairs come from
+    assert "### Training compute by stage" in md
+    assert "| vladva | lvlm | 1,613 | 0 | 25,808 | 25,808 | 9,832,779 | cuda | 85.1 |" in md
+    assert "| vladva | vladva-finetune | 300 | 9,600 | 2,400 | 9,600 | 1,000,000 | cpu | 150.0 |" in md
+    assert "| clip-style | clip | 3,389 | 216,896 | 0 | 216,896 | 2,809,506 | cuda | 85.0 |" in md
+    # results.json keeps the numbers per model
+    write_report(report, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [m["train_compute"]["pairs"] for m in saved["models"]] == [9600, 216896, 0]
+
+
+def test_the_shipped_records_state_what_each_stage_saw():
+    """The shipped base, baseline and tower records carry pairs, long captions and tokens, with how
+    they were derived from the recipe that made them."""
+    from vladva.eval.models import read_train_compute
+    from vladva.pretrained import shipped_base_dir, shipped_clip_dir, shipped_vision_dir
+
+    base = read_train_compute([shipped_base_dir()])
+    clip = read_train_compute([shipped_clip_dir()])
+    tower = read_train_compute([shipped_vision_dir()])
+    assert (base["pairs"], base["long_captions"], base["tokens"]) == (0, 1613 * 16, 9832779)
+    assert (clip["pairs"], clip["long_captions"]) == (3389 * 64, 0) and clip["tokens"] == 2809506
+    assert (tower["pairs"], tower["long_captions"], tower["tokens"]) == (0, 0, 0)
+    assert "incomplete" not in base and "incomplete" not in clip
+    for record in (base, clip):
+        for data in record["files"].values():
+            assert all(st["extra"]["derived"] for st in data["stages"])
+
+
 def test_cli_eval_and_report_end_to_end(bench, tmp_path, own_model_kinds):
     # A model kind registered through the public API is a valid `-m NAME=KIND:...`.
     register_model_kind("colourwords", lambda: ColourWordsEmbedder(), "colour words", usage="colourwords:")

@@ -36,6 +36,8 @@ def trained(tmp_path_factory):
     away from their initial values (as training would), plus the unmerged model's embeddings."""
     root = tmp_path_factory.mktemp("export")
     base = build_tiny_llava(root / "base")
+    # the base's own pretraining record: long captions, no contrastive pair
+    write_compute(base / "compute.json", [StageCompute("lvlm", steps=10, long_captions=160, tokens=5000)])
     m = VladVA.from_pretrained(base)
     m.prepare_for_training()
     g = torch.Generator().manual_seed(1)
@@ -50,7 +52,7 @@ def trained(tmp_path_factory):
         "seed: 7\noptim:\n  max_steps: 3\n  lr_lora: 0.0005\ndata:\n  contrastive_batch_size: 4\n"
     )
     # the compute record as the trainer writes it into each checkpoint
-    stage = StageCompute("vladva-finetune", steps=3, pairs=12, seconds=1.5, extra={"trainable_params": 999})
+    stage = StageCompute("vladva-finetune", steps=3, pairs=12, tokens=600, seconds=1.5, extra={"trainable_params": 999})
     write_compute(ckpt / "compute.json", [stage])
     ref = VladVA.from_pretrained(base, run)
     imgs = _images()
@@ -173,7 +175,15 @@ def test_card_shows_this_models_evaluation_rows_and_training(trained, hf_export)
     assert "commit 0123456789" in card and "No evaluation was supplied" not in card
     assert "| image prompt | Summary above image in one word: |" in card and "| embedding dimension | 64 |" in card
     assert "| steps | 3 |" in card and "| seed | 7 |" in card
-    assert "Compute: 3 steps, 1.5 s wall clock, 1 threads, 999 trainable parameters." in card
+    assert (
+        "Compute: 3 steps, 12 image-caption pairs, 0 long captions, 1.5 s wall clock on cpu, 1 threads, "
+        "999 trainable parameters." in card
+    )
+    # the training record: every stage that made the model, the base's before the fine-tune's, and totals
+    assert "| stage | folder | steps | pairs | long captions | tokens | device, wall |" in card
+    assert "| lvlm | base | 10 | 0 | 160 | 5,000 | cpu, 0.0 s |" in card
+    assert "| vladva-finetune | step-000003 | 3 | 12 | 0 | 600 | cpu, 1.5 s |" in card
+    assert "| **total** |  |  | **12** | **160** | **5,600** |  |" in card
     assert f'VladVA.from_pretrained("{hf_export}")' in card and "SentenceTransformer" not in card
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vladva.data.manifest import Record, read_manifest, write_manifest
+from vladva.data.manifest import Negative, Record, read_manifest, write_manifest
 from vladva.data.shards import ShardStream, resolve_shards, split_shards, write_shards
 from vladva.train.batches import StepCollator, TrainBatches, collate_records
 
@@ -152,23 +152,25 @@ def test_shard_batches_draw_the_manifests_hard_negatives(manifest, builder, tmp_
     manifest path gives the same record (the drawn caption's own edits first, then the record's)."""
     records, _ = read_manifest(manifest)
     for i, r in enumerate(records):
-        if i % 2 == 0:
-            r.negative_captions = [f"not caption {i}", f"never {i}"]
-            r.caption_negatives = [[f"caption {i} edited"], []]
+        if i % 2 == 0:  # typed negatives (a kind) beside untyped ones (plain strings)
+            r.negative_captions = [Negative(f"not caption {i}", "replace_rel"), f"never {i}"]
+            r.caption_negatives = [[Negative(f"caption {i} edited", "swap_att")], []]
         elif i == 3:
             r.caption_negatives = [["caption 3 edited"], ["other 3 edited"]]
     negatives = manifest.parent / "negatives.jsonl"  # beside the images: manifest paths are relative
     write_manifest(negatives, records)
     records, _ = read_manifest(negatives)
+    assert records[0].caption_negatives[0] == [Negative("caption 0 edited", "swap_att")]
     write_shards(negatives, tmp_path / "shards", shard_size=3)
     got = {s.key: s for s in _drain(ShardStream(resolve_shards(tmp_path / "shards"), seed=0, epochs=1))}
-    assert got["rec_000"].negative_captions == records[0].negative_captions
+    assert got["rec_000"].negative_captions == [Negative("not caption 0", "replace_rel"), Negative("never 0")]
+    assert got["rec_000"].caption_negatives == [[Negative("caption 0 edited", "swap_att")], []]
     assert got["rec_003"].caption_negatives == records[3].caption_negatives and got["rec_001"].caption_negatives == []
+    assert got["rec_003"].caption_negatives[0][0].kind is None  # a plain string stays of unknown kind
 
-    def per_row(batch) -> list[list[str]]:
-        return [
-            sorted(n for n, r in zip(batch.negatives, batch.negative_rows) if r == row) for row in range(len(batch))
-        ]
+    def per_row(batch) -> list[list[tuple[str, str]]]:
+        pairs = list(zip(batch.negatives, batch.negative_kinds, batch.negative_rows))
+        return [sorted((n, k) for n, k, r in pairs if r == row) for row in range(len(batch))]
 
     for k in (1, 5):  # one: each image's own caption edit; five: every negative of the record
         collator = StepCollator(builder, 2, "first", 0, hard_negatives=k)
@@ -181,7 +183,9 @@ def test_shard_batches_draw_the_manifests_hard_negatives(manifest, builder, tmp_
             assert [len(t) for t in batch.text_chunks] == [len(batch) + len(batch.negatives)]
             if k == 1:
                 edited = [i for i in rows if i % 2 == 0 or i == 3]
-                assert [per_row(batch)[rows.index(i)] for i in edited] == [[f"caption {i} edited"] for i in edited]
+                kind = {i: "swap_att" if i % 2 == 0 else "untyped" for i in edited}
+                want_rows = [[(f"caption {i} edited", kind[i])] for i in edited]
+                assert [per_row(batch)[rows.index(i)] for i in edited] == want_rows
             else:
                 assert all(len(neg) == 3 for i, neg in zip(rows, per_row(batch)) if i % 2 == 0)
 

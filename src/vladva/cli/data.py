@@ -78,7 +78,8 @@ def shapes(
 @friendly_errors
 def check(folder: Path = typer.Argument(..., help="A folder written by `vladva data shapes`.")) -> None:
     """Re-check every caption of a shapes data set against its scenes: positives true, negatives
-    false, Winoground captions true for exactly their own image. Exit 1 if any check fails."""
+    false and of the kind they are typed as (swap_att, swap_obj, replace_rel, ...), Winoground
+    captions true for exactly their own image. Exit 1 if any check fails."""
     from vladva.toyworld.splits import check_dataset
 
     result = check_dataset(folder)

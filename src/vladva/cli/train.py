@@ -55,3 +55,12 @@ def train_command(
             f"image->text {first['eval']['i2t_r1']:.1f} -> {last['eval']['i2t_r1']:.1f} "
             f"(steps {first['step']} -> {last['step']})"
         )
+        before, after = first["eval"].get("hard_neg_acc", {}), last["eval"].get("hard_neg_acc", {})
+        if after:
+            chance = last["eval"].get("hard_neg_chance", {})
+            parts = [
+                (f"{k} {before[k]:.2f} -> {v:.2f}" if k in before else f"{k} {v:.2f}")
+                + (f" (chance {chance[k]:.2f})" if k in chance else "")
+                for k, v in after.items()
+            ]
+            typer.echo("held-out hard-negative accuracy: " + ", ".join(parts))

@@ -19,6 +19,9 @@ Each line is one JSON object::
   minimal edits of it that are false for the image (e.g. attributes swapped: NegCLIP-style);
   ``[]`` where a caption has none. With ``data.hard_negatives`` > 0 the negatives of the caption
   drawn for a step come first, then ``negative_captions``.
+- A negative (in either list) is a string, or ``{"text": ..., "kind": ...}`` naming the kind of
+  edit that made it (e.g. ``swap_att``; docs/data-layouts.md lists the shapes generator's kinds).
+  A string is a negative of unknown kind (`UNTYPED`); ``data.negative_kinds`` selects by kind.
 - ``id``: optional; defaults to the line number. ``meta``: optional free-form data.
 
 Readers name the file and line of every bad record; a lenient read skips and counts them.
@@ -33,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MANIFEST_KEYS = {"id", "image", "captions", "caption", "long_caption", "negative_captions", "caption_negatives", "meta"}
+NEGATIVE_KEYS = {"text", "kind"}
+# The kind of a negative written as a plain string (what `data.negative_kinds` calls it).
+UNTYPED = "untyped"
 
 
 class ManifestError(ValueError):
@@ -41,6 +47,28 @@ class ManifestError(ValueError):
     def __init__(self, path: Path | str, line: int, message: str):
         self.path, self.line = str(path), line
         super().__init__(f"{path}:{line}: {message}")
+
+
+@dataclass(frozen=True)
+class Negative:
+    """A caption false for its image, and the kind of edit that made it (None: unknown)."""
+
+    text: str
+    kind: str | None = None
+
+    @property
+    def kind_name(self) -> str:
+        """`kind`, or `UNTYPED` for a negative of unknown kind."""
+        return self.kind or UNTYPED
+
+    def to_json(self) -> str | dict:
+        """A plain string when the kind is unknown (the older form), else `{"text", "kind"}`."""
+        return self.text if self.kind is None else {"text": self.text, "kind": self.kind}
+
+
+def as_negatives(items) -> list[Negative]:
+    """`Negative`s from negatives and plain strings (strings are of unknown kind)."""
+    return [x if isinstance(x, Negative) else Negative(x) for x in items]
 
 
 @dataclass
@@ -53,9 +81,14 @@ class Record:
     long_caption: str | None = None
     meta: dict = field(default_factory=dict)
     # Captions false for the image (hard negatives); empty when the manifest has none.
-    negative_captions: list[str] = field(default_factory=list)
+    negative_captions: list[Negative] = field(default_factory=list)
     # Per caption (aligned with `captions`): minimal edits of it false for the image; [] when none.
-    caption_negatives: list[list[str]] = field(default_factory=list)
+    caption_negatives: list[list[Negative]] = field(default_factory=list)
+
+    def __post_init__(self):
+        # plain strings are accepted (here and wherever negatives are read) as negatives of unknown kind
+        self.negative_captions = as_negatives(self.negative_captions)
+        self.caption_negatives = [as_negatives(negs) for negs in self.caption_negatives]
 
     def to_json(self, root: Path) -> dict:
         image = self.image
@@ -65,9 +98,9 @@ class Record:
         if self.long_caption is not None:
             d["long_caption"] = self.long_caption
         if self.negative_captions:
-            d["negative_captions"] = self.negative_captions
+            d["negative_captions"] = [n.to_json() for n in as_negatives(self.negative_captions)]
         if any(self.caption_negatives):
-            d["caption_negatives"] = self.caption_negatives
+            d["caption_negatives"] = [[n.to_json() for n in as_negatives(negs)] for negs in self.caption_negatives]
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -98,6 +131,42 @@ def _check_caption(text, what: str) -> str:
     except UnicodeEncodeError as e:
         raise ValueError(f"{what} is not valid Unicode (lone surrogate at character {e.start})") from None
     return text.strip()
+
+
+def parse_negative(entry, what: str) -> Negative:
+    """A negative as a manifest writes it: a string, or `{"text": str, "kind": str | null}`."""
+    if isinstance(entry, dict):
+        unknown = set(entry) - NEGATIVE_KEYS
+        if unknown:
+            raise ValueError(f"{what}: unknown key(s) {sorted(unknown)}; allowed: {sorted(NEGATIVE_KEYS)}")
+        if "text" not in entry:
+            raise ValueError(f"{what}: missing key 'text'")
+        kind = entry.get("kind")
+        if kind is not None and (not isinstance(kind, str) or not kind.strip()):
+            raise ValueError(f"{what}: 'kind' must be a non-empty string or null")
+        return Negative(_check_caption(entry["text"], f"{what}.text"), kind.strip() if kind else None)
+    if not isinstance(entry, str):
+        raise ValueError(f'{what} must be a string or {{"text", "kind"}}, got {type(entry).__name__}')
+    return Negative(_check_caption(entry, what))
+
+
+def parse_negatives(obj: dict, n_captions: int) -> tuple[list[Negative], list[list[Negative]]]:
+    """`(negative_captions, caption_negatives)` of a decoded record (manifest line or shard JSON)."""
+    negs = obj.get("negative_captions", [])
+    if not isinstance(negs, list):
+        raise ValueError("'negative_captions' must be a list of strings")
+    negative_captions = [parse_negative(c, f"negative_captions[{i}]") for i, c in enumerate(negs)]
+    per_caption = obj.get("caption_negatives", [])
+    if not isinstance(per_caption, list) or (per_caption and len(per_caption) != n_captions):
+        raise ValueError(
+            f"'caption_negatives' must be a list with one list of strings per caption ({n_captions} captions)"
+        )
+    caption_negatives = []
+    for i, negs_i in enumerate(per_caption):
+        if not isinstance(negs_i, list):
+            raise ValueError(f"'caption_negatives[{i}]' must be a list of strings")
+        caption_negatives.append([parse_negative(c, f"caption_negatives[{i}][{j}]") for j, c in enumerate(negs_i)])
+    return negative_captions, caption_negatives
 
 
 def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -> Record:
@@ -137,20 +206,7 @@ def parse_record(obj, root: Path, line: int, allow_outside_root: bool = False) -
     long_caption = obj.get("long_caption")
     if long_caption is not None:
         long_caption = _check_caption(long_caption, "long_caption")
-    negs = obj.get("negative_captions", [])
-    if not isinstance(negs, list):
-        raise ValueError("'negative_captions' must be a list of strings")
-    negative_captions = [_check_caption(c, f"negative_captions[{i}]") for i, c in enumerate(negs)]
-    per_caption = obj.get("caption_negatives", [])
-    if not isinstance(per_caption, list) or (per_caption and len(per_caption) != len(captions)):
-        raise ValueError(
-            f"'caption_negatives' must be a list with one list of strings per caption ({len(captions)} captions)"
-        )
-    caption_negatives = []
-    for i, negs_i in enumerate(per_caption):
-        if not isinstance(negs_i, list):
-            raise ValueError(f"'caption_negatives[{i}]' must be a list of strings")
-        caption_negatives.append([_check_caption(c, f"caption_negatives[{i}][{j}]") for j, c in enumerate(negs_i)])
+    negative_captions, caption_negatives = parse_negatives(obj, len(captions))
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         raise ValueError("'meta' must be an object")

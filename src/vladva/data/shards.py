@@ -8,7 +8,8 @@ Shard layout (`vladva data shard --manifest train.jsonl --out DIR --shard-size N
 Each sample is three tar members sharing a key (the record id, dots replaced by `_`):
 `KEY.png` (or `.jpg`: the image file's own bytes), `KEY.json` (`{"id", "captions",
 "long_caption", "meta"}` and, when the record has them, its hard negatives `negative_captions` /
-`caption_negatives`: the manifest record without its image path).
+`caption_negatives`, typed negatives as `{"text", "kind"}`: the manifest record without its image
+path).
 
 Reading (`ShardStream`) is streaming and split two ways: every epoch shuffles the shard list
 (seeded), then process `rank` with DataLoader worker `w` reads shards `split, split + S, ...`
@@ -30,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from vladva.data.manifest import Negative, parse_negatives
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +120,8 @@ def write_shards(
             name, count = f"{prefix}-{len(shards):06d}.tar", 0
             writer = wds.TarWriter(str(out_dir / f".{name}.tmp"), mtime=0.0)
         meta = {"id": rec.id, "captions": rec.captions, "long_caption": rec.long_caption, "meta": rec.meta}
-        if rec.negative_captions:
-            meta["negative_captions"] = rec.negative_captions
-        if any(rec.caption_negatives):
-            meta["caption_negatives"] = rec.caption_negatives
+        line = rec.to_json(Path(manifest).parent)  # the negatives as the manifest writes them (typed or not)
+        meta |= {k: line[k] for k in ("negative_captions", "caption_negatives") if k in line}
         writer.write({"__key__": key, ext: data, "json": json.dumps(meta).encode("utf-8")})
         count += 1
     close()
@@ -199,8 +200,8 @@ class ShardSample:
     position: dict  # {"epoch", "shard", "offset"}: where this split resumes after this sample
     skipped: list[str] = field(default_factory=list)  # bad samples skipped just before this one
     # Hard negatives, as in the manifest (vladva.data.manifest): per caption and per record.
-    caption_negatives: list[list[str]] = field(default_factory=list)
-    negative_captions: list[str] = field(default_factory=list)
+    caption_negatives: list[list[Negative]] = field(default_factory=list)
+    negative_captions: list[Negative] = field(default_factory=list)
 
 
 @dataclass
@@ -234,6 +235,7 @@ def decode_sample(raw: dict) -> tuple[object, dict]:
     captions = record.get("captions") if isinstance(record, dict) else None
     if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
         raise ValueError(".json member has no non-empty 'captions' list")
+    record["negative_captions"], record["caption_negatives"] = parse_negatives(record, len(captions))
     try:
         with Image.open(io.BytesIO(raw[ext])) as im:
             image = im.convert("RGB")
@@ -319,8 +321,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                 split,
                 {"epoch": epoch, "shard": shard_index, "offset": offset},
                 pending,
-                record.get("caption_negatives") or [],
-                record.get("negative_captions") or [],
+                record["caption_negatives"],
+                record["negative_captions"],
             )
             pending = []
         for e in errors:

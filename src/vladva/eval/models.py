@@ -75,14 +75,30 @@ def count_parameters(embedder) -> int | None:
     return None
 
 
+# What a stage saw, summed over a model's stages: contrastive image-caption pairs, long captions
+# trained with the next-token loss, training sequences of any kind, text tokens (vladva.train.compute).
+SEEN_KEYS = ("pairs", "long_captions", "examples", "tokens")
+# What the per-stage rows of a report keep of each stage.
+STAGE_KEYS = ("stage", "steps", *SEEN_KEYS, "device", "device_name", "threads", "seconds", "device_seconds")
+
+
 def read_train_compute(folders: list[Path]) -> dict:
-    """Compute metadata found in the model folders (and a checkpoint's run folder):
-    `{"files": {path: content}, "cpu_minutes": total, "gpu_seconds": total}`, CPU-minutes (see
-    `cpu_minutes`) and accelerator seconds (see `gpu_seconds`) summed over every report found, so
-    a VladVA model counts its base's pretraining too."""
+    """Compute metadata found in the model folders (and a checkpoint's run folder), summed over
+    every report found, so a VladVA model counts its base's pretraining too:
+
+    `{"files": {path: content}, "cpu_minutes", "gpu_seconds", "pairs", "long_captions",
+    "examples", "tokens", "stages": [{"file", "stage", "steps", "pairs", ...}], "incomplete": [...]}`.
+    CPU-minutes (see `cpu_minutes`) and accelerator seconds (see `gpu_seconds`) are summed over
+    reports; the counts of what was seen (`SEEN_KEYS`) over the stages of `{"stages": [...]}`
+    records (vladva.train.compute). A count no stage states is absent; one that some stages do
+    not state (records written before it existed) is the sum of those that do and is named in
+    `incomplete`. `stages` lists every stage in the order found (base before fine-tune)."""
     out: dict = {"files": {}}
     total, known = 0.0, False
     gpu_total, gpu_known = 0.0, False
+    seen = dict.fromkeys(SEEN_KEYS, 0)
+    stated = dict.fromkeys(SEEN_KEYS, 0)
+    stages: list[dict] = []
     from vladva.model.weights import resolve_weights_dir
 
     search = []
@@ -117,10 +133,26 @@ def read_train_compute(folders: list[Path]) -> dict:
             if seconds is not None:
                 gpu_total += seconds
                 gpu_known = True
+            for st in data.get("stages", []) if isinstance(data.get("stages"), list) else []:
+                if not isinstance(st, dict):
+                    continue
+                stages.append({"file": str(path)} | {k: st[k] for k in STAGE_KEYS if k in st})
+                for k in SEEN_KEYS:
+                    if isinstance(st.get(k), (int, float)) and not isinstance(st.get(k), bool):
+                        seen[k] += st[k]
+                        stated[k] += 1
     if known:
         out["cpu_minutes"] = total
     if gpu_known:
         out["gpu_seconds"] = gpu_total
+    for k in SEEN_KEYS:
+        if stated[k]:
+            out[k] = int(seen[k])
+    incomplete = [k for k in SEEN_KEYS if 0 < stated[k] < len(stages)]
+    if stages:
+        out["stages"] = stages
+    if incomplete:
+        out["incomplete"] = incomplete
     return out if out["files"] else {}
 
 

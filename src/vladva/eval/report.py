@@ -70,11 +70,26 @@ def read_report(run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------- table
 
 
+def seen_count(model: dict, key: str) -> str | None:
+    """A model's training count `key` (`pairs`, `long_captions`, `tokens`, summed over every stage
+    of its folders, vladva.eval.models.read_train_compute) as `"217k"`; `"≥217k"` when some stage
+    does not state it (a record written before it was counted)."""
+    value = dig(model, "train_compute", key)
+    if value is None:
+        return None
+    partial = key in (dig(model, "train_compute", "incomplete") or [])
+    return ("≥" if partial else "") + human_count(int(value))
+
+
 def summary_columns(models: list[dict]) -> list[Column]:
-    """The summary table's columns: size and training compute, then each benchmark's in suite
-    order, keeping those some model has a value for."""
+    """The summary table's columns: size and training compute (what the model saw: contrastive
+    image-caption pairs, long captions, text tokens; and CPU / accelerator time), then each
+    benchmark's in suite order, keeping those some model has a value for."""
     cols: list[Column] = [
         ("params", lambda m: None if m.get("params") is None else human_count(m["params"])),
+        ("pairs seen", lambda m: seen_count(m, "pairs")),
+        ("long captions", lambda m: seen_count(m, "long_captions")),
+        ("tokens", lambda m: seen_count(m, "tokens")),
         ("train CPU-min", lambda m: dig(m, "train_compute", "cpu_minutes")),
         ("train GPU-s", lambda m: dig(m, "train_compute", "gpu_seconds")),
         # shown only when some model could not read some words (vladva.data.vocab)
@@ -99,6 +114,10 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 0.1 or value == 0 else f"{value:.2g}"
     return str(value)
+
+
+def _fmt_count(value) -> str | None:
+    return None if value is None else f"{int(value):,}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -135,6 +154,20 @@ def _detail_sections(models: list[dict]) -> list[str]:
     for benchmark in benchmarks():
         for table in benchmark.detail_tables(models):
             section(table.title, table.header, [[_fmt(v) for v in row] for row in table.rows])
+    section(
+        "Training compute by stage",
+        ["model", "stage", "steps", "pairs", "long captions", "examples", "tokens", "device", "seconds"],
+        [
+            [
+                _fmt(v)
+                for v in [m["name"], st.get("stage")]
+                + [_fmt_count(st.get(k)) for k in ("steps", "pairs", "long_captions", "examples", "tokens")]
+                + [st.get("device"), st.get("seconds")]
+            ]
+            for m in models
+            for st in dig(m, "train_compute", "stages") or []
+        ],
+    )
     flat = [_flatten(m.get("counts") or {}) for m in models]
     count_keys = sorted({k for f in flat for k in f})
     if count_keys:

@@ -46,6 +46,8 @@ class CardInfo:
     adapter: str | None
     training_config: dict | None = None  # the checkpoint's config.yaml, if any
     compute: dict | None = None  # the checkpoint's compute.json, if any
+    # every stage that made the model, base pretraining included (vladva.eval.models.read_train_compute)
+    train_compute: dict | None = None
     evaluation: dict | None = None  # a report (vladva.eval.report schema) holding only this model's rows
     results_path: str | None = None
     environment: dict = field(default_factory=dict)  # versions, git commit (vladva.eval.runner.environment)
@@ -139,6 +141,8 @@ def _training_section(info: CardInfo) -> str:
     parts = ["## Training", ""]
     if info.training_config is None and info.compute is None:
         parts.append("No training record (config.yaml / compute.json) was found beside the adapter.")
+        if info.train_compute and info.train_compute.get("stages"):
+            parts += ["", _compute_record(info.train_compute)]
         return "\n".join(parts)
     if info.training_config is not None:
         rows = [(label, v) for label, keys in TRAINING_KEYS if (v := _dig(info.training_config, keys)) is not None]
@@ -150,16 +154,27 @@ def _training_section(info: CardInfo) -> str:
             st = c["stages"][-1]
             found = {
                 "steps": st.get("steps"),
+                "pairs": st.get("pairs"),
+                "long_captions": st.get("long_captions"),
                 "wall_seconds": st.get("seconds"),
+                "device": st.get("device"),
                 "threads": st.get("threads"),
                 "trainable_params": (st.get("extra") or {}).get("trainable_params"),
             }
             c = {k: v for k, v in found.items() if v is not None}
+        seen = "".join(
+            f", {c[k]:,} {label}"
+            for k, label in (("pairs", "image-caption pairs"), ("long_captions", "long captions"))
+            if k in c
+        )
+        device = f" on {c['device']}" if "device" in c else ""
         parts.append(
-            f"Compute: {c.get('steps', '?')} steps, {c.get('wall_seconds', '?')} s wall clock, "
+            f"Compute: {c.get('steps', '?')} steps{seen}, {c.get('wall_seconds', '?')} s wall clock{device}, "
             f"{c.get('threads', '?')} threads, {c.get('trainable_params', '?')} trainable parameters."
         )
         parts.append("")
+    if info.train_compute and info.train_compute.get("stages"):
+        parts += [_compute_record(info.train_compute), ""]
     if info.training_config is not None:
         import yaml
 
@@ -194,6 +209,43 @@ def eval_command(info: CardInfo) -> str:
     is one folder, else a DATA placeholder for the user's benchmark folder."""
     data = benchmark_data_dir(info.evaluation) or "DATA"
     return f"vladva eval -m vladva:{info.location} --data {data} --out {info.location}-eval"
+
+
+def _compute_record(tc: dict) -> str:
+    """What every stage that made the model saw (base pretraining, then the fine-tune) and its totals."""
+    from vladva.eval.report import markdown_table
+
+    def n(value) -> str:
+        return "–" if value is None else f"{int(value):,}"
+
+    rows = [
+        [
+            str(st.get("stage")),
+            Path(st["file"]).parent.name,
+            n(st.get("steps")),
+            n(st.get("pairs")),
+            n(st.get("long_captions")),
+            n(st.get("tokens")),
+            f"{st.get('device', '?')}, {st.get('seconds', '?')} s",
+        ]
+        for st in tc["stages"]
+    ]
+    partial = set(tc.get("incomplete") or [])
+    totals = [f"{'≥' if k in partial else ''}{n(tc.get(k))}" for k in ("pairs", "long_captions", "tokens")]
+    rows.append(["**total**", "", "", *[f"**{t}**" for t in totals], ""])
+    times = []
+    for key, unit in (("cpu_minutes", "CPU-minutes"), ("gpu_seconds", "accelerator seconds")):
+        if tc.get(key):  # 0 (no stage on that device) is left out
+            times.append(f"{tc[key]:.1f} {unit}" if tc[key] >= 0.1 else f"{tc[key]:.2g} {unit}")
+    return "\n".join(
+        [
+            "Training record, every stage that made this model (the base's pretraining, then this fine-tune): "
+            "contrastive image-caption pairs, long captions trained with the next-token loss, and text tokens "
+            "(an LVLM's image placeholders included)" + (f"; {' and '.join(times)} in all." if times else "."),
+            "",
+            markdown_table(["stage", "folder", "steps", "pairs", "long captions", "tokens", "device, wall"], rows),
+        ]
+    )
 
 
 def _evaluation_section(info: CardInfo) -> str:

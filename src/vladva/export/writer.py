@@ -66,6 +66,15 @@ def _source(req: ExportRequest) -> tuple[Path | None, dict, str | None]:
     return None, meta, meta.get("base_model") or str(req.base)
 
 
+def _train_compute(base_name: str | None, weights_dir: Path | None) -> dict:
+    """The compute records of the base (when its folder is here) and of the trained weights."""
+    from vladva.eval.models import read_train_compute
+    from vladva.pretrained import resolve_base
+
+    folders = [resolve_base(base_name)] if base_name else []
+    return read_train_compute([f for f in folders if f.is_dir()] + ([weights_dir] if weights_dir else []))
+
+
 def export_model(req: ExportRequest, log=print) -> Path:
     """Write the export folder `req.out` and return it. Everything the user can get wrong (paths,
     results rows, format) is checked before the model is loaded."""
@@ -84,6 +93,7 @@ def export_model(req: ExportRequest, log=print) -> Path:
     elif req.results_models:
         raise ExportError("--results-model needs --results")
     training_config, compute = read_training_record(weights_dir)
+    train_compute = _train_compute(base_name, weights_dir)
     if req.format == "sentence-transformers":
         try:
             import sentence_transformers  # noqa: F401
@@ -119,6 +129,7 @@ def export_model(req: ExportRequest, log=print) -> Path:
             adapter=str(weights_dir) if weights_dir else None,
             training_config=training_config,
             compute=compute,
+            train_compute=train_compute,
             evaluation=evaluation,
             results_path=str(req.results) if req.results else None,
             environment=environment(),

@@ -17,6 +17,7 @@ import json
 import random
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 from vladva.data.manifest import Record, write_manifest
@@ -203,6 +204,7 @@ def write_train_split(
     records = []
     short, long_, qa_count, objects = TokenStats(), TokenStats(), 0, 0
     n_negatives = n_caption_negatives = 0
+    kinds: dict[str, Counter] = {"negative_captions": Counter(), "caption_negatives": Counter()}
     combos: set[tuple[str, str]] = set()
     with split_progress(n, split, progress) as bar:
         for i in range(n):
@@ -218,12 +220,14 @@ def write_train_split(
                     scene, rec.captions, neg_rng, cfg.n_train_negatives, cfg.relation_threshold_px, world
                 )
                 n_negatives += len(rec.negative_captions)
+                kinds["negative_captions"].update(x.kind_name for x in rec.negative_captions)
             if cfg.n_caption_negatives > 0:
                 cneg_rng = item_rng(cfg.seed, f"{split}-caption-negatives", i)
                 rec.caption_negatives = caption_negatives(
                     scene, rec.captions, cneg_rng, cfg.n_caption_negatives, cfg.relation_threshold_px, world
                 )
                 n_caption_negatives += sum(map(len, rec.caption_negatives))
+                kinds["caption_negatives"].update(x.kind_name for negs in rec.caption_negatives for x in negs)
             for c in rec.captions:
                 short.add(c)
             long_.add(rec.long_caption)
@@ -241,6 +245,8 @@ def write_train_split(
         "instructions": qa_count,
         "negative_captions": n_negatives,
         "caption_negatives": n_caption_negatives,
+        # negatives per kind (vladva.toyworld.negatives.NEGATIVE_KINDS)
+        "negative_kinds": {k: dict(sorted(c.items())) for k, c in kinds.items()},
         "mean_objects": round(objects / max(1, n), 3),
         "colour_shape_combinations": len(combos),
         "vocabulary": sorted(short.vocab | long_.vocab),

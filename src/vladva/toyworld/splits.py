@@ -32,7 +32,7 @@ from vladva.toyworld.captions import (
     render_claim,
     tokenize,
 )
-from vladva.toyworld.negatives import hard_negative
+from vladva.toyworld.negatives import NEGATIVE_KINDS, hard_negative, kind_is_supported
 from vladva.toyworld.scene import COLOURS, SHAPES, Scene, SceneConfig, render_scene
 from vladva.toyworld.world import (
     ShapesDataConfig,
@@ -477,7 +477,8 @@ def write_eval_splits(root: Path, cfg: ShapesDataConfig, world: World, progress:
 
 def check_dataset(root: Path) -> dict:
     """Re-check every caption of a shapes data set from its files alone (manifests and
-    `scenes.json`): positives true, negatives (training hard negatives too) false, Winoground
+    `scenes.json`): positives true, negatives (training hard negatives too) false and of the kind
+    they are typed as (`vladva.toyworld.negatives.negative_kind`), Winoground
     captions true for exactly their own image with the same words, retrieval captions true for
     their image. Returns
     `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
@@ -513,8 +514,18 @@ def check_dataset(root: Path) -> dict:
             scene = Scene.from_dict(r.meta["scene"])
             for c in r.captions:
                 expect(truth(c, scene, f"{path}:{n}") is True and count_tokens(c) <= SHORT_MAX_TOKENS, f"{path}:{n}", c)
-            for c in r.negative_captions + [x for negs in r.caption_negatives for x in negs]:
-                expect(truth(c, scene, f"{path}:{n}") is False, f"{path}:{n} negative", c)
+            for neg in r.negative_captions + [x for negs in r.caption_negatives for x in negs]:
+                expect(truth(neg.text, scene, f"{path}:{n}") is False, f"{path}:{n} negative", neg.text)
+            # a typed negative is the edit its kind says: of its own caption, or of some true claim
+            for neg, source in [(x, None) for x in r.negative_captions] + [
+                (x, cap) for cap, negs in zip(r.captions, r.caption_negatives) for x in negs
+            ]:
+                if neg.kind is not None:
+                    expect(
+                        neg.kind in NEGATIVE_KINDS and kind_is_supported(neg.text, neg.kind, scene, source),
+                        f"{path}:{n} negative of kind {neg.kind!r}" + (f" of {source!r}" if source else ""),
+                        neg.text,
+                    )
     folder = root / "retrieval"
     scenes = scenes_of(folder)
     for im in json.loads((folder / "dataset_shapes.json").read_text(encoding="utf-8"))["images"]:

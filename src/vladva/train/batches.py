@@ -10,8 +10,9 @@
   shards, and every batch carries the position of its split just after it, which a checkpoint
   saves so a resumed run continues there (docs/distributed.md).
 - `StepCollator` draws one short caption per image (seeded per epoch and sample), the caption's
-  own hard negatives when asked, picks the images that also get a next-token loss, and builds every
-  tensor the step needs with the model's `TowerInputBuilder`. It runs in the DataLoader's worker
+  own hard negatives when asked (of the kinds `data.negative_kinds` selects), picks the images
+  that also get a next-token loss, and builds every tensor the step needs with the model's
+  `TowerInputBuilder`. It runs in the DataLoader's worker
   processes (`data.num_workers`), so images are decoded and tokenised off the training process.
 - Unreadable samples are skipped and counted (or raise with `data.strict`).
 """
@@ -21,18 +22,21 @@ from __future__ import annotations
 import logging
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from vladva.data.images import ImageLoadError, load_image
-from vladva.data.manifest import Record, read_manifest
+from vladva.data.manifest import Negative, Record, as_negatives, read_manifest
 from vladva.model.inputs import TowerInputBuilder, TowerInputs
 from vladva.train.losses import caption_keys
 
 log = logging.getLogger(__name__)
+
+# `data.negative_kinds` value that selects every kind of hard negative (typed or not).
+ALL_KINDS = "all"
 
 
 def load_records(path: Path | str, strict: bool) -> list[Record]:
@@ -60,8 +64,8 @@ class TrainSample:
     image: object | None
     captions: list[str]
     long_caption: str | None = None
-    caption_negatives: list[list[str]] = field(default_factory=list)
-    negative_captions: list[str] = field(default_factory=list)
+    caption_negatives: list[list[Negative]] = field(default_factory=list)
+    negative_captions: list[Negative] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -203,9 +207,11 @@ class StepBatch:
     caption_ids: torch.Tensor  # (n,) identical caption -> positive
     ntp_rows: list[int] = field(default_factory=list)  # rows whose long caption is trained (NTP)
     # Hard negatives: false captions, each a candidate for every image (image->text);
-    # `negative_rows[k]` is the row of the image negative k was drawn for.
+    # `negative_rows[k]` is the row of the image negative k was drawn for, `negative_kinds[k]` its
+    # kind (`Negative.kind_name`: e.g. "swap_att", or "untyped").
     negatives: list[str] = field(default_factory=list)
     negative_rows: list[int] = field(default_factory=list)
+    negative_kinds: list[str] = field(default_factory=list)
     image_chunks: list[ImageChunk] = field(default_factory=list)
     text_chunks: list[TowerInputs] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -245,8 +251,9 @@ class StepCollator:
 
     `ntp_batch_size`: how many images (the first ones with a long caption) also get the next-token
     loss (0, or `with_ntp=False`, for none); `hard_negatives`: how many false captions per image
-    join the batch (the drawn caption's own minimal edits first, then the record's);
-    `chunk_size` > 0 splits the tensors for GradCache."""
+    join the batch (the drawn caption's own minimal edits first, then the record's), drawn only
+    among `negative_kinds` (None or `["all"]`: every kind; `"untyped"` names negatives without
+    a kind); `chunk_size` > 0 splits the tensors for GradCache."""
 
     def __init__(
         self,
@@ -257,28 +264,38 @@ class StepCollator:
         hard_negatives: int = 0,
         chunk_size: int = 0,
         with_ntp: bool = True,
+        negative_kinds: Sequence[str] | None = None,
     ):
         self.builder = builder
         self.ntp_batch_size = ntp_batch_size if with_ntp else 0
         self.caption_choice, self.seed = caption_choice, seed
         self.hard_negatives, self.chunk_size = hard_negatives, chunk_size
+        all_kinds = negative_kinds is None or ALL_KINDS in negative_kinds
+        self.negative_kinds = None if all_kinds else frozenset(negative_kinds)
 
     def _caption_index(self, s: TrainSample) -> int:
         if self.caption_choice == "first":
             return 0
         return random.Random(f"vladva-caption/{self.seed}/{s.draw_key}").randrange(len(s.captions))
 
-    def _negatives(self, s: TrainSample, c: int) -> list[str]:
-        own = s.caption_negatives[c] if s.caption_negatives else []
+    def _wanted(self, negatives: list[Negative | str]) -> list[Negative]:
+        negatives = as_negatives(negatives)
+        if self.negative_kinds is None:
+            return negatives
+        return [x for x in negatives if x.kind_name in self.negative_kinds]
+
+    def _negatives(self, s: TrainSample, c: int) -> list[Negative]:
+        own = self._wanted(s.caption_negatives[c] if s.caption_negatives else [])
         rng = random.Random(f"vladva-negative/{self.seed}/{s.draw_key}")
         picked = rng.sample(own, min(self.hard_negatives, len(own)))
-        rest = [x for x in s.negative_captions if x not in picked]
+        taken = {x.text for x in picked}
+        rest = [x for x in self._wanted(s.negative_captions) if x.text not in taken]
         return picked + rng.sample(rest, min(self.hard_negatives - len(picked), len(rest)))
 
     def __call__(self, items: list[TrainSample] | ShardGroup) -> StepBatch:
         group = items if isinstance(items, ShardGroup) else ShardGroup(list(items), [], {})
         images, captions, ids, skipped = [], [], [], list(group.skipped)
-        ntp_rows, ntp_images, ntp_captions, negatives, negative_rows = [], [], [], [], []
+        ntp_rows, ntp_images, ntp_captions, negatives, negative_rows, kinds = [], [], [], [], [], []
         for s in group.samples:
             skipped.extend(s.skipped)
             if s.image is None:
@@ -289,7 +306,8 @@ class StepCollator:
             ids.append(s.pair_id)
             if self.hard_negatives > 0:
                 picked = self._negatives(s, c)
-                negatives.extend(picked)
+                negatives.extend(x.text for x in picked)
+                kinds.extend(x.kind_name for x in picked)
                 negative_rows.extend([len(images) - 1] * len(picked))
             if s.long_caption and len(ntp_images) < self.ntp_batch_size:
                 ntp_rows.append(len(images) - 1)
@@ -299,6 +317,7 @@ class StepCollator:
             keys = set(caption_keys(captions).tolist())
             keep = [j for j, key in enumerate(caption_keys(negatives).tolist()) if key not in keys]
             negatives, negative_rows = [negatives[j] for j in keep], [negative_rows[j] for j in keep]
+            kinds = [kinds[j] for j in keep]
         batch = StepBatch(
             captions,
             torch.tensor(ids, dtype=torch.long),
@@ -306,6 +325,7 @@ class StepCollator:
             ntp_rows,
             negatives,
             negative_rows,
+            kinds,
             skipped=skipped,
             positions=group.positions,
         )

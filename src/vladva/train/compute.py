@@ -2,7 +2,7 @@
 
 Every training loop (VladVA fine-tuning, the base-model and baseline pretraining stages) fills a
 `StageCompute`: optimizer steps, what the model saw (image-caption pairs for a contrastive loss,
-long captions for the next-token loss, other training sequences, LM tokens), wall seconds on
+long captions for the next-token loss, other training sequences, text tokens), wall seconds on
 which device and how many CPU threads. Reports sum the stages of a model's folders
 (`vladva.eval.models.read_train_compute`), so a comparison can be stated in pairs seen, tokens
 and device time rather than in seconds across different devices.
@@ -32,7 +32,8 @@ class StageCompute:
     pairs: int = 0
     # Long captions trained with the next-token loss.
     long_captions: int = 0
-    # Real (unpadded) tokens that went through the language model.
+    # Real (unpadded) tokens through the text side: the language model's sequences (an LVLM's image
+    # placeholder positions included), or a CLIP-style text tower's tokens; 0 for an image-only stage.
     tokens: int = 0
     seconds: float = 0.0
     device: str = "cpu"

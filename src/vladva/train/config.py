@@ -31,6 +31,10 @@ class DataConfig:
     # (`caption_negatives`) first, then the record's `negative_captions`. 0: off. Records without
     # negatives contribute none. Works with manifests, shards, GradCache and several processes.
     hard_negatives: int = 0
+    # Which kinds of hard negative the collator draws (a manifest negative's "kind", docs/core.md):
+    # [all] (every kind, typed or not), or a list such as [swap_att, swap_obj] (binding only);
+    # "untyped" names negatives written as plain strings.
+    negative_kinds: list[str] = field(default_factory=lambda: ["all"])
     # Unreadable images and bad manifest lines: skipped and counted (false) or an error (true).
     strict: bool = False
     # DataLoader worker processes that read images (or shards) and build the batch tensors
@@ -46,6 +50,10 @@ class DataConfig:
             raise ValueError("data.ntp_batch_size must be between 0 and data.contrastive_batch_size")
         if self.hard_negatives < 0:
             raise ValueError(f"data.hard_negatives must be >= 0 (0: off), got {self.hard_negatives}")
+        if not self.negative_kinds or not all(isinstance(k, str) and k.strip() for k in self.negative_kinds):
+            raise ValueError(f"data.negative_kinds must be a non-empty list of kind names, got {self.negative_kinds!r}")
+        if "all" in self.negative_kinds and len(self.negative_kinds) > 1:
+            raise ValueError(f"data.negative_kinds: 'all' stands alone, got {self.negative_kinds!r}")
         if self.caption_choice not in ("random", "first"):
             raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.caption_choice!r}")
 

@@ -136,6 +136,24 @@ def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
+def mean_over_processes_where_present(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over the processes that have it (keys may differ between processes,
+    e.g. a kind of hard negative one process drew no example of); a collective: all call it."""
+    if not is_distributed():
+        return values
+    keys = sorted({k for ks in all_gather_objects(sorted(values)) for k in ks})
+    if not keys:
+        return {}
+    t = torch.tensor(
+        [values.get(k, 0.0) for k in keys] + [float(k in values) for k in keys],
+        dtype=torch.float64,
+        device=collective_device(),
+    )
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    total, count = t[: len(keys)].tolist(), t[len(keys) :].tolist()
+    return {k: s / n for k, s, n in zip(keys, total, count) if n > 0}
+
+
 def all_gather_objects(obj) -> list:
     """Every process's `obj` (picklable), in rank order; `[obj]` with one process."""
     if not is_distributed():

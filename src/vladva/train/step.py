@@ -18,7 +18,7 @@ float rounding); GradCache's peak memory follows the chunk, not the batch.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -97,9 +97,48 @@ def _scatter_rows(n: int, rows: list[int], values: torch.Tensor) -> torch.Tensor
     return out.index_copy(0, torch.tensor(rows, device=values.device), values)
 
 
-def _metrics(emb: BatchEmbeddings) -> dict[str, torch.Tensor]:
+@dataclass
+class KindAccuracy:
+    """Hard-negative accuracy of one kind: `acc` the share (0-1) of the `items` that have a
+    negative of the kind whose positive outscores every one of them (ties count against the
+    model); `chance` what indistinguishable negatives score: the mean of 1 / (1 + negatives of
+    the kind) over those items."""
+
+    acc: float
+    items: int
+    chance: float
+
+
+def hard_negative_accuracy(
+    positive: torch.Tensor, negative: torch.Tensor, negative_item: torch.Tensor, negative_kinds: Sequence[str]
+) -> dict[str, KindAccuracy]:
+    """Per kind, and over every negative as `"all"`: how often an item's positive outscores all
+    of its own hard negatives.
+
+    `positive`: `(n,)` score of each item's true pair (image . its caption); `negative`: `(m,)`
+    score of each negative against its item's image; `negative_item`: `(m,)` int64, the item
+    negative k belongs to; `negative_kinds`: m kind names. Items without a negative of a kind do
+    not count for it."""
+    positive, negative = positive.detach().float(), negative.detach().float()
+    negative_item = negative_item.to(positive.device)
+    kinds = ["all"] + sorted(set(negative_kinds))
+    out: dict[str, KindAccuracy] = {}
+    for kind in kinds:
+        mask = torch.tensor([kind in ("all", k) for k in negative_kinds], dtype=torch.bool, device=positive.device)
+        items, scores = negative_item[mask], negative[mask]
+        best = torch.full_like(positive, float("-inf")).scatter_reduce(0, items, scores, "amax")
+        count = torch.zeros_like(positive).scatter_add(0, items, torch.ones_like(scores))
+        has = count > 0
+        if has.any():
+            acc = (positive > best)[has].float().mean().item()
+            out[kind] = KindAccuracy(acc, int(has.sum()), (1.0 / (1.0 + count[has])).mean().item())
+    return out
+
+
+def _metrics(emb: BatchEmbeddings, negative_kinds: Sequence[str] = ()) -> dict[str, torch.Tensor]:
     """In-batch image->text accuracy (exact pair or an identical caption) and, with hard negatives,
-    the share of images whose caption outscores all of its own negatives."""
+    the share of images whose caption outscores all of its own negatives (`hard_neg_acc`) and the
+    same per kind of negative (`hard_neg_acc/<kind>`, among the images with a negative of that kind)."""
     img, txt, neg = emb.image.detach(), emb.text.detach(), emb.negatives
     out = {}
     with torch.no_grad():
@@ -108,10 +147,10 @@ def _metrics(emb: BatchEmbeddings) -> dict[str, torch.Tensor]:
         out["batch_acc"] = pos[torch.arange(len(top)), top].float().mean()
         if neg is not None and len(neg):
             rows = torch.tensor(emb.negative_rows, device=img.device)
-            neg_score = (img[rows] * neg.detach()).sum(dim=1)
-            best = torch.full((len(img),), float("-inf"), device=img.device).scatter_reduce(0, rows, neg_score, "amax")
-            has = torch.isfinite(best)
-            out["hard_neg_acc"] = ((img * txt).sum(dim=1) > best)[has].float().mean().cpu()
+            kinds = list(negative_kinds) or ["untyped"] * len(rows)
+            scores = hard_negative_accuracy((img * txt).sum(dim=1), (img[rows] * neg.detach()).sum(dim=1), rows, kinds)
+            for kind, score in scores.items():
+                out["hard_neg_acc" if kind == "all" else f"hard_neg_acc/{kind}"] = torch.tensor(score.acc)
     return out
 
 
@@ -153,7 +192,7 @@ class TrainingModule(nn.Module):
         out = dict(losses, loss=self.objective.total(losses, ntp))
         if ntp is not None:
             out["ntp"] = ntp
-        return out | _metrics(embeddings)
+        return out | _metrics(embeddings, batch.negative_kinds)
 
 
 class RandomState:
@@ -242,7 +281,7 @@ def grad_cache_step(
     out["loss"] = obj.total({k: v.detach() for k, v in losses.items()}, ntp)
     if ntp is not None:
         out["ntp"] = ntp
-    return out | _metrics(embeddings)
+    return out | _metrics(embeddings, batch.negative_kinds)
 
 
 def forward_backward(

@@ -27,7 +27,7 @@ from vladva.data.vocab import warn_unknown_tokens
 from vladva.model.vladva import VladVA
 from vladva.threads import apply_threads
 from vladva.train import engine
-from vladva.train.batches import StepCollator, TrainBatches, load_records
+from vladva.train.batches import ALL_KINDS, StepCollator, TrainBatches, load_records
 from vladva.train.checkpoint import (
     RECIPE_FILE,
     has_checkpoints,
@@ -48,6 +48,7 @@ from vladva.train.distributed import (
     average_gradients,
     gather_with_grad,
     mean_over_processes,
+    mean_over_processes_where_present,
     negatives_per_query,
     sum_over_processes,
     token_share,
@@ -71,10 +72,11 @@ class TrainResult:
     curves: Path | None = None  # training_curves.png
 
 
-def retrieval_recall(model: VladVA, records, batch_size: int = 64) -> dict[str, float]:
-    """Text->image and image->text R@1 (%) over `records` and all their short captions, ties
-    against the model (vladva.eval.metrics). A text->image hit retrieves the caption's own image;
-    image->text: any caption of the image."""
+def retrieval_recall(model: VladVA, records, batch_size: int = 64) -> dict:
+    """Held-out checks over `records` and all their short captions: text->image and image->text
+    R@1 (%), ties against the model (vladva.eval.metrics); a text->image hit retrieves the
+    caption's own image, image->text any caption of the image. When captions have hard negatives
+    (`caption_negatives`), also the hard-negative accuracy per kind (`held_out_hard_negatives`)."""
     from vladva.eval.metrics import retrieval_recalls
 
     images = [r.image for r in records]
@@ -90,6 +92,44 @@ def retrieval_recall(model: VladVA, records, batch_size: int = 64) -> dict[str, 
         "i2t_r1": round(r["i2t_R@1"], 2),
         "n_images": len(images),
         "n_texts": len(texts),
+    } | held_out_hard_negatives(model, records, img, txt, batch_size)
+
+
+def held_out_hard_negatives(model: VladVA, records, img: torch.Tensor, txt: torch.Tensor, batch_size: int = 64) -> dict:
+    """Per kind of negative (and `"all"`), the share (0-1) of (image, caption) items of `records`
+    whose caption outscores every one of its own `caption_negatives` of that kind, ties against
+    the model (`vladva.train.step.hard_negative_accuracy`); `{}` when no caption has negatives.
+
+    `img`: `(n_records, dim)` and `txt`: `(n_captions, dim)` (every record's captions in order)
+    L2-normalised embeddings. Returns `{"hard_neg_acc": {kind: share}, "hard_neg_items": {kind: n},
+    "hard_neg_chance": {kind: share}}` (chance: 1 / (1 + the item's negatives of the kind), averaged)."""
+    from vladva.data.manifest import as_negatives
+    from vladva.train.step import hard_negative_accuracy
+
+    item, image_of_item, neg_texts, neg_item, neg_kinds = 0, [], [], [], []
+    for i, r in enumerate(records):
+        for c in range(len(r.captions)):
+            for neg in as_negatives(r.caption_negatives[c] if r.caption_negatives else []):
+                neg_texts.append(neg.text)
+                neg_item.append(item)
+                neg_kinds.append(neg.kind_name)
+            image_of_item.append(i)
+            item += 1
+    if not neg_texts:
+        return {}
+    unique = list(dict.fromkeys(neg_texts))
+    emb = model.encode_texts(unique, batch_size=batch_size)
+    row = {t: k for k, t in enumerate(unique)}
+    neg = emb[torch.tensor([row[t] for t in neg_texts])]
+    owner = torch.tensor(image_of_item)
+    items = torch.tensor(neg_item)
+    positive = (img[owner] * txt).sum(dim=1)
+    negative = (img[owner[items]] * neg).sum(dim=1)
+    scores = hard_negative_accuracy(positive, negative, items, neg_kinds)
+    return {
+        "hard_neg_acc": {k: round(v.acc, 4) for k, v in scores.items()},
+        "hard_neg_items": {k: v.items for k, v in scores.items()},
+        "hard_neg_chance": {k: round(v.chance, 4) for k, v in scores.items()},
     }
 
 
@@ -160,6 +200,32 @@ def _check_inputs(cfg: TrainConfig, resume: bool) -> tuple[Path, Path, Path | No
     if not resume and has_checkpoints(run_dir):
         raise ValueError(f"output_dir {run_dir} already holds checkpoints; pass --resume or choose another output_dir")
     return base_dir, run_dir, ckpt
+
+
+def _check_negative_kinds(records, kinds: list[str], hard_negatives: int, where: str) -> None:
+    """Warn when the training data has no hard negatives of the kinds `data.negative_kinds` selects."""
+    present = {
+        x.kind_name for r in records for x in r.negative_captions + [y for ys in r.caption_negatives for y in ys]
+    }
+    if not present:
+        log.warning(
+            "data.hard_negatives=%d but no record of %s has negative captions: training without hard negatives",
+            hard_negatives,
+            where,
+        )
+        return
+    if ALL_KINDS in kinds:
+        return
+    missing = sorted(set(kinds) - present)
+    if missing:
+        log.warning(
+            "data.negative_kinds: %s %s in %s (its negatives are of kinds %s)%s",
+            ", ".join(missing),
+            "is not" if len(missing) == 1 else "are not",
+            where,
+            ", ".join(sorted(present)),
+            "; training without hard negatives" if not present & set(kinds) else "",
+        )
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
@@ -254,6 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         cfg.data.hard_negatives,
         cfg.grad_cache.chunk_size,
         with_ntp=cfg.loss.ntp_weight > 0,
+        negative_kinds=cfg.data.negative_kinds,
     )
     batches = TrainBatches(
         cfg.data.train,
@@ -268,13 +335,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         shard_state=saved.get("shards"),
         records=records,
     )
-    has_negatives = records is None or any(r.negative_captions or any(r.caption_negatives) for r in records)
-    if cfg.data.hard_negatives > 0 and not has_negatives:
-        log.warning(
-            "data.hard_negatives=%d but no record of %s has negative captions: training without hard negatives",
-            cfg.data.hard_negatives,
-            cfg.data.train,
-        )
+    if cfg.data.hard_negatives > 0 and records is not None:
+        _check_negative_kinds(records, cfg.data.negative_kinds, cfg.data.hard_negatives, cfg.data.train)
 
     metrics = MetricsLog(run_dir / METRICS_FILE, step if ckpt is not None else None, accelerator.is_main_process)
     evals: list[dict] = []
@@ -293,8 +355,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         rec = {"step": step, "eval": result, "eval_seconds": round(time.perf_counter() - t0, 2)}
         evals.append(rec)
         metrics.write(rec)
+        per_kind = "".join(f"  {k} {v:.2f}" for k, v in result.get("hard_neg_acc", {}).items())
         accelerator.print(
             f"step {step}: held-out R@1 text->image {result['t2i_r1']:.1f}  image->text {result['i2t_r1']:.1f}"
+            + (f"; hard-negative accuracy{per_kind}" if per_kind else "")
         )
 
     def update_compute(final_loss: float | None) -> StageCompute:
@@ -345,6 +409,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     while step < cfg.optim.max_steps:
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
+        seen: dict[str, int] = {}  # micro-batches that reported each value (a kind may be absent from some)
         chunked = False
         for _ in range(cfg.optim.grad_accum):
             batch = batches.next()
@@ -362,14 +427,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             counts["tokens"] += batch.n_tokens
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.optim.grad_accum
+                seen[k] = seen.get(k, 0) + 1
+        sums = {
+            k: v * cfg.optim.grad_accum / seen[k] if seen[k] != cfg.optim.grad_accum else v for k, v in sums.items()
+        }
         pause_for_tests(run_dir / "checkpoints", "step", step + 1)  # kill-and-resume tests stop here
         if chunked:  # GradCache ran outside DDP's reducer
             average_gradients(p for p in module.parameters() if p.requires_grad)
         if accelerator.num_processes > 1:  # log the global batch's losses, not the main process's part
             keys = ["loss", "contrastive", "batch_acc"]
             keys += ["ntp"] if cfg.loss.ntp_weight > 0 and cfg.data.ntp_batch_size else []
-            keys += ["hard_neg_acc"] if cfg.data.hard_negatives > 0 else []
+            hard = {k: v for k, v in sums.items() if k.startswith("hard_neg_acc")}
             sums = mean_over_processes({k: sums.get(k, 0.0) for k in keys})
+            if cfg.data.hard_negatives > 0:  # a process may have no negative of some kind this step
+                sums |= mean_over_processes_where_present(hard)
         grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -390,9 +461,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if step % cfg.log_every == 0 or step == cfg.optim.max_steps or step == 1:
             metrics.write(last)
         bar.update(1)
-        bar.set_postfix(
-            {k: f"{last[k]:.3f}" for k in ("loss", "contrastive", "ntp", "batch_acc", "hard_neg_acc") if k in last}
-        )
+        shown = ["loss", "contrastive", "ntp", "batch_acc", "hard_neg_acc"]
+        shown += sorted(k for k in last if k.startswith("hard_neg_acc/"))
+        bar.set_postfix({k: f"{last[k]:.3f}" for k in shown if k in last})
         if cfg.eval.every > 0 and step % cfg.eval.every == 0 and step != cfg.optim.max_steps:
             evaluate()
             module.train()
@@ -428,9 +499,7 @@ def train_or_reuse(cfg: TrainConfig, log=print) -> Path:
     """The final checkpoint of the run `cfg` describes: reused when `output_dir` holds that run
     finished, resumed when it holds it interrupted, trained otherwise. A run folder holding a run
     with another config is an error (nothing is overwritten)."""
-    import yaml
-
-    from vladva.config import config_to_dict
+    from vladva.config import ConfigError, config_to_dict, load_config
 
     run_dir = Path(cfg.output_dir)
     ckpt = latest_checkpoint(run_dir)
@@ -438,8 +507,11 @@ def train_or_reuse(cfg: TrainConfig, log=print) -> Path:
         log(f"training {cfg.base_model} for {cfg.optim.max_steps} steps into {run_dir}")
         return train(cfg).checkpoint
     recipe = run_dir / RECIPE_FILE
-    saved = yaml.safe_load(recipe.read_text(encoding="utf-8")) if recipe.is_file() else None
-    if not isinstance(saved, dict) or _result_keys(saved) != _result_keys(config_to_dict(cfg)):
+    try:  # a key the saved recipe predates reads as its default (e.g. data.negative_kinds: [all])
+        saved = config_to_dict(load_config(TrainConfig, recipe)) if recipe.is_file() else None
+    except (ConfigError, ValueError):
+        saved = None
+    if saved is None or _result_keys(saved) != _result_keys(config_to_dict(cfg)):
         raise ValueError(f"{run_dir} holds a VladVA run with another config; remove it or choose another output_dir")
     if is_final(ckpt, cfg.optim.max_steps):
         log(f"reusing the finished run {ckpt}")
@@ -448,4 +520,11 @@ def train_or_reuse(cfg: TrainConfig, log=print) -> Path:
     return train(cfg, resume=True).checkpoint
 
 
-__all__ = ["TrainResult", "load_trainer_state", "retrieval_recall", "train", "train_or_reuse"]
+__all__ = [
+    "TrainResult",
+    "held_out_hard_negatives",
+    "load_trainer_state",
+    "retrieval_recall",
+    "train",
+    "train_or_reuse",
+]

@@ -127,14 +127,16 @@ def train_clip_baseline(
     compute = start_compute("clip", device)
     gen = torch.Generator().manual_seed(seed)
     max_len = cfg.text.max_positions
-    step, ema, curve = 0, None, []
+    step, ema, curve, tokens = 0, None, [], 0
     bar = progress_bar(cfg.steps, "stage 2: CLIP baseline")
     t0 = time.perf_counter()
     while not budget.done(step):
         set_lr(opt, budget.lr_factor(step))
         idx = torch.randperm(len(train), generator=gen)[: cfg.batch_size]
         texts = [rng.choice(train.records[i].captions) for i in idx.tolist()]
-        enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt").to(device)
+        enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        tokens += int(enc["attention_mask"].sum())  # real text-tower tokens, </s> included (counted on the CPU)
+        enc = enc.to(device)
         with autocast(device, bf16):
             loss = model(
                 input_ids=enc["input_ids"],
@@ -158,6 +160,7 @@ def train_clip_baseline(
     finish_compute(compute, step, budget, time.perf_counter() - t0, ema)
     # Each example is one image with one of its captions, in a contrastive batch.
     compute.examples = compute.pairs = step * cfg.batch_size
+    compute.tokens = tokens
     compute.extra["loss_curve"] = curve
     compute.extra["min_seconds"] = round(min_seconds, 1)
     model.eval()
