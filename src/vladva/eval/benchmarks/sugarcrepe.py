@@ -27,6 +27,8 @@ class SugarCrepe(Benchmark):
         PathOption("sugarcrepe_images", "--sugarcrepe-images", "Image folder for SugarCrepe (e.g. COCO val2017)."),
     )
     legend = "SC = SugarCrepe (chance 50)"
+    label = "SC"  # the prefix of its summary columns and chart bars
+    categories = CATEGORIES  # the categories it reports (it reads whichever files exist)
 
     def load(self, path, cfg) -> list[PairSet]:
         return load_sugarcrepe(path, self.option(cfg, "sugarcrepe_images"))
@@ -38,10 +40,10 @@ class SugarCrepe(Benchmark):
         return score_pair_sets(enc, data, cfg.limit, cfg.seed, lambda pos, neg, _groups: M.pair_accuracy(pos, neg))
 
     def summary_columns(self, models: list[dict]) -> list[Column]:
-        return [(f"SC {c}", metric(self.name, c)) for c in CATEGORIES]
+        return [(f"{self.label} {c}", metric(self.name, c)) for c in self.categories]
 
     def chart_bars(self) -> list[Bar]:
-        return [(f"SC {c}", (self.name, c)) for c in CATEGORIES]
+        return [(f"{self.label} {c}", (self.name, c)) for c in self.categories]
 
 
 register_benchmark(SugarCrepe())

@@ -92,6 +92,7 @@ class Winoground(Benchmark):
     order = 40
     path = PathOption("winoground", "--winoground", "Winoground folder (examples.jsonl + images/) or saved HF dataset.")
     legend = "Wino = Winoground (chance 25 / 25 / 16.7)"
+    label = "Wino"  # the prefix of its summary columns
 
     def load(self, path, cfg) -> WinogroundSet:
         return load_winoground(path)
@@ -117,7 +118,7 @@ class Winoground(Benchmark):
         return M.winoground_scores(sim), {"examples": len(idx)}
 
     def summary_columns(self, models: list[dict]) -> list[Column]:
-        return [(f"Wino {s}", metric(self.name, s)) for s in SCORES]
+        return [(f"{self.label} {s}", metric(self.name, s)) for s in SCORES]
 
 
 register_benchmark(Winoground())
