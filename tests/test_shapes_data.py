@@ -295,7 +295,8 @@ def test_the_evaluation_loaders_read_every_split(default_ds):
 
     cfg = EvalConfig(data=str(default_ds))
     loaded = load_benchmarks(cfg, resolve_benchmarks(cfg))
-    assert list(loaded) == ["retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"]
+    in_vocabulary = ["retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"]
+    assert list(loaded) == in_vocabulary + ["paraphrase_retrieval", "paraphrase_sugarcrepe", "paraphrase_winoground"]
     rs = loaded["retrieval"]
     assert len(rs.images) == 40 and len(rs.captions) == 200 and rs.caption_true_count == [1] * 200
     assert len(loaded["sugarcrepe"]) == 7 and len(loaded["sugarcrepe_pp"]) == 5
@@ -303,6 +304,10 @@ def test_the_evaluation_loaders_read_every_split(default_ds):
     assert [len(s.positives) for s in loaded["aro"]] == [30, 30]
     zs = next(t for t in loaded["zeroshot"] if t.name == "largest_shape")
     assert len(zs.images) == 24 and sorted(set(zs.labels)) == [0, 1, 2, 3]
+    para = loaded["paraphrase_retrieval"]
+    assert len(para.images) == 40 and len(para.captions) == 200
+    assert para.caption_true_for == [[i // 5] for i in range(200)]  # each caption true for its own image only
+    assert len(loaded["paraphrase_sugarcrepe"]) == 5 and len(loaded["paraphrase_winoground"].captions_0) == 16
 
 
 # ----------------------------------------------------------------------------- hard world

@@ -9,11 +9,19 @@ from typing import ClassVar
 
 import pytest
 from PIL import Image
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from typer.testing import CliRunner
 
 from vladva.cli import app
 from vladva.data.manifest import Record, write_manifest
-from vladva.data.vocab import UNK_WARN_RATE, unknown_token_rate, warn_unknown_tokens
+from vladva.data.vocab import (
+    UNK_WARN_RATE,
+    load_tokenizer,
+    unk_token_id,
+    unknown_token_rate,
+    unknown_tokens,
+    warn_unknown_tokens,
+)
 from vladva.toyworld.toy_embedder import TOY_SPEC, ColourHistogramEmbedder
 
 UNKNOWN = "a green digit eight"  # 'digit' and 'eight' are not among the shipped base's 82 words
@@ -181,3 +189,52 @@ def test_index_search_and_serve_warn(digits_manifest, tokenizer, tmp_path, monke
     assert r.exit_code == 0 and "unknown" not in r.stderr
     r = runner.invoke(app, ["serve", "--index", str(out)])
     assert r.exit_code == 0 and f"the captions stored in {out}" in r.stderr
+
+
+# ---- the rate itself, on hand-made tokenizers and on the shipped base's -------------------------
+
+
+def _word_level(words: list[str]) -> Tokenizer:
+    vocab = {"<unk>": 0} | {w: i + 1 for i, w in enumerate(words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+def test_word_level_counts_unknown_tokens_and_names_the_words_lost():
+    tok = _word_level(["a", "green", "red"])
+    # 7 tokens, 3 unknown: "digit" twice (once capitalised), "eight" once.
+    rate, lost = unknown_tokens(tok, ["a green digit eight", "a red Digit"])
+    assert rate == pytest.approx(3 / 7)
+    assert lost.most_common() == [("digit", 2), ("eight", 1)]
+    assert unknown_token_rate(tok, ["a green digit eight", "a red Digit"]) == (pytest.approx(3 / 7), ["digit", "eight"])
+    assert unknown_token_rate(tok, ["a red", "green"]) == (0.0, [])
+    assert unknown_token_rate(tok, []) == (0.0, [])
+
+
+def test_a_transformers_tokenizer_gives_the_same_answer():
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=_word_level(["a", "green", "red"]), unk_token="<unk>", bos_token="<s>"
+    )
+    assert unk_token_id(tok) == 0
+    assert unknown_token_rate(tok, ["a green digit eight", "a red Digit"]) == (3 / 7, ["digit", "eight"])
+
+
+def test_a_tokenizer_without_an_unknown_token_loses_nothing():
+    tok = Tokenizer(models.BPE({"a": 0, "b": 1}, [], unk_token=None))
+    assert unk_token_id(tok) is None
+    assert unknown_token_rate(tok, ["ab ba"]) == (0.0, [])
+
+
+def test_the_shipped_base_reads_its_own_words_only():
+    tok = load_tokenizer("default")
+    assert unknown_token_rate(tok, ["a red circle left of a blue square"]) == (0.0, [])
+    rate, lost = unknown_token_rate(tok, ["a green digit eight"])
+    assert rate == 0.5 and lost == ["digit", "eight"]
+    rate, lost = unknown_tokens(tok, ["beneath the azure box rests a crimson disc"])
+    assert rate == pytest.approx(6 / 8) and dict(lost) == dict.fromkeys(
+        ("beneath", "azure", "box", "rests", "crimson", "disc"), 1
+    )

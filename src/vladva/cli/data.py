@@ -27,7 +27,7 @@ def shapes(
         None,
         "--n-test",
         help="Size of every evaluation split at once: retrieval "
-        "images, SugarCrepe per category, Winoground, ARO, zero-shot per task.",
+        "images, SugarCrepe per category, Winoground, ARO, zero-shot per task (the paraphrase split follows).",
     ),
     world: str | None = typer.Option(
         None,
@@ -43,7 +43,8 @@ def shapes(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Write the synthetic compositional data set: train/val manifests and retrieval, SugarCrepe(++),
-    Winoground, ARO and zero-shot splits, every caption verified against its scene."""
+    Winoground, ARO and zero-shot splits, and the paraphrase split (retrieval, SugarCrepe and
+    Winoground in words no training caption uses), every caption verified against its scene."""
     from vladva.config import ConfigError, load_config
     from vladva.toyworld.shapes import ShapesDataConfig, generate_shapes_dataset
 
@@ -72,6 +73,23 @@ def shapes(
         f"ARO {summary['aro']['relation']}+{summary['aro']['attribution']}, "
         f"zero-shot {len(summary['zeroshot'])} tasks. Summary: {out / 'dataset_summary.json'}"
     )
+    if "paraphrase" in summary:
+        typer.echo(_paraphrase_line(summary["paraphrase"], out / "paraphrase"))
+
+
+def _paraphrase_line(p: dict, folder: Path) -> str:
+    """One line on the paraphrase split: its sizes and how much of its words training never showed."""
+    line = (
+        f"paraphrase split ({folder}): retrieval {p['retrieval']['images']} images, "
+        f"SugarCrepe {sum(p['sugarcrepe'].values())}, Winoground {p['winoground']['examples']}; "
+        f"{100 * p['unseen_in_training']['all']['unseen_fraction']:.1f}% of its caption tokens never occur "
+        "in a training caption"
+    )
+    if "tokenizer" in p:
+        name = p["tokenizer"]["tokenizer"]
+        whose = "the shipped base's tokenizer" if name == "default" else f"the tokenizer of {name}"
+        line += f", {100 * p['tokenizer']['unknown_token_rate']:.1f}% are <unk> to {whose}"
+    return line
 
 
 @data_app.command("check")
@@ -79,7 +97,8 @@ def shapes(
 def check(folder: Path = typer.Argument(..., help="A folder written by `vladva data shapes`.")) -> None:
     """Re-check every caption of a shapes data set against its scenes: positives true, negatives
     false and of the kind they are typed as (swap_att, swap_obj, replace_rel, ...), Winoground
-    captions true for exactly their own image. Exit 1 if any check fails."""
+    captions true for exactly their own image, the paraphrase split through the claims stored
+    beside its captions. Exit 1 if any check fails."""
     from vladva.toyworld.splits import check_dataset
 
     result = check_dataset(folder)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 # Above this fraction of unknown word pieces a command warns (real tokenizers are at ~0).
 UNK_WARN_RATE = 0.01
@@ -20,35 +21,71 @@ UNK_WARN_RATE = 0.01
 MAX_CHECKED_TEXTS = 5000
 
 
-def unknown_token_rate(tokenizer, texts: Sequence[str]) -> tuple[float, list[str]]:
-    """`(rate, examples)`: the fraction of the word pieces of `texts` (special tokens not added)
-    that the tokenizer maps to its unknown id, and the distinct words behind them, most frequent
-    first. `(0.0, [])` for a tokenizer without an unknown token (byte-level BPE) or no pieces."""
-    unk = getattr(tokenizer, "unk_token_id", None)
-    texts = [t for t in texts if isinstance(t, str) and t.strip()]
-    if unk is None or not texts:
-        return 0.0, []
+def load_tokenizer(name: str | Path):
+    """A tokenizer to measure with: `"default"` (the shipped base LVLM's), a folder holding
+    `tokenizer.json` (read with the `tokenizers` library, without loading transformers), or
+    anything `transformers.AutoTokenizer.from_pretrained` accepts."""
+    from vladva.pretrained import resolve_base
+
+    path = resolve_base(name)
+    if (path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def unk_token_id(tokenizer) -> int | None:
+    """The id the tokenizer gives words it cannot read, or None when it has none (byte-level BPE)."""
+    if hasattr(tokenizer, "encode_batch"):  # a `tokenizers.Tokenizer`
+        model = tokenizer.model
+        token = getattr(model, "unk_token", None)
+        if token:
+            return tokenizer.token_to_id(token)
+        return getattr(model, "unk_id", None)  # Unigram keeps an id
+    return getattr(tokenizer, "unk_token_id", None)
+
+
+def _ids_and_spans(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]] | None]]:
+    """Per text, its token ids without special tokens and each token's character span (None
+    where the tokenizer cannot give spans: slow transformers tokenizers)."""
+    if hasattr(tokenizer, "encode_batch"):
+        return [(e.ids, e.offsets) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
     try:
-        enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-        offsets = enc["offset_mapping"]
-    except (NotImplementedError, TypeError, ValueError, KeyError):  # a slow tokenizer: no offsets
-        enc = tokenizer(list(texts), add_special_tokens=False)
-        offsets = None
-    total, unknown, words = 0, 0, Counter()
-    for i, ids in enumerate(enc["input_ids"]):
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
+    except (NotImplementedError, ValueError):
+        enc = tokenizer(texts, add_special_tokens=False)
+        return [(ids, None) for ids in enc["input_ids"]]
+
+
+def unknown_tokens(tokenizer, texts: Iterable[str]) -> tuple[float, Counter]:
+    """`(rate, lost)`: the share of `texts`' tokens (special tokens not added) that `tokenizer` maps to
+    its unknown id, in [0, 1] (0.0 for no tokens or a tokenizer without an unknown token: byte-level
+    BPE), and a `Counter` of what was lost: the lower-cased text each unknown token stood for ("digit"
+    when "a green digit" became "a green <unk>"; the unknown token itself for a slow tokenizer
+    without character spans). `tokenizer`: a `transformers` tokenizer or a `tokenizers.Tokenizer`
+    (`load_tokenizer`)."""
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    unk = unk_token_id(tokenizer)
+    if unk is None or not texts:
+        return 0.0, Counter()
+    total, lost = 0, Counter()
+    for text, (ids, spans) in zip(texts, _ids_and_spans(tokenizer, texts)):
         total += len(ids)
-        for j, token in enumerate(ids):
-            if token != unk:
-                continue
-            unknown += 1
-            if offsets is not None:
-                start, end = offsets[i][j]
-                words[texts[i][start:end]] += 1
-    if offsets is None and unknown:  # name the words by tokenizing each one alone
-        for word in {w for t in texts for w in t.split()}:
-            if unk in tokenizer(word, add_special_tokens=False)["input_ids"]:
-                words[word] += 1
-    return (unknown / total if total else 0.0), [w for w, _ in words.most_common()]
+        for k, token_id in enumerate(ids):
+            if token_id == unk:
+                lost[text[spans[k][0] : spans[k][1]].lower() if spans else "<unk>"] += 1
+    return (sum(lost.values()) / total if total else 0.0), lost
+
+
+def unknown_token_rate(tokenizer, texts: Sequence[str]) -> tuple[float, list[str]]:
+    """`(rate, examples)`: the fraction of the word pieces of `texts` that the tokenizer maps to its
+    unknown id (`unknown_tokens`), and the distinct words behind them, most frequent first."""
+    rate, lost = unknown_tokens(tokenizer, texts)
+    return rate, [w for w, _ in lost.most_common()]
 
 
 def _sample(texts: Sequence[str], limit: int) -> list[str]:
@@ -90,4 +127,12 @@ def tokenizer_of(model) -> object | None:
     return getattr(model, "tokenizer", None)
 
 
-__all__ = ["MAX_CHECKED_TEXTS", "UNK_WARN_RATE", "tokenizer_of", "unknown_token_rate", "warn_unknown_tokens"]
+__all__ = [
+    "MAX_CHECKED_TEXTS",
+    "UNK_WARN_RATE",
+    "load_tokenizer",
+    "tokenizer_of",
+    "unknown_token_rate",
+    "unknown_tokens",
+    "warn_unknown_tokens",
+]

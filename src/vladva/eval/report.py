@@ -194,7 +194,7 @@ def _detail_sections(models: list[dict]) -> list[str]:
 
 def render_markdown(report: dict, chart_name: str | None = "results.png") -> str:
     header, rows = summary_rows(report)
-    legends = [b.legend for b in benchmarks() if b.legend]
+    legends = [b.legend for b in benchmarks() if b.legend and b.results(report["models"])]
     parts = [
         "# vladva evaluation",
         "",

@@ -6,6 +6,8 @@
 - `negatives`: SugarCrepe-style false captions (evaluation examples, training hard negatives);
 - `shapes`: `vladva data shapes` (`generate_shapes_dataset`) and the training manifests;
 - `splits`: every evaluation split, and `check_dataset` (`vladva data check`);
+- `paraphrase`, `paraphrase_splits`: the paraphrase split (`DATA/paraphrase/`), its claims worded
+  in synonyms and sentence forms no training caption uses;
 - `base`: the recipes that pretrain the embedded default base LVLM and the CLIP-style baseline;
 - `toy_embedder`: a colour-histogram embedder for serving tests and demos without a model.
 

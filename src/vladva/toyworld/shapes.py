@@ -1,10 +1,11 @@
 """The embedded default data set: synthetic compositional scenes with verified captions.
 
 `generate_shapes_dataset(out_dir, cfg)` writes training/validation manifests (this module:
-short and long captions, instructions, hard negatives per record) and every evaluation split
-(`vladva.toyworld.splits`) in the layouts of docs/data-layouts.md. What items are drawn from
-(the world, the config, the per-item random generator) is `vladva.toyworld.world`; the false
-captions are `vladva.toyworld.negatives`.
+short and long captions, instructions, hard negatives per record), every evaluation split
+(`vladva.toyworld.splits`) in the layouts of docs/data-layouts.md, and the paraphrase split
+(`vladva.toyworld.paraphrase_splits`). What items are drawn from (the world, the config, the
+per-item random generator) is `vladva.toyworld.world`; the false captions are
+`vladva.toyworld.negatives`.
 
 Two worlds (see docs/data.md): "default" (2-3 objects, captions that often name everything) and
 "hard" (3-4 objects, training captions naming only one or two objects as alt-text does, and
@@ -31,6 +32,7 @@ from vladva.toyworld.captions import (
     tokenize,
 )
 from vladva.toyworld.negatives import caption_negatives, negative_captions
+from vladva.toyworld.paraphrase_splits import write_paraphrase_splits
 from vladva.toyworld.scene import Scene, SceneObject, render_scene
 from vladva.toyworld.splits import write_eval_splits
 from vladva.toyworld.world import (
@@ -59,6 +61,7 @@ OUTPUTS = (
     "winoground",
     "aro",
     "zeroshot",
+    "paraphrase",
     SUMMARY_FILE,
     CONFIG_FILE,
 )
@@ -325,6 +328,8 @@ def generate_shapes_dataset(
     vocab = set(summary["train"].pop("vocabulary")) | set(summary["val"].pop("vocabulary"))
     summary["vocabulary_size"] = len(vocab)
     summary.update(write_eval_splits(out_dir, cfg, world, progress))
+    if cfg.paraphrase:
+        summary["paraphrase"] = write_paraphrase_splits(out_dir, cfg, world, progress)
     # The summary is written last: its presence marks a complete data set. No timings in it, so
     # the same config gives the same bytes.
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

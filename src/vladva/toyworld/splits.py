@@ -51,7 +51,7 @@ SUGARCREPE_CATEGORIES = ("replace_obj", "replace_att", "replace_rel", "swap_obj"
 SUGARCREPE_PP_CATEGORIES = SUGARCREPE_CATEGORIES[:5]
 
 
-def _write_json(path: Path, obj) -> None:
+def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -74,11 +74,13 @@ def _checked(pos: str, neg: str, scene: Scene, thr: float) -> bool:
 # ----------------------------------------------------------------------------- retrieval
 
 
-def _signature(scene: Scene) -> tuple:
+def scene_signature(scene: Scene) -> tuple:
+    """The scene's objects without positions: an identifying caption cannot tell apart two
+    gallery scenes with the same signature."""
     return tuple(sorted((o.shape, o.colour, o.size) for o in scene.objects))
 
 
-def _true_images(claim: Claim, scenes: list[Scene], index: dict[tuple, set[int]], thr: float) -> list[int]:
+def true_images(claim: Claim, scenes: list[Scene], index: dict[tuple, set[int]], thr: float) -> list[int]:
     """Gallery images the claim is certainly true for. `index` maps an object's (shape, colour,
     size) to the images holding it; an image lacking a match for some described object is skipped
     without running the verifier (the verifier would say false)."""
@@ -106,9 +108,9 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
         for i in range(cfg.n_retrieval):
             rng = item_rng(cfg.seed, "retrieval", i)
             scene = sample_world_scene(
-                rng, world, "retrieval", cfg.image_size, accept=lambda s: _signature(s) not in seen
+                rng, world, "retrieval", cfg.image_size, accept=lambda s: scene_signature(s) not in seen
             )
-            seen.add(_signature(scene))
+            seen.add(scene_signature(scene))
             scenes.append(scene)
             name = f"{i:06d}.png"
             save_png(render_scene(scene), out / "images" / name)
@@ -139,8 +141,8 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
                 }
             )
             bar.update()
-    _write_json(out / "dataset_shapes.json", {"dataset": "shapes", "images": images})
-    _write_json(out / "scenes.json", {im["filename"]: s.to_dict() for im, s in zip(images, scenes)})
+    write_json(out / "dataset_shapes.json", {"dataset": "shapes", "images": images})
+    write_json(out / "scenes.json", {im["filename"]: s.to_dict() for im, s in zip(images, scenes)})
     index: dict[tuple, set[int]] = defaultdict(set)
     for i, s in enumerate(scenes):
         for o in s.objects:
@@ -148,7 +150,7 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
     truth = {}
     exactly_one, total_true = 0, 0
     for sid, text in enumerate(all_caps):
-        ids = _true_images(parse_caption(text), scenes, index, thr)
+        ids = true_images(parse_caption(text), scenes, index, thr)
         truth[str(sid)] = {"count": len(ids), "images": ids}
         exactly_one += len(ids) == 1
         total_true += len(ids)
@@ -161,7 +163,7 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
     }
     if world.heldout:
         summary["images_with_heldout_combination"] = sum(has_heldout(s, world) for s in scenes)
-    _write_json(out / "caption_truth.json", {"summary": summary, "captions": truth})
+    write_json(out / "caption_truth.json", {"summary": summary, "captions": truth})
     return summary
 
 
@@ -221,11 +223,11 @@ def write_sugarcrepe(root: Path, cfg: ShapesDataConfig, world: World, progress: 
                             break
             bar.update()
     for c, items in sc.items():
-        _write_json(root / "sugarcrepe" / f"{c}.json", items)
+        write_json(root / "sugarcrepe" / f"{c}.json", items)
     for c, items in pp.items():
-        _write_json(root / "sugarcrepe_pp" / f"{c}.json", items)
+        write_json(root / "sugarcrepe_pp" / f"{c}.json", items)
     for folder in ("sugarcrepe", "sugarcrepe_pp"):
-        _write_json(root / folder / "scenes.json", scenes)
+        write_json(root / folder / "scenes.json", scenes)
     return {"sugarcrepe": {c: len(v) for c, v in sc.items()}, "sugarcrepe_pp": {c: len(v) for c, v in pp.items()}}
 
 
@@ -258,9 +260,10 @@ def _fits(scene: Scene) -> bool:
     return True
 
 
-def winoground_pair(scene: Scene, swap: str, rng: random.Random, thr: float):
-    """(caption_0, caption_1, scene_1) with the same words in another order, or None: scene_1 is
-    `scene` with the swap applied to two objects, so caption_1 describes it and caption_0 does not."""
+def winoground_claims(scene: Scene, swap: str, rng: random.Random, thr: float) -> tuple[Claim, Claim, Scene] | None:
+    """(claim_0, claim_1, scene_1), or None: scene_1 is `scene` with the swap applied to two
+    objects, and claim_1 is claim_0 with the same swap, so worded alike they share their words.
+    Draws one choice from `rng`."""
     objs = list(scene.objects)
     pairs = [
         (i, r, j)
@@ -292,8 +295,16 @@ def winoground_pair(scene: Scene, swap: str, rng: random.Random, thr: float):
     else:
         raise ValueError(f"unknown Winoground swap {swap!r}")
     scene_1 = Scene(tuple(objs), scene.image_size)
-    if not _fits(scene_1):
+    return (c0, c1, scene_1) if _fits(scene_1) else None
+
+
+def winoground_pair(scene: Scene, swap: str, rng: random.Random, thr: float):
+    """(caption_0, caption_1, scene_1) with the same words in another order, or None: scene_1 is
+    `scene` with the swap applied to two objects, so caption_1 describes it and caption_0 does not."""
+    made = winoground_claims(scene, swap, rng, thr)
+    if made is None:
         return None
+    c0, c1, scene_1 = made
     # Definite articles throughout: "a"/"an" would change with the colour after it.
     style = Style("is", rng.randrange(3))
     t0, t1 = render_claim(c0, style), render_claim(c1, style)
@@ -347,7 +358,7 @@ def write_winoground(root: Path, cfg: ShapesDataConfig, world: World, progress: 
             bar.update()
     out.mkdir(parents=True, exist_ok=True)
     (out / "examples.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
-    _write_json(out / "scenes.json", scenes)
+    write_json(out / "scenes.json", scenes)
     return {"examples": len(lines), "by_swap": dict(by_tag)}
 
 
@@ -387,9 +398,9 @@ def write_aro(root: Path, cfg: ShapesDataConfig, world: World, progress: bool) -
             if _checked(pos, neg, scene, thr):
                 att_items.append(_aro_item(stem, scene, pos, neg, attributes=[a.colour, b.colour]))
             bar.update()
-    _write_json(out / "visual_genome_relation.json", rel_items)
-    _write_json(out / "visual_genome_attribution.json", att_items)
-    _write_json(out / "scenes.json", scenes)
+    write_json(out / "visual_genome_relation.json", rel_items)
+    write_json(out / "visual_genome_attribution.json", att_items)
+    write_json(out / "scenes.json", scenes)
     return {"relation": len(rel_items), "attribution": len(att_items)}
 
 
@@ -457,7 +468,7 @@ def write_zeroshot(root: Path, cfg: ShapesDataConfig, world: World, progress: bo
                 scenes[f"test/{target}/{i:06d}.png"] = scene.to_dict()
                 per_class[target] += 1
                 bar.update()
-        _write_json(out / "scenes.json", scenes)
+        write_json(out / "scenes.json", scenes)
         summary[task] = {"classes": len(classes), "images": cfg.n_zeroshot, "per_class": dict(per_class)}
     return summary
 
@@ -480,7 +491,8 @@ def check_dataset(root: Path) -> dict:
     `scenes.json`): positives true, negatives (training hard negatives too) false and of the kind
     they are typed as (`vladva.toyworld.negatives.negative_kind`), Winoground
     captions true for exactly their own image with the same words, retrieval captions true for
-    their image. Returns
+    their image; the paraphrase split through the claims stored beside its captions
+    (`paraphrase_splits.check_paraphrase_splits`). Returns
     `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
     from vladva.data.manifest import read_manifest
 
@@ -565,4 +577,8 @@ def check_dataset(root: Path) -> dict:
             scene, where = scenes[e["image_path"]], f"{folder / name}: entry {n}"
             expect(truth(e["true_caption"], scene, where) is True, f"{where} true_caption", e["true_caption"])
             expect(truth(e["false_caption"], scene, where) is False, f"{where} false_caption", e["false_caption"])
-    return {"checked": checked, "problems": problems}
+    # Imported here: the paraphrase split builds on this module.
+    from vladva.toyworld.paraphrase_splits import check_paraphrase_splits
+
+    n, more = check_paraphrase_splits(root)
+    return {"checked": checked + n, "problems": problems + more}

@@ -99,6 +99,12 @@ class ShapesDataConfig:
     # Minimal-edit negatives of each train/val caption (manifest key caption_negatives; 0: none):
     # the caption's own words with attributes or shapes swapped or the relation replaced.
     n_caption_negatives: int = 2
+    # The paraphrase split (DATA/paraphrase/: retrieval, SugarCrepe and Winoground with the sizes
+    # above, in words no training caption uses; own images and seed namespaces, so nothing else
+    # changes with this setting). `paraphrase_tokenizer`: the tokenizer whose unknown-token rate
+    # on it the summary reports ("default": the shipped base LVLM's; a model folder; "": none).
+    paraphrase: bool = True
+    paraphrase_tokenizer: str = "default"
 
     def validate(self) -> None:
         for name in (

@@ -79,6 +79,7 @@ class Benchmark:
     report columns, detail tables and chart bars where the benchmark has them."""
 
     name: str = ""  # the suite: `--suite NAME`, the key in results.json, the folder under --data
+    folder: str = ""  # the folder under --data when it is not `name` (e.g. "paraphrase/retrieval")
     order: int = 100  # place among suites, summary columns, detail tables and chart bars
     path: PathOption  # where the data is, overriding the folder found under --data
     extra_paths: tuple[PathOption, ...] = ()  # further locations, e.g. an image root
@@ -95,9 +96,13 @@ class Benchmark:
     def path_options(self) -> tuple[PathOption, ...]:
         return (self.path, *self.extra_paths)
 
+    def data_folder(self, data_dir: Path) -> Path:
+        """The benchmark's folder under a `--data` folder: `data_dir/<folder or name>/`."""
+        return Path(data_dir) / (self.folder or self.name)
+
     def discover(self, data_dir: Path) -> Path | None:
-        """Where the benchmark's data sits under a `--data` folder: `data_dir/<name>/` if it exists."""
-        folder = data_dir / self.name
+        """Where the benchmark's data sits under a `--data` folder: `data_folder` if it exists."""
+        folder = self.data_folder(data_dir)
         return folder if folder.is_dir() else None
 
     def load(self, path: Path, cfg: EvalConfig) -> object:
@@ -133,8 +138,10 @@ class Benchmark:
     # -- helpers for subclasses
 
     def option(self, cfg: EvalConfig, key: str) -> Path | None:
-        """The path given for option `key` (one of `path_options`), or None."""
-        value = cfg.paths.get(key)
+        """The path given for option `key`, or None; always None for a key that is not one of
+        this benchmark's `path_options` (a subclass without its parent's image flag does not
+        read the parent's)."""
+        value = cfg.paths.get(key) if any(opt.key == key for opt in self.path_options) else None
         return Path(value) if value else None
 
     def results(self, models: list[dict]) -> list[tuple[str, dict]]:

@@ -119,9 +119,11 @@ class Retrieval(Benchmark):
     clip_benchmark_task = "zeroshot_retrieval"
     clip_benchmark_names = ("mscoco_captions", "flickr30k", "flickr8k")
 
+    detail_title = "Retrieval (recall %, ties against the model)"
+
     def discover(self, data_dir: Path) -> Path | None:
         """The first `retrieval/dataset_*.json` (the Karpathy file's usual name)."""
-        found = sorted((data_dir / self.name).glob("dataset_*.json"))
+        found = sorted(self.data_folder(data_dir).glob("dataset_*.json"))
         return found[0] if found else None
 
     def load(self, path, cfg) -> RetrievalSet:
@@ -197,7 +199,7 @@ class Retrieval(Benchmark):
             return []
         keys = sorted({k for _, r in res for k in r}, key=lambda k: (k.split("_R@")[0], int(k.split("@")[1])))
         rows = [[name] + [r.get(k) for k in keys] for name, r in res]
-        return [DetailTable("Retrieval (recall %, ties against the model)", ["model"] + keys, rows)]
+        return [DetailTable(self.detail_title, ["model"] + keys, rows)]
 
 
 register_benchmark(Retrieval())

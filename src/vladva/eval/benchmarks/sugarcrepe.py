@@ -28,6 +28,8 @@ class SugarCrepe(Benchmark):
     )
     legend = "SC = SugarCrepe (chance 50)"
     clip_benchmark_names = ("sugar_crepe", *(f"sugar_crepe/{c}" for c in CATEGORIES))
+    label = "SC"  # the prefix of its summary columns and chart bars
+    categories = CATEGORIES  # the categories it reports (it reads whichever files exist)
 
     def load(self, path, cfg) -> list[PairSet]:
         return load_sugarcrepe(path, self.option(cfg, "sugarcrepe_images"))
@@ -39,10 +41,10 @@ class SugarCrepe(Benchmark):
         return score_pair_sets(enc, data, cfg.limit, cfg.seed, lambda pos, neg, _groups: M.pair_accuracy(pos, neg))
 
     def summary_columns(self, models: list[dict]) -> list[Column]:
-        return [(f"SC {c}", metric(self.name, c)) for c in CATEGORIES]
+        return [(f"{self.label} {c}", metric(self.name, c)) for c in self.categories]
 
     def chart_bars(self) -> list[Bar]:
-        return [(f"SC {c}", (self.name, c)) for c in CATEGORIES]
+        return [(f"{self.label} {c}", (self.name, c)) for c in self.categories]
 
     def clip_benchmark_rows(self, metrics: dict) -> list[tuple[str, dict[str, float]]]:
         """CLIP_benchmark's datasets `sugar_crepe/<category>`, each with `acc` as a fraction."""

@@ -95,6 +95,7 @@ class Winoground(Benchmark):
     chart_panel = "Winoground (chance 25 / 25 / 16.7)"
     chart_chance = None
     clip_benchmark_names = ("winoground",)
+    label = "Wino"  # the prefix of its summary columns
 
     def load(self, path, cfg) -> WinogroundSet:
         return load_winoground(path)
@@ -120,7 +121,7 @@ class Winoground(Benchmark):
         return M.winoground_scores(sim), {"examples": len(idx)}
 
     def summary_columns(self, models: list[dict]) -> list[Column]:
-        return [(f"Wino {s}", metric(self.name, s)) for s in SCORES]
+        return [(f"{self.label} {s}", metric(self.name, s)) for s in SCORES]
 
     def chart_bars(self) -> list[Bar]:
         return [(f"Wino {s}", (self.name, s)) for s in SCORES]
