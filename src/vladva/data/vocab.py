@@ -65,8 +65,8 @@ def unknown_tokens(tokenizer, texts: Iterable[str]) -> tuple[float, Counter]:
     """`(rate, lost)`: the share of `texts`' tokens (special tokens not added) that `tokenizer` maps to
     its unknown id, in [0, 1] (0.0 for no tokens or a tokenizer without an unknown token: byte-level
     BPE), and a `Counter` of what was lost: the lower-cased text each unknown token stood for ("digit"
-    when "a green digit" became "a green <unk>"; the unknown token itself for a slow tokenizer
-    without character spans). `tokenizer`: a `transformers` tokenizer or a `tokenizers.Tokenizer`
+    when "a green digit" became "a green <unk>"; for a slow tokenizer without character spans,
+    each word that holds an unknown piece). `tokenizer`: a `transformers` tokenizer or a `tokenizers.Tokenizer`
     (`load_tokenizer`)."""
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
     unk = unk_token_id(tokenizer)
@@ -75,9 +75,18 @@ def unknown_tokens(tokenizer, texts: Iterable[str]) -> tuple[float, Counter]:
     total, lost = 0, Counter()
     for text, (ids, spans) in zip(texts, _ids_and_spans(tokenizer, texts)):
         total += len(ids)
+        if spans is None:  # no character spans: find the words that hold an unknown piece one by one
+            n_unknown = sum(token_id == unk for token_id in ids)
+            if n_unknown:
+                words = [w.lower() for w in text.split()]
+                culprits = [w for w, (w_ids, _) in zip(words, _ids_and_spans(tokenizer, words)) if unk in w_ids]
+                lost.update(culprits[:n_unknown] or ["<unk>"] * n_unknown)
+                if len(culprits) < n_unknown and culprits:
+                    lost["<unk>"] += n_unknown - len(culprits)
+            continue
         for k, token_id in enumerate(ids):
             if token_id == unk:
-                lost[text[spans[k][0] : spans[k][1]].lower() if spans else "<unk>"] += 1
+                lost[text[spans[k][0] : spans[k][1]].lower()] += 1
     return (sum(lost.values()) / total if total else 0.0), lost
 
 

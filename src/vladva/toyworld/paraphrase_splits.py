@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from vladva.data.manifest import parse_negatives
 from vladva.toyworld.captions import (
     SHORT_MAX_TOKENS,
     Claim,
@@ -273,9 +274,10 @@ def training_texts(root: Path) -> Iterator[str]:
                 yield from r.get("captions", [])
                 if r.get("long_caption"):
                     yield r["long_caption"]
-                yield from r.get("negative_captions", [])
-                for negs in r.get("caption_negatives", []):
-                    yield from negs
+                negative_captions, caption_negatives = parse_negatives(r, len(r.get("captions", [])))
+                yield from (x.text for x in negative_captions)
+                for negs in caption_negatives:
+                    yield from (x.text for x in negs)
                 for qa in r.get("meta", {}).get("qa", []):
                     yield from qa
 
