@@ -133,7 +133,7 @@ def test_every_training_negative_is_false_for_its_scene(tmp_path, world):
 @pytest.mark.parametrize("world", ["default", "hard"])
 def test_caption_negatives_are_false_minimal_edits_of_their_caption(tmp_path, world):
     from vladva.toyworld.captions import parse_caption
-    from vladva.toyworld.splits import check_dataset
+    from vladva.toyworld.shapes import check_dataset
 
     out = tmp_path / world
     summary = generate_shapes_dataset(out, ShapesDataConfig(seed=3, world=world, **TINY), progress=False)

@@ -150,7 +150,7 @@ def test_every_positive_true_every_negative_false_from_the_stored_claims(para_ds
 def test_check_covers_the_split_and_names_a_tampered_entry(para_ds, tmp_path):
     import shutil
 
-    from vladva.toyworld.splits import check_dataset
+    from vladva.toyworld.shapes import check_dataset
 
     checked, problems = check_paraphrase_splits(para_ds)
     assert problems == [] and checked > 200

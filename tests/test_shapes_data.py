@@ -398,7 +398,7 @@ def test_check_passes_on_generated_data_and_names_a_tampered_entry(default_ds, t
     from typer.testing import CliRunner
 
     from vladva.cli import app
-    from vladva.toyworld.splits import check_dataset
+    from vladva.toyworld.shapes import check_dataset
 
     result = check_dataset(default_ds)
     assert result["problems"] == [] and result["checked"] > 500

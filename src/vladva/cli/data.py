@@ -99,7 +99,7 @@ def check(folder: Path = typer.Argument(..., help="A folder written by `vladva d
     false and of the kind they are typed as (swap_att, swap_obj, replace_rel, ...), Winoground
     captions true for exactly their own image, the paraphrase split through the claims stored
     beside its captions. Exit 1 if any check fails."""
-    from vladva.toyworld.splits import check_dataset
+    from vladva.toyworld.shapes import check_dataset
 
     result = check_dataset(folder)
     for p in result["problems"][:20]:

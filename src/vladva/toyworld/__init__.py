@@ -5,7 +5,7 @@
   scene sampling) and the true claims and short captions of a scene;
 - `negatives`: SugarCrepe-style false captions (evaluation examples, training hard negatives);
 - `shapes`: `vladva data shapes` (`generate_shapes_dataset`) and the training manifests;
-- `splits`: every evaluation split, and `check_dataset` (`vladva data check`);
+- `splits`: every evaluation split, and `check_splits` (`shapes.check_dataset` is `vladva data check`);
 - `paraphrase`, `paraphrase_splits`: the paraphrase split (`DATA/paraphrase/`), its claims worded
   in synonyms and sentence forms no training caption uses;
 - `base`: the recipes that pretrain the embedded default base LVLM and the CLIP-style baseline;

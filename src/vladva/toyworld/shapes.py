@@ -32,9 +32,9 @@ from vladva.toyworld.captions import (
     tokenize,
 )
 from vladva.toyworld.negatives import caption_negatives, negative_captions
-from vladva.toyworld.paraphrase_splits import write_paraphrase_splits
+from vladva.toyworld.paraphrase_splits import check_paraphrase_splits, write_paraphrase_splits
 from vladva.toyworld.scene import Scene, SceneObject, render_scene
-from vladva.toyworld.splits import write_eval_splits
+from vladva.toyworld.splits import check_splits, write_eval_splits
 from vladva.toyworld.world import (
     HARD_HELDOUT,
     WORLDS,
@@ -352,3 +352,13 @@ __all__ = [
     "position_phrase",
     "write_train_split",
 ]
+
+
+def check_dataset(root: Path) -> dict:
+    """Re-check every caption of a shapes data set from its files alone: the training manifests and
+    evaluation splits (`splits.check_splits`) and the paraphrase split through the claims stored
+    beside its captions (`paraphrase_splits.check_paraphrase_splits`). Returns
+    `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
+    out = check_splits(root)
+    n, more = check_paraphrase_splits(root)
+    return {"checked": out["checked"] + n, "problems": out["problems"] + more}

@@ -486,13 +486,12 @@ def write_eval_splits(root: Path, cfg: ShapesDataConfig, world: World, progress:
 # ----------------------------------------------------------------------------- checking a data set
 
 
-def check_dataset(root: Path) -> dict:
+def check_splits(root: Path) -> dict:
     """Re-check every caption of a shapes data set from its files alone (manifests and
     `scenes.json`): positives true, negatives (training hard negatives too) false and of the kind
     they are typed as (`vladva.toyworld.negatives.negative_kind`), Winoground
     captions true for exactly their own image with the same words, retrieval captions true for
-    their image; the paraphrase split through the claims stored beside its captions
-    (`paraphrase_splits.check_paraphrase_splits`). Returns
+    their image (the paraphrase split is checked by `shapes.check_dataset`). Returns
     `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
     from vladva.data.manifest import read_manifest
 
@@ -577,8 +576,4 @@ def check_dataset(root: Path) -> dict:
             scene, where = scenes[e["image_path"]], f"{folder / name}: entry {n}"
             expect(truth(e["true_caption"], scene, where) is True, f"{where} true_caption", e["true_caption"])
             expect(truth(e["false_caption"], scene, where) is False, f"{where} false_caption", e["false_caption"])
-    # Imported here: the paraphrase split builds on this module.
-    from vladva.toyworld.paraphrase_splits import check_paraphrase_splits
-
-    n, more = check_paraphrase_splits(root)
-    return {"checked": checked + n, "problems": problems + more}
+    return {"checked": checked, "problems": problems}
