@@ -23,6 +23,7 @@ import torch
 
 from vladva.config import save_config
 from vladva.data.shards import is_shard_spec, resolve_shards
+from vladva.model.dual_encoder import DualEncoder
 from vladva.model.vladva import VladVA
 from vladva.train.batches import StepCollator, TrainBatches, load_records
 from vladva.train.checkpoint import (
@@ -54,6 +55,9 @@ from vladva.train.step import StepObjective, TrainingModule, check_grad_cache_su
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+# `TrainConfig.architecture` -> the model class; each offers VladVA's training interface
+# (`inputs`, `prepare_for_training`, `parameter_groups`, `embed_*_inputs`, `save_weights`, ...).
+MODEL_CLASSES: dict[str, type[VladVA]] = {"vladva": VladVA, "dual_encoder": DualEncoder}
 
 
 @dataclass
@@ -180,7 +184,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     else:
         records = load_records(cfg.data.train, strict=cfg.data.strict)
 
-    vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
+    model_class = MODEL_CLASSES[cfg.architecture]
+    vladva = model_class.from_pretrained(base_dir, config=cfg.model)
     n_trainable = vladva.prepare_for_training()
     n_total = sum(p.numel() for p in vladva.parameters())
     accelerator.print(f"trainable parameters: {n_trainable:,} of {n_total:,} ({100 * n_trainable / n_total:.2f}%)")
@@ -217,7 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     step, saved = 0, {}
     compute = StageCompute(
-        "vladva-finetune",
+        model_class.COMPUTE_STAGE,
         device=accelerator.device.type,
         device_name=describe_device(accelerator.device),
         threads=torch.get_num_threads(),
