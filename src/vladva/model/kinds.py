@@ -1,14 +1,17 @@
-"""The `vladva:` and `zeroshot:` model kinds (`vladva.model_kinds`): VladVA over a base LVLM with
-trained weights, or with none (the zero-shot summary-prompt baseline). BASE_DIR may be `default`
-(the shipped base), as everywhere a base is named; the bare spec `default` is `zeroshot:default`."""
+"""The `vladva:`, `zeroshot:` and `dual:` model kinds (`vladva.model_kinds`): VladVA over a base
+LVLM with trained weights, or with none (the zero-shot summary-prompt baseline), and the dual
+encoder baseline on the same base (`vladva.model.dual_encoder`). BASE_DIR may be `default` (the
+shipped base), as everywhere a base is named; the bare spec `default` is `zeroshot:default`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from vladva.model.dual_encoder import DualEncoder
 from vladva.model.vladva import VladVA
-from vladva.model_kinds import existing_paths, register_model_kind
+from vladva.model.weights import read_vladva_config, resolve_weights_dir
+from vladva.model_kinds import ModelSpecError, existing_paths, register_model_kind
 from vladva.pretrained import DEFAULT_BASE, resolve_base
 
 
@@ -36,6 +39,18 @@ def _folders(args: Sequence[str]) -> list[Path]:
     return base + existing_paths([a for a in args if a != DEFAULT_BASE])
 
 
+def _dual(folder: str, weights_dir: str | None = None) -> DualEncoder:
+    """`dual:WEIGHTS` (a dual encoder's weights or run folder: its base is the one it records) or
+    `dual:BASE_DIR:WEIGHTS_DIR`."""
+    if weights_dir is not None:
+        return DualEncoder.from_pretrained(folder, weights_dir)
+    weights = resolve_weights_dir(folder)
+    _, meta = read_vladva_config(weights)
+    if not meta.get("base_model"):
+        raise ModelSpecError(f"{weights}: records no base model; use dual:BASE_DIR:{folder}")
+    return DualEncoder.from_pretrained(meta["base_model"], weights)
+
+
 register_model_kind(
     "vladva",
     _vladva,
@@ -51,4 +66,10 @@ register_model_kind(
     usage="zeroshot:BASE_DIR",
     folders=_folders,
     tokenizer=_tokenizer,
+)
+register_model_kind(
+    "dual",
+    _dual,
+    "the dual-encoder baseline (vision tower + head | LM text tower): a weights or run folder",
+    usage="dual:WEIGHTS_DIR or dual:BASE_DIR:WEIGHTS_DIR",
 )

@@ -49,6 +49,12 @@ __all__ = ["TowerInputs", "VladVA", "VladVAConfig"]
 class VladVA(nn.Module):
     """Implements `vladva.embedder.Embedder`. Build with `VladVA.from_pretrained(base_dir, weights_dir)`."""
 
+    # `format` of the weights folders this class writes and reads (vladva.model.weights), the
+    # spec prefix of its model kind, and the name of its training stage in compute records.
+    WEIGHTS_FORMAT = "vladva-adapter"
+    KIND = "vladva"
+    COMPUTE_STAGE = "vladva-finetune"
+
     def __init__(self, model: nn.Module, processor, config: VladVAConfig | None = None, name: str = "vladva"):
         super().__init__()
         self.config = config or VladVAConfig()
@@ -387,7 +393,7 @@ class VladVA(nn.Module):
         (and projector / LM weights when trained), `vladva_config.json`. `weights`: what
         `trained_weights()` returned (gathered by every process when the model is sharded);
         taken from the model when None."""
-        meta = folder_meta("vladva-adapter", self.model.config.model_type, base_model, self.config)
+        meta = folder_meta(self.WEIGHTS_FORMAT, self.model.config.model_type, base_model, self.config)
         return write_weights_dir(out_dir, meta, weights or self.trained_weights(), self.peft_model)
 
     def merge(self, out_dir: Path | str) -> Path:
@@ -461,14 +467,20 @@ class VladVA(nn.Module):
                 base_dir, dtype=dtype or torch.float32, trust_remote_code=False, use_safetensors=True
             )
             processor = family.load_processor(base_dir)
-        tensors_dir, name = None, f"vladva:{base_dir.name}"
+        tensors_dir, name = None, f"{cls.KIND}:{base_dir.name}"
         if (base_dir / CONFIG_FILE).is_file():  # a merged folder
             config, _ = read_vladva_config(base_dir)
             tensors_dir = base_dir
         if weights_dir is not None:
             weights_dir = resolve_weights_dir(weights_dir)
             check_weights_dir(weights_dir)  # a missing or truncated file is named before loading
-            config, _ = read_vladva_config(weights_dir)
+            config, meta = read_vladva_config(weights_dir)
+            found = meta.get("format", cls.WEIGHTS_FORMAT)
+            if found != cls.WEIGHTS_FORMAT:
+                raise ValueError(
+                    f"{weights_dir}: holds {found!r} weights, not {cls.WEIGHTS_FORMAT!r} ones "
+                    f"({cls.__name__} cannot load them; see vladva.model_kinds for the matching spec)"
+                )
             tensors_dir = weights_dir
             name += f"+{weights_dir.name}"
         self = cls(model, processor, config, name=name)

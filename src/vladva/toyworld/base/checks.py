@@ -60,9 +60,22 @@ def word_categories(vocab: SceneVocab) -> dict[str, frozenset[str]]:
     }
 
 
-def _forward_logits(model, batch: dict) -> torch.Tensor:
+def _predicted_next(model, batch: dict) -> torch.Tensor:
+    """`(batch, seq - 1)` argmax next-token predictions at the labelled positions (-1 elsewhere). The
+    LM head runs only there: a real LLM's ~50k-way head at every image position costs gigabytes."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    return model(**inputs).logits
+    hidden = model.model(**inputs).last_hidden_state[:, :-1]
+    keep = batch["labels"][:, 1:] != IGNORE
+    pred = torch.full(keep.shape, -1, dtype=torch.long, device=hidden.device)
+    pred[keep] = model.lm_head(hidden[keep]).argmax(-1)
+    return pred
+
+
+def _token_words(tokenizer) -> list[str]:
+    """Each token id's text, stripped and lower-cased (a BPE token " red" reads as "red"), so word
+    categories apply to word-level and subword vocabularies alike."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return [tokenizer.convert_tokens_to_string([t]).strip().lower() if t is not None else "" for t in tokens]
 
 
 @torch.no_grad()
@@ -78,7 +91,7 @@ def caption_token_accuracy(
     """Percent of long-caption tokens (</s> excluded) whose argmax prediction is right, overall and
     per word category, with token counts. `with_image=False` feeds the caption alone (text LM)."""
     model.to(device).eval()
-    words = bank.tok.convert_ids_to_tokens(list(range(len(bank.tok))))
+    words = _token_words(bank.tok)
     cat_of_id = {c: torch.tensor([w in ws for w in words]) for c, ws in categories.items()}
     hits, counts = defaultdict(int), defaultdict(int)
     indices = [i for i in indices if bank.split.records[i].long_caption]
@@ -89,8 +102,7 @@ def caption_token_accuracy(
         else:
             exs = [bank.text_example(None, None, bank.split.records[i].long_caption) for i in chunk]
         batch = collate(exs, bank.pad, bank.split.images, device)
-        logits = _forward_logits(model, batch)
-        pred = logits[:, :-1].argmax(-1).cpu()
+        pred = _predicted_next(model, batch).cpu()
         gold = batch["labels"][:, 1:].cpu()
         keep = (gold != IGNORE) & (gold != bank.eos)
         right = (pred == gold) & keep
@@ -119,8 +131,7 @@ def instruction_accuracy(
     for s in range(0, len(items), batch_size):
         chunk = items[s : s + batch_size]
         batch = collate([bank.image_example(i, q, a) for i, q, a in chunk], bank.pad, bank.split.images, device)
-        logits = _forward_logits(model, batch)
-        pred, gold = logits[:, :-1].argmax(-1).cpu(), batch["labels"][:, 1:].cpu()
+        pred, gold = _predicted_next(model, batch).cpu(), batch["labels"][:, 1:].cpu()
         keep = (gold != IGNORE) & (gold != bank.eos)
         ok = ((pred == gold) | ~keep).all(1)
         for (_, q, _), good in zip(chunk, ok.tolist()):
@@ -145,7 +156,13 @@ def generate_examples(
         image = Image.fromarray(split.images[i].permute(1, 2, 0).numpy())
         row = {"id": r.id, "true_short": r.captions[0], "true_long": r.long_caption}
         for key, prompt in (("generated_short", SHORT_CAPTION_PROMPT), ("generated_long", LONG_CAPTION_PROMPT)):
-            enc = processor(images=[image], text=[f"<image>\n{prompt}"], return_tensors="pt").to(device)
+            text = f"<image>\n{prompt}"
+            if getattr(processor, "chat_template", None):  # a chat LLM: the user turn it was trained on
+                content = [{"type": "image"}, {"type": "text", "text": prompt}]
+                text = processor.apply_chat_template(
+                    [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+                )
+            enc = processor(images=[image], text=[text], return_tensors="pt").to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
             row[key] = processor.tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         out.append(row)
@@ -190,24 +207,15 @@ def summary_prompt_zero_shot(
             [bank.image_example(i, IMAGE_SUMMARY_PROMPT, None) for i in chunk], bank.pad, bank.split.images, device
         )
         captions = [retrieval_caption(bank.split.records[i]) for i in chunk]
-        txt_exs = [
-            {"ids": [bank.bos] + bank.ids(c) + bank.ids(TEXT_SUMMARY_PROMPT), "labels": [], "image": None}
-            for c in captions
-        ]
-        for e in txt_exs:
-            e["labels"] = [IGNORE] * len(e["ids"])
-        txt = collate(txt_exs, bank.pad, None, device)
-        img_states.append(_last_token_states(model, img).cpu())
-        txt_states.append(_last_token_states(model, txt).cpu())
-        for batch, hits, allowed in (
-            (img, img_hit, [bank.image_summary_words(i) for i in chunk]),
-            (txt, txt_hit, [bank.text_summary_words(c) for c in captions]),
+        txt = collate([bank.text_example(c, TEXT_SUMMARY_PROMPT, None) for c in captions], bank.pad, None, device)
+        for batch, states, hits, allowed in (
+            (img, img_states, img_hit, [bank.image_summary_words(i) for i in chunk]),
+            (txt, txt_states, txt_hit, [bank.text_summary_words(c) for c in captions]),
         ):
-            logits = _forward_logits(model, batch)
-            last = batch["attention_mask"].sum(1) - 1
-            words = bank.tok.convert_ids_to_tokens(
-                logits[torch.arange(len(last), device=last.device), last].argmax(-1).tolist()
-            )
+            last = _last_token_states(model, batch)
+            states.append(last.cpu())
+            next_ids = model.lm_head(last.to(model.lm_head.weight.dtype)).argmax(-1).tolist()
+            words = [bank.tok.decode([t]).strip().lower() for t in next_ids]
             hits.extend(w in set(a) for w, a in zip(words, allowed))
     im = torch.nn.functional.normalize(torch.cat(img_states), dim=-1)
     tx = torch.nn.functional.normalize(torch.cat(txt_states), dim=-1)

@@ -6,34 +6,30 @@ real LVLM it learns to caption (long and short), to answer instructions in one w
 to model captions and to answer "<sentence> Summary above sentence in one word:". The last two
 give the paper's zero-shot summary-prompt baseline something to stand on.
 
-Sequences are built directly as token ids, exactly as `LlavaProcessor` builds them:
-`<s> <image>*64 prompt answer </s>`, loss on the answer and </s> only.
+Sequences are built directly as token ids, exactly as `LlavaProcessor` builds them, in one of
+two formats (`ExampleBank(chat=...)`): plain, `<s> <image>*64 prompt answer </s>` (the word-level
+4M base), or the tokenizer's chat template, `<|im_start|>user\n<image>*64 prompt<|im_end|>\n
+<|im_start|>assistant\n answer <|im_end|>` (a real chat LLM, vladva.toyworld.base.smollm2); the
+loss is on the answer and its end token only. Training runs the one generative stage loop
+(`vladva.toyworld.base.stage.run_stage`).
 """
 
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from vladva.toyworld.base.data import SceneVocab, Split, to_pixel_values
+from vladva.toyworld.base.stage import StepOutput, run_stage
 from vladva.toyworld.base.tokenizer import (
     IMAGE_SUMMARY_PROMPT,
     LONG_CAPTION_PROMPT,
     SHORT_CAPTION_PROMPT,
     TEXT_SUMMARY_PROMPT,
 )
-from vladva.toyworld.base.training import (
-    StepBudget,
-    autocast,
-    finish_compute,
-    param_groups,
-    progress_bar,
-    set_lr,
-    start_compute,
-)
+from vladva.toyworld.base.training import StepBudget, autocast
 
 IGNORE = -100
 
@@ -77,6 +73,9 @@ class TaskMix:
     text_caption: float = 1.0
     text_long_caption: float = 0.5
     text_summary: float = 1.0
+    # Plain-language prompt -> answer pairs given to the bank (`ExampleBank.general`), e.g. what a
+    # full LLM wrote: keeps a real LLM's own language alive while it learns the world (0: off).
+    general_text: float = 0.0
 
 
 @dataclass
@@ -149,15 +148,61 @@ def num_image_tokens(vision_config) -> int:
     return (vision_config.image_size // vision_config.patch_size) ** 2
 
 
+class ChatFormat:
+    """Sequences in the tokenizer's chat template: a user turn (`<image>` expanded to the image
+    tokens, then the prompt; or `context\nprompt`), the generation prompt, then the answer and the
+    template's turn end (`<|im_end|>`, the tokenizer's eos). A text with neither context nor prompt
+    is plain text (no template). Heads are tokenised once and cached."""
+
+    def __init__(self, tokenizer, image_id: int, n_image_tokens: int, separator: str = "\n"):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("ExampleBank(chat=True) needs a tokenizer with a chat template")
+        self.tok, self.image_id, self.n_image_tokens, self.separator = tokenizer, image_id, n_image_tokens, separator
+        self._heads: dict[tuple[bool, str], list[int]] = {}
+
+    def head(self, with_image: bool, text: str) -> list[int]:
+        key = (with_image, text)
+        if key not in self._heads:
+            parts = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": text}]
+            rendered = self.tok.apply_chat_template(
+                [{"role": "user", "content": parts}], add_generation_prompt=True, tokenize=False
+            )
+            ids = self.tok(rendered, add_special_tokens=False)["input_ids"]
+            at = ids.index(self.image_id) if with_image else -1
+            if at >= 0:  # as LlavaProcessor does: one placeholder becomes the image's tokens
+                ids = ids[:at] + [self.image_id] * self.n_image_tokens + ids[at + 1 :]
+            self._heads[key] = ids
+        return self._heads[key]
+
+    def text_head(self, context: str | None, prompt: str | None) -> list[int]:
+        if not context and not prompt:
+            return []
+        return self.head(False, self.separator.join(t for t in (context, prompt) if t))
+
+
 class ExampleBank:
     """Token ids of every text the tasks use, encoded once. Build sequences with `image_example`
-    / `text_example`; `sample_*` draw one training example of a group."""
+    / `text_example`; `sample_*` draw one training example of a group.
 
-    def __init__(self, split: Split, tokenizer, vocab: SceneVocab | None, n_image_tokens: int):
+    `chat`: build sequences with the tokenizer's chat template (`ChatFormat`) instead of the plain
+    `<s> ... </s>` format. `general`: plain-language `(prompt, answer)` pairs for the
+    `general_text` task."""
+
+    def __init__(
+        self,
+        split: Split,
+        tokenizer,
+        vocab: SceneVocab | None,
+        n_image_tokens: int,
+        chat: bool = False,
+        general: list[tuple[str, str]] | None = None,
+    ):
         self.split, self.tok, self.vocab = split, tokenizer, vocab
         self.bos, self.eos, self.pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
         self.image_id = tokenizer.convert_tokens_to_ids("<image>")
         self.n_image_tokens = n_image_tokens
+        self.chat = ChatFormat(tokenizer, self.image_id, n_image_tokens) if chat else None
+        self.general = list(general or [])
         self._cache: dict[str, list[int]] = {}
         texts = {LONG_CAPTION_PROMPT, SHORT_CAPTION_PROMPT, IMAGE_SUMMARY_PROMPT, TEXT_SUMMARY_PROMPT}
         for r in split.records:
@@ -179,16 +224,25 @@ class ExampleBank:
             self._cache[text] = self.tok(text, add_special_tokens=False)["input_ids"]
         return self._cache[text]
 
+    def _tail(self, answer: str | None) -> list[int]:
+        return self.ids(answer) + [self.eos] if answer is not None else []
+
     def image_example(self, i: int, prompt: str, answer: str | None) -> dict:
-        """`<s> <image>*n prompt [answer </s>]`; labels cover the answer and </s>."""
-        head = [self.bos] + [self.image_id] * self.n_image_tokens + self.ids(prompt)
-        tail = self.ids(answer) + [self.eos] if answer is not None else []
+        """`<s> <image>*n prompt [answer </s>]` (or its chat form); labels cover the answer and its end."""
+        if self.chat is not None:
+            head = self.chat.head(True, prompt)
+        else:
+            head = [self.bos] + [self.image_id] * self.n_image_tokens + self.ids(prompt)
+        tail = self._tail(answer)
         return {"ids": head + tail, "labels": [IGNORE] * len(head) + tail, "image": i}
 
-    def text_example(self, context: str | None, prompt: str | None, answer: str) -> dict:
-        """`<s> [context prompt] answer </s>`; labels cover the answer and </s>."""
-        head = [self.bos] + (self.ids(context) if context else []) + (self.ids(prompt) if prompt else [])
-        tail = self.ids(answer) + [self.eos]
+    def text_example(self, context: str | None, prompt: str | None, answer: str | None) -> dict:
+        """`<s> [context prompt] [answer </s>]` (or its chat form); labels cover the answer and its end."""
+        if self.chat is not None:
+            head = self.chat.text_head(context, prompt)
+        else:
+            head = [self.bos] + (self.ids(context) if context else []) + (self.ids(prompt) if prompt else [])
+        tail = self._tail(answer)
         return {"ids": head + tail, "labels": [IGNORE] * len(head) + tail, "image": None}
 
     def image_summary_words(self, i: int) -> list[str]:
@@ -231,7 +285,11 @@ class ExampleBank:
             options.append(("text_long_caption", mix.text_long_caption))
         if words:
             options.append(("text_summary", mix.text_summary))
+        if self.general and mix.general_text > 0:
+            options.append(("general_text", mix.general_text))
         task = _choose(rng, options)
+        if task == "general_text":
+            return self.text_example(None, *rng.choice(self.general))
         if task == "text_summary":
             return self.text_example(caption, TEXT_SUMMARY_PROMPT, rng.choice(words))
         if task == "text_long_caption":
@@ -275,6 +333,80 @@ def collate(
     return batch
 
 
+def model_loss(model, batch: dict) -> torch.Tensor:
+    """The model's own loss (`labels` in the batch): the LM head runs at every position."""
+    return model(**batch).loss
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """Token-mean cross-entropy on the labelled positions, the LM head run only there (a real LLM's
+    ~50k-way head at every image and prompt position would dominate the step). `model` is LLaVA or
+    a causal LM (`model.model` gives the final hidden states, `model.lm_head` the logits)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = model.model(**inputs).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
+def lvlm_groups(model, cfg: LvlmPretrainConfig, text_only: bool = False) -> list[tuple[list, float]]:
+    """The 4M base's parameter groups: vision tower, projector, language model (+ head) with their
+    learning rates (a text-only LM: all its parameters at `cfg.lr`)."""
+    if text_only:
+        return [(list(model.parameters()), cfg.lr)]
+    m = model.model
+    return [
+        (list(m.vision_tower.parameters()), cfg.lr * cfg.vision_lr_scale),
+        (list(m.multi_modal_projector.parameters()), cfg.lr * cfg.projector_lr_scale),
+        (list(m.language_model.parameters()) + list(model.lm_head.parameters()), cfg.lr),
+    ]
+
+
+def generative_step(
+    model,
+    bank: ExampleBank,
+    sizes: dict[str, int],
+    mix: TaskMix,
+    device: torch.device,
+    bf16: bool = False,
+    loss_fn=model_loss,
+    text_mix: TaskMix | None = None,
+):
+    """The step function of a generative stage (`run_stage`): per group (`sizes`: "long", "short",
+    "text", "long_text" -> examples), draw the examples, collate, forward, backward. The step's
+    loss is the sum of the groups' token-mean losses. `text_mix` (default `mix`) draws the "text" group."""
+
+    def step(rng: random.Random) -> StepOutput:
+        out = StepOutput(0.0)
+        for group, size in sizes.items():
+            if size <= 0:
+                continue
+            if group == "long":
+                exs = [bank.sample_long(rng) for _ in range(size)]
+            elif group == "short":
+                exs = [bank.sample_short(rng, mix) for _ in range(size)]
+            elif group == "long_text":
+                exs = [
+                    bank.text_example(None, None, bank.split.records[rng.choice(bank.long_idx)].long_caption)
+                    for _ in range(size)
+                ]
+            else:
+                exs = [bank.sample_text(rng, text_mix or mix) for _ in range(size)]
+            batch = collate(exs, bank.pad, bank.split.images, device)
+            with autocast(device, bf16):
+                loss = loss_fn(model, batch)
+            loss.backward()
+            out.loss += loss.item()
+            out.extra[f"loss_{group}"] = loss.item()
+            out.examples += size
+            out.long_captions += size if group in ("long", "long_text") else 0
+            out.tokens += sum(len(e["ids"]) for e in exs)  # unpadded, image placeholders included
+        return out
+
+    return step
+
+
 def train_generative(
     model,
     bank: ExampleBank,
@@ -285,73 +417,17 @@ def train_generative(
     stage: str = "lvlm",
     text_only: bool = False,
 ):
-    """Train `model` (LLaVA, or with `text_only` a causal LM) on the bank's tasks.
-    Returns `(model on CPU, StageCompute)`; `StageCompute.extra["loss_curve"]` holds (step, loss) pairs."""
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    model.to(device).train()
-    if text_only:
-        groups = [(list(model.parameters()), cfg.lr)]
-    else:
-        m = model.model
-        groups = [
-            (list(m.vision_tower.parameters()), cfg.lr * cfg.vision_lr_scale),
-            (list(m.multi_modal_projector.parameters()), cfg.lr * cfg.projector_lr_scale),
-            (list(m.language_model.parameters()) + list(model.lm_head.parameters()), cfg.lr),
-        ]
-    opt = torch.optim.AdamW(param_groups(groups, cfg.weight_decay))
-    trainable = [p for g in opt.param_groups for p in g["params"]]
-    budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds)
-    compute = start_compute(stage, device)
+    """Train `model` (LLaVA, or with `text_only` a causal LM) on the bank's tasks: the 4M base's
+    groups (`lvlm_groups`) through the one stage loop. Returns `(model on CPU, StageCompute)`;
+    `StageCompute.extra["loss_curve"]` holds (step, loss) pairs."""
     sizes = {"long": cfg.batch_long, "short": cfg.batch_short, "text": cfg.batch_text}
+    text_mix = None
     if text_only:
         # The control sees the same captions, as text: long ones in place of image -> long caption.
         sizes = {"long_text": cfg.batch_long, "text": cfg.batch_text + cfg.batch_short}
-    step, ema, curve, examples, long_captions, tokens = 0, None, [], 0, 0, 0
-    bar = progress_bar(cfg.steps, f"{stage}")
-    t0 = time.perf_counter()
-    while not budget.done(step):
-        set_lr(opt, budget.lr_factor(step))
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for group, size in sizes.items():
-            if size <= 0:
-                continue
-            if group == "long":
-                exs = [bank.sample_long(rng) for _ in range(size)]
-            elif group == "short":
-                exs = [bank.sample_short(rng, cfg.tasks) for _ in range(size)]
-            elif group == "long_text":
-                exs = [
-                    bank.text_example(None, None, bank.split.records[rng.choice(bank.long_idx)].long_caption)
-                    for _ in range(size)
-                ]
-            else:
-                mix = (
-                    cfg.tasks
-                    if not text_only
-                    else TaskMix(text_caption=1.0, text_long_caption=0.0, text_summary=cfg.tasks.text_summary)
-                )
-                exs = [bank.sample_text(rng, mix) for _ in range(size)]
-            batch = collate(exs, bank.pad, bank.split.images, device)
-            with autocast(device, bf16):
-                loss = model(**batch).loss
-            loss.backward()
-            total += loss.item()
-            examples += size
-            long_captions += size if group in ("long", "long_text") else 0
-            tokens += sum(len(e["ids"]) for e in exs)  # unpadded, image placeholders included
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        step += 1
-        ema = total if ema is None else 0.98 * ema + 0.02 * total
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == 1:
-            curve.append((step, round(total, 4)))
-            bar.set_postfix(loss=f"{ema:.3f}")
-    bar.close()
-    finish_compute(compute, step, budget, time.perf_counter() - t0, ema)
-    compute.examples, compute.long_captions, compute.tokens = examples, long_captions, tokens
-    compute.extra["loss_curve"] = curve
-    model.eval()
+        text_mix = TaskMix(text_caption=1.0, text_long_caption=0.0, text_summary=cfg.tasks.text_summary)
+    step = generative_step(model, bank, sizes, cfg.tasks, device, bf16, model_loss, text_mix)
+    budget = StepBudget(cfg.steps, cfg.warmup, cfg.max_seconds)
+    groups = lvlm_groups(model, cfg, text_only)
+    compute = run_stage(stage, model, groups, step, budget, device, seed, cfg.weight_decay, cfg.log_every)
     return model.cpu(), compute

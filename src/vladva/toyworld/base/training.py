@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -46,6 +46,9 @@ def autocast(device: torch.device, bf16: bool):
     return contextlib.nullcontext()
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 @dataclass
 class StepBudget:
     """How long a stage trains: `steps` optimizer steps, or less if `max_seconds` (> 0) runs out,
@@ -60,10 +63,22 @@ class StepBudget:
     max_seconds: float = 0.0
     min_seconds: float = 0.0
     min_lr_ratio: float = 0.05
-    start: float = field(default_factory=time.perf_counter)
+    # "wall" (seconds of the clock on the wall) or "cpu" (this process's CPU seconds: with one
+    # thread, what the stage would take on an idle core, whatever else shares the machine).
+    clock: str = "wall"
+    start: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
+        if self.start is None:
+            self.start = self.now()
+
+    def now(self) -> float:
+        return CLOCKS[self.clock]()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return self.now() - self.start
 
     def progress(self, step: int) -> float:
         p = step / max(1, self.steps)
