@@ -376,13 +376,13 @@ def test_changed_config_replaces_stale_files(tmp_path):
 
 def test_generated_claims_read_back_to_the_same_meaning():
     from vladva.toyworld.captions import random_style
-    from vladva.toyworld.world import WORLDS, _short_claim, sample_world_scene
+    from vladva.toyworld.world import WORLDS, sample_world_scene, short_claim
 
     rng = random.Random(7)
     for k in range(300):
         world = WORLDS[("default", "hard")[k % 2]]
         scene = sample_world_scene(rng, world, "train")
-        for claim in (_short_claim(scene, rng, 4.0, world.partial_captions), identifying_claim(scene, rng, 4.0)):
+        for claim in (short_claim(scene, rng, 4.0, world.partial_captions), identifying_claim(scene, rng, 4.0)):
             text = render_claim(claim, random_style(rng))
             assert parse_caption(text).meaning() == claim.meaning(), text
 

@@ -58,6 +58,7 @@ OUTPUTS = (
     "winoground",
     "aro",
     "zeroshot",
+    "binding",
     SUMMARY_FILE,
     CONFIG_FILE,
 )

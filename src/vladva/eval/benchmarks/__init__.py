@@ -3,8 +3,8 @@
 A benchmark module holds everything about its benchmark: where its data sits under a `--data`
 folder (`discover`), its path options (`EvalConfig.paths` keys and `vladva eval` flags), its
 reader (`load`), its scorer (`score`), its summary-table columns and detail tables for
-results.md, and its bars in results.png. The runner, the report, the plot and the CLI ask this
-registry and never name a benchmark. Adding one is one new module that ends with
+results.md, its bars in results.png and any charts of its own (`figures`). The runner, the
+report, the plot and the CLI ask this registry and never name a benchmark. Adding one is one new module that ends with
 `register_benchmark(MyBenchmark())`; every module here is imported on first use (`pkgutil`;
 names starting with `_` are skipped, for helpers).
 
@@ -100,6 +100,11 @@ class Benchmark:
 
     def chart_bars(self) -> list[Bar]:
         """Bars in results.png, which shows two-way choices with chance at 50%."""
+        return []
+
+    def figures(self, models: list[dict], out_dir: Path) -> list[tuple[str, str]]:
+        """Write the benchmark's own charts into `out_dir` (beside results.png) and return
+        `(caption, file name)` of each one written, which results.md shows under the summary."""
         return []
 
     # -- helpers for subclasses
