@@ -129,8 +129,8 @@ RUN = [
     ),
     (
         "README.md",
-        "vladva index build --model clip:src/vladva/pretrained/clip-baseline --images data/shapes/retrieval/images "
-        "--out runs/index",
+        "vladva index build --model clip:src/vladva/pretrained/clip-baseline "
+        "--images data/shapes/retrieval/dataset_shapes.json --out runs/index",
     ),
     ("README.md", "vladva search --index runs/index 'a small red circle left of a blue square' -k 5"),
     ("README.md", "vladva serve --index runs/index"),

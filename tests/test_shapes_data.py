@@ -296,7 +296,8 @@ def test_the_evaluation_loaders_read_every_split(default_ds):
     cfg = EvalConfig(data=str(default_ds))
     loaded = load_benchmarks(cfg, resolve_benchmarks(cfg))
     in_vocabulary = ["retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"]
-    assert list(loaded) == in_vocabulary + ["paraphrase_retrieval", "paraphrase_sugarcrepe", "paraphrase_winoground"]
+    paraphrase = ["paraphrase_retrieval", "paraphrase_sugarcrepe", "paraphrase_winoground"]
+    assert list(loaded) == [*in_vocabulary, *paraphrase, "binding"]
     rs = loaded["retrieval"]
     assert len(rs.images) == 40 and len(rs.captions) == 200 and rs.caption_true_count == [1] * 200
     assert len(loaded["sugarcrepe"]) == 7 and len(loaded["sugarcrepe_pp"]) == 5
@@ -381,13 +382,13 @@ def test_changed_config_replaces_stale_files(tmp_path):
 
 def test_generated_claims_read_back_to_the_same_meaning():
     from vladva.toyworld.captions import random_style
-    from vladva.toyworld.world import WORLDS, _short_claim, sample_world_scene
+    from vladva.toyworld.world import WORLDS, sample_world_scene, short_claim
 
     rng = random.Random(7)
     for k in range(300):
         world = WORLDS[("default", "hard")[k % 2]]
         scene = sample_world_scene(rng, world, "train")
-        for claim in (_short_claim(scene, rng, 4.0, world.partial_captions), identifying_claim(scene, rng, 4.0)):
+        for claim in (short_claim(scene, rng, 4.0, world.partial_captions), identifying_claim(scene, rng, 4.0)):
             text = render_claim(claim, random_style(rng))
             assert parse_caption(text).meaning() == claim.meaning(), text
 

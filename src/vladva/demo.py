@@ -39,7 +39,15 @@ class DemoConfig:
 
 # Sizes for `--quick`: seconds, not minutes; the numbers it prints mean nothing.
 QUICK_DATA = dict(
-    n_train=64, n_val=16, n_retrieval=16, captions_per_image=2, n_sugarcrepe=8, n_winoground=6, n_aro=8, n_zeroshot=4
+    n_train=64,
+    n_val=16,
+    n_retrieval=16,
+    captions_per_image=2,
+    n_sugarcrepe=8,
+    n_winoground=6,
+    n_aro=8,
+    n_zeroshot=4,
+    n_binding=8,
 )
 QUICK_TRAIN = [
     "optim.max_steps=3",

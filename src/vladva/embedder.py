@@ -60,3 +60,21 @@ def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]
         if not isinstance(im, (str, Path, Image.Image)):
             raise TypeError(f"images[{i}]: expected a PIL image or a path, got {type(im).__name__}")
     return out
+
+
+@runtime_checkable
+class StagedEmbedder(Embedder, Protocol):
+    """An `Embedder` that also shows what its towers hold before the embedding, for linear probes
+    (`vladva eval --suite binding`). Optional: only benchmarks that look inside a model ask for it,
+    and they fall back to the final embedding when a model does not implement it."""
+
+    def hidden_stages(
+        self, images: Sequence[ImageInput] | None = None, texts: Sequence[str] | None = None, batch_size: int = 32
+    ) -> dict[str, torch.Tensor]:
+        """One tower's intermediate features for `images` or `texts` (exactly one of them): stage
+        name -> `(n, dim)` float32 on CPU, not normalised, ordered from the input side towards the
+        embedding. A name ending in `.mean` is a side reading of the stage without that suffix
+        (its mean over positions, where the model itself pools another position). It may end with
+        `embedding`: the model's own L2-normalised embedding of the same inputs, as `encode_*`
+        returns it, which spares the caller a second pass."""
+        ...

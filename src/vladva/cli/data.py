@@ -27,7 +27,8 @@ def shapes(
         None,
         "--n-test",
         help="Size of every evaluation split at once: retrieval "
-        "images, SugarCrepe per category, Winoground, ARO, zero-shot per task (the paraphrase split follows).",
+        "images, SugarCrepe per category, Winoground, ARO, zero-shot per task, binding items (the paraphrase "
+        "split follows).",
     ),
     world: str | None = typer.Option(
         None,
@@ -50,7 +51,9 @@ def shapes(
 
     flags = {"seed": seed, "n_train": n_train, "n_val": n_val, "world": world}
     if n_test is not None:
-        flags.update(dict.fromkeys(("n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot"), n_test))
+        flags.update(
+            dict.fromkeys(("n_retrieval", "n_sugarcrepe", "n_winoground", "n_aro", "n_zeroshot", "n_binding"), n_test)
+        )
     # Flags apply before --set, so an explicit --set key=value wins over --n-test.
     cli = [f"{k}={v}" for k, v in flags.items() if v is not None]
     try:
@@ -71,7 +74,8 @@ def shapes(
         f"({100 * r['fraction_true_for_exactly_one_image']:.1f}% identify their image), "
         f"SugarCrepe {sum(summary['sugarcrepe'].values())}, Winoground {summary['winoground']['examples']}, "
         f"ARO {summary['aro']['relation']}+{summary['aro']['attribution']}, "
-        f"zero-shot {len(summary['zeroshot'])} tasks. Summary: {out / 'dataset_summary.json'}"
+        f"zero-shot {len(summary['zeroshot'])} tasks, binding {summary.get('binding', {}).get('items', 0)} items. "
+        f"Summary: {out / 'dataset_summary.json'}"
     )
     if "paraphrase" in summary:
         typer.echo(_paraphrase_line(summary["paraphrase"], out / "paraphrase"))

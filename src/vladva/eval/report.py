@@ -192,7 +192,9 @@ def _detail_sections(models: list[dict]) -> list[str]:
     return out
 
 
-def render_markdown(report: dict, chart_name: str | None = "results.png") -> str:
+def render_markdown(report: dict, chart_name: str | None = "results.png", figures: list[tuple[str, str]] = ()) -> str:
+    """results.md: the summary table, the chart, the benchmarks' own `figures` (`(caption, file
+    name)`), the detail tables, the runs."""
     header, rows = summary_rows(report)
     legends = [b.legend for b in benchmarks() if b.legend and b.results(report["models"])]
     parts = [
@@ -206,6 +208,8 @@ def render_markdown(report: dict, chart_name: str | None = "results.png") -> str
     ]
     if chart_name:
         parts += [f"![results per benchmark, one bar per model]({chart_name})", ""]
+    for caption, name in figures:
+        parts += [f"![{caption}]({name})", ""]
     parts += [s + "\n" for s in _detail_sections(report["models"])]
     parts.append("### Runs\n")
     run_rows = []
@@ -261,7 +265,8 @@ def _finite(obj):
 
 
 def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
-    """Write results.json, results.md and results.png (one chart panel per kind of result evaluated)."""
+    """Write results.json, results.md, results.png (one chart panel per kind of result evaluated)
+    and the benchmarks' own charts."""
     from vladva.eval.plot import results_chart
 
     out_dir = Path(out_dir)
@@ -270,8 +275,11 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     chart = results_chart(report["models"], out_dir / "results.png")
     if chart is not None:
         paths["png"] = chart
+    figures = [f for b in benchmarks() for f in b.figures(report["models"], out_dir)]
+    for _caption, name in figures:
+        paths[Path(name).stem] = out_dir / name
     tmp = paths["json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(paths["json"])
-    paths["md"].write_text(render_markdown(report, "results.png" if chart else None), encoding="utf-8")
+    paths["md"].write_text(render_markdown(report, "results.png" if chart else None, figures), encoding="utf-8")
     return paths

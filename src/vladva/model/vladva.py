@@ -115,11 +115,15 @@ class VladVA(nn.Module):
 
     def image_hidden(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, seq, hidden)` final hidden states of the full LVLM."""
+        return self._image_forward(batch).last_hidden_state
+
+    def _image_forward(self, batch: TowerInputs, **extra):
+        """The image tower's forward through the LVLM core (`extra`: e.g. `output_hidden_states=True`)."""
         kwargs = dict(batch.model_inputs)
         if self.family.explicit_positions:
             kwargs["position_ids"] = position_ids_from_mask(kwargs["attention_mask"])
         with self._soft("image", batch.prompt_starts):
-            return self.family.core(self.model)(**kwargs).last_hidden_state
+            return self.family.core(self.model)(**kwargs, **extra)
 
     def embed_image_inputs(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, hidden)` L2-normalised float32 image embeddings (keeps the graph for training)."""
@@ -127,6 +131,10 @@ class VladVA(nn.Module):
 
     def text_hidden(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, seq, hidden)` final hidden states of the language model alone (text tower)."""
+        return self._text_forward(batch).last_hidden_state
+
+    def _text_forward(self, batch: TowerInputs, **extra):
+        """The text tower's forward through the language model alone (`extra` as `_image_forward`)."""
         mask = batch.model_inputs["attention_mask"]
         lm = self.family.language_model(self.model)
         with self._soft("text", batch.prompt_starts):
@@ -134,7 +142,8 @@ class VladVA(nn.Module):
                 input_ids=batch.model_inputs["input_ids"],
                 attention_mask=mask,
                 position_ids=position_ids_from_mask(mask),
-            ).last_hidden_state
+                **extra,
+            )
 
     def embed_text_inputs(self, batch: TowerInputs) -> torch.Tensor:
         """`(batch, hidden)` L2-normalised float32 text embeddings through the language model alone."""
@@ -271,6 +280,77 @@ class VladVA(nn.Module):
         """open_clip's name for `encode_images`: PIL images or paths (not a preprocessed tensor: the
         model's processor prepares them), `(n, hidden)`, always L2-normalised."""
         return self.encode_images(images, batch_size)
+
+    # ---- stages, for probes (vladva.embedder.StagedEmbedder) -----------------------------------------
+
+    @torch.no_grad()
+    def hidden_stages(
+        self, images: Sequence | None = None, texts: Sequence[str] | None = None, batch_size: int = 32
+    ) -> dict[str, torch.Tensor]:
+        """One tower's features at each stage, `(n, dim)` float32 on CPU (not normalised), for
+        `images` (PIL images or paths) or `texts`, through the towers' own forward (prompts, soft
+        prompts, LoRA). Images first give `vision` (the vision features the projector reads) and
+        `projector` (its output), each the mean over the image's tokens. Then, for both towers,
+        the language model's states `lm0` (its input embeddings) to `lm<L>` (after the final
+        norm: what the embedding pools), each pooled as the embedding is (`config.pooling`), and
+        `lm<k>.mean` (the mean over real positions) when the embedding pools the last token; last,
+        `embedding`: `lm<L>` L2-normalised, what `encode_images` / `encode_texts` return."""
+        if (images is None) == (texts is None):
+            raise ValueError("hidden_stages: give images or texts, not both")
+        items = list(images if images is not None else texts)
+        fn = self._image_stages if images is not None else self._text_stages
+        parts: dict[str, list[torch.Tensor]] = {}
+        was_training = self.training
+        self.eval()
+        try:
+            for s in range(0, len(items), batch_size):
+                for name, value in fn(items[s : s + batch_size]).items():
+                    parts.setdefault(name, []).append(value.float().cpu())
+        finally:
+            self.train(was_training)
+        return {name: torch.cat(chunks) for name, chunks in parts.items()}
+
+    def _image_stages(self, chunk: list) -> dict[str, torch.Tensor]:
+        from vladva.data.images import load_image
+
+        pil = [
+            (x if hasattr(x, "convert") and not isinstance(x, (str, Path)) else load_image(x)).convert("RGB")
+            for x in chunk
+        ]
+        batch = self.image_inputs(pil).to(self.device)
+        seen: dict[str, torch.Tensor] = {}
+
+        def grab(_module, inputs, output):  # the projector's input and output, whatever the family
+            if inputs:
+                seen["vision"] = inputs[0]
+            seen["projector"] = output if torch.is_tensor(output) else output[0]
+
+        handle = self.family.projector(self.model).register_forward_hook(grab)
+        try:
+            out = self._image_forward(batch, output_hidden_states=True)
+        finally:
+            handle.remove()
+        stages = {}
+        for name, value in seen.items():
+            pooled = _mean_per_item(value, len(chunk))
+            if pooled is not None:
+                stages[name] = pooled
+        return stages | self._lm_stages(out.hidden_states, batch.model_inputs["attention_mask"])
+
+    def _text_stages(self, chunk: list[str]) -> dict[str, torch.Tensor]:
+        batch = self.text_inputs(chunk).to(self.device)
+        out = self._text_forward(batch, output_hidden_states=True)
+        return self._lm_stages(out.hidden_states, batch.model_inputs["attention_mask"])
+
+    def _lm_stages(self, hidden_states: Sequence[torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        pool = POOLING[self.config.pooling]
+        stages = {}
+        for k, h in enumerate(hidden_states):
+            stages[f"lm{k}"] = pool(h, mask, normalize=False)
+            if self.config.pooling != "mean":
+                stages[f"lm{k}.mean"] = POOLING["mean"](h, mask, normalize=False)
+        stages["embedding"] = pool(hidden_states[-1], mask)  # as embed_*_inputs: L2-normalised
+        return stages
 
     @property
     def hidden_size(self) -> int:
@@ -495,3 +575,13 @@ class VladVA(nn.Module):
             self.to(device)
         self.eval()
         return self
+
+
+def _mean_per_item(features: torch.Tensor, n: int) -> torch.Tensor | None:
+    """`(n, dim)` mean over each item's tokens of `features` laid out item by item, either
+    `(n, tokens, dim)` or flattened `(n * tokens, dim)` (or several crops per item); None when the
+    rows cannot be split evenly into `n` items."""
+    dim = features.shape[-1]
+    if features.ndim < 2 or features.numel() % (n * dim):
+        return None
+    return features.reshape(n, -1, dim).float().mean(dim=1)

@@ -62,6 +62,7 @@ OUTPUTS = (
     "aro",
     "zeroshot",
     "paraphrase",
+    "binding",
     SUMMARY_FILE,
     CONFIG_FILE,
 )

@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+from vladva.toyworld.binding import ITEMS_FILE as BINDING_ITEMS
+from vladva.toyworld.binding import write_binding
 from vladva.toyworld.captions import (
     FRAMES,
     INVERSE,
@@ -480,6 +482,8 @@ def write_eval_splits(root: Path, cfg: ShapesDataConfig, world: World, progress:
     out["winoground"] = write_winoground(root, cfg, world, progress)
     out["aro"] = write_aro(root, cfg, world, progress)
     out["zeroshot"] = write_zeroshot(root, cfg, world, progress)
+    if cfg.n_binding > 0:  # last, from its own seed namespace: the splits above do not change
+        out["binding"] = write_binding(root / "binding", cfg, world, progress)
     return out
 
 
@@ -491,7 +495,8 @@ def check_splits(root: Path) -> dict:
     `scenes.json`): positives true, negatives (training hard negatives too) false and of the kind
     they are typed as (`vladva.toyworld.negatives.negative_kind`), Winoground
     captions true for exactly their own image with the same words, retrieval captions true for
-    their image (the paraphrase split is checked by `shapes.check_dataset`). Returns
+    their image, binding captions true for their scene and false for its colour swap (the
+    paraphrase split is checked by `shapes.check_dataset`). Returns
     `{"checked": n, "problems": [...]}`, each problem naming the file and entry."""
     from vladva.data.manifest import read_manifest
 
@@ -576,4 +581,13 @@ def check_splits(root: Path) -> dict:
             scene, where = scenes[e["image_path"]], f"{folder / name}: entry {n}"
             expect(truth(e["true_caption"], scene, where) is True, f"{where} true_caption", e["true_caption"])
             expect(truth(e["false_caption"], scene, where) is False, f"{where} false_caption", e["false_caption"])
+    folder = root / "binding"
+    if (folder / BINDING_ITEMS).is_file():  # absent in data sets written with n_binding 0 or before it existed
+        scenes = scenes_of(folder)
+        for n, line in enumerate((folder / BINDING_ITEMS).read_text(encoding="utf-8").splitlines(), start=1):
+            x, where = json.loads(line), f"{folder / BINDING_ITEMS}:{n}"
+            pair = (scenes[Path(x["image"]).name], scenes[Path(x["swap_image"]).name])
+            for c in x["captions"]:
+                for key, truths in (("caption", [True, False]), ("swap_caption", [False, True])):
+                    expect([truth(c[key], s, where) is True for s in pair] == truths, f"{where} {key}", c[key])
     return {"checked": checked, "problems": problems}

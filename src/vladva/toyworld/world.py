@@ -105,6 +105,10 @@ class ShapesDataConfig:
     # on it the summary reports ("default": the shipped base LVLM's; a model folder; "": none).
     paraphrase: bool = True
     paraphrase_tokenizer: str = "default"
+    # Binding diagnostic (binding/, `vladva eval --suite binding`): two-object scenes, each with its
+    # colour-swapped twin, and captions of both in the training captions' forms. 0: no folder.
+    n_binding: int = 400
+    n_binding_captions: int = 2
 
     def validate(self) -> None:
         for name in (
@@ -117,12 +121,15 @@ class ShapesDataConfig:
             "n_zeroshot",
             "n_train_negatives",
             "n_caption_negatives",
+            "n_binding",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_train < 1:
             raise ValueError(f"n_train must be >= 1, got {self.n_train}")
-        for name in ("captions_per_image", "max_short_captions", "n_instructions"):
+        if self.n_binding == 1:
+            raise ValueError("n_binding must be 0 (no binding split) or >= 2 (items are paired with another item)")
+        for name in ("captions_per_image", "max_short_captions", "n_instructions", "n_binding_captions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.relation_threshold_px <= 0:
@@ -215,7 +222,10 @@ def identifying_claim(scene: Scene, rng: random.Random, threshold: float) -> Cla
     return Claim(refs, tuple(rels), count=len(objs))
 
 
-def _short_claim(scene: Scene, rng: random.Random, threshold: float, partial: bool) -> Claim:
+def short_claim(scene: Scene, rng: random.Random, threshold: float, partial: bool) -> Claim:
+    """One claim of a training short caption, of a kind drawn with the training shares: two objects
+    and a relation, one object, a count, every object listed, or an identifying description
+    (`partial`, the hard world: only the first two)."""
     kinds = ("pair", "single") if partial else ("pair", "single", "count", "list", "full")
     weights = (0.6, 0.4) if partial else (0.45, 0.15, 0.05, 0.1, 0.25)
     kind = rng.choices(kinds, weights)[0]
@@ -240,7 +250,7 @@ def short_captions(
     identifying description. `partial` (hard world): only one or two objects, never a count."""
     out: list[str] = []
     for _ in range(20 * n):
-        claim = _short_claim(scene, rng, threshold, partial)
+        claim = short_claim(scene, rng, threshold, partial)
         style = random_style(rng)
         text = render_claim(claim, style)
         # Both guards hold by construction; checking keeps a future wording change honest.

@@ -3,8 +3,8 @@
 A benchmark module holds everything about its benchmark: where its data sits under a `--data`
 folder (`discover`), its path options (`EvalConfig.paths` keys and `vladva eval` flags), its
 reader (`load`), its scorer (`score`), its summary-table columns and detail tables for
-results.md, and its bars in results.png. The runner, the report, the plot and the CLI ask this
-registry and never name a benchmark. Adding one is one new module that ends with
+results.md, its bars in results.png and any charts of its own (`figures`). The runner, the
+report, the plot and the CLI ask this registry and never name a benchmark. Adding one is one new module that ends with
 `register_benchmark(MyBenchmark())`; every module here is imported on first use (`pkgutil`;
 names starting with `_` are skipped, for helpers).
 
@@ -134,6 +134,11 @@ class Benchmark:
         """`(dataset, metrics)` for CLIP_benchmark-style result files, fractions in [0, 1]. Default:
         one row named after the suite, every percentage / 100, nested keys joined by `/`."""
         return [(self.name, {k: v / 100 for k, v in _flat(metrics).items()})]
+
+    def figures(self, models: list[dict], out_dir: Path) -> list[tuple[str, str]]:
+        """Write the benchmark's own charts into `out_dir` (beside results.png) and return
+        `(caption, file name)` of each one written, which results.md shows under the summary."""
+        return []
 
     # -- helpers for subclasses
 

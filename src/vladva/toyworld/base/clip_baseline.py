@@ -241,21 +241,60 @@ class ClipBaselineEmbedder:
         from vladva.embedder import as_text_list
 
         texts = as_text_list(texts)
-        max_len = self.model.config.text_config.max_position_embeddings
         out = []
         for i in _batches(len(texts), batch_size, show_progress, "texts"):
-            enc = self.tokenizer(
-                list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
-            )
-            ids = enc["input_ids"]
-            # Truncation can cut the appended </s>; put it back where the pooling looks for it.
-            last = enc["attention_mask"].sum(1) - 1
-            ids[torch.arange(len(ids)), last] = self.tokenizer.eos_token_id
-            feats = self.model.get_text_features(
-                input_ids=ids.to(self.device), attention_mask=enc["attention_mask"].to(self.device)
-            )
-            out.append(feats.pooler_output.float())
+            ids, mask = self._tokenize(texts[i : i + batch_size])
+            out.append(self.model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output.float())
         return _normalise(out, self.model.config.projection_dim)
+
+    def _tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(input_ids, attention_mask)` on the device, right-padded, each row ending in </s>."""
+        max_len = self.model.config.text_config.max_position_embeddings
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        ids = enc["input_ids"]
+        # Truncation can cut the appended </s>; put it back where the pooling looks for it.
+        last = enc["attention_mask"].sum(1) - 1
+        ids[torch.arange(len(ids)), last] = self.tokenizer.eos_token_id
+        return ids.to(self.device), enc["attention_mask"].to(self.device)
+
+    @torch.no_grad()
+    def hidden_stages(
+        self, images: Sequence[ImageInput] | None = None, texts: Sequence[str] | None = None, batch_size: int = 32
+    ) -> dict[str, torch.Tensor]:
+        """Each encoder layer's features for probes (`vladva.embedder.StagedEmbedder`), `(n, dim)`
+        float32 on CPU: `vision0` (patch embeddings) to `vision<L>` (last layer) at the class token
+        (the position CLIP pools and projects) and `vision<k>.mean` over the patch tokens; or
+        `text0` to `text<L>` at the end token (CLIP's pooled position) and `text<k>.mean` over
+        real tokens; last, `embedding` (what `encode_images` / `encode_texts` return)."""
+        from vladva.data.images import load_image
+
+        if (images is None) == (texts is None):
+            raise ValueError("hidden_stages: give images or texts, not both")
+        parts: dict[str, list[torch.Tensor]] = {}
+        items = list(images if images is not None else texts)
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            stages = {}
+            if images is not None:
+                ims = [(load_image(im) if isinstance(im, (str, Path)) else im).convert("RGB") for im in chunk]
+                pix = self.image_processor(images=ims, return_tensors="pt")["pixel_values"].to(self.device)
+                out = self.model.vision_model(pixel_values=pix, output_hidden_states=True)
+                for k, h in enumerate(out.hidden_states):
+                    stages[f"vision{k}"], stages[f"vision{k}.mean"] = h[:, 0], h[:, 1:].mean(dim=1)
+                stages["embedding"] = self.model.visual_projection(out.pooler_output)
+            else:
+                ids, mask = self._tokenize(chunk)
+                out = self.model.text_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+                end = mask.sum(1) - 1
+                m = mask.unsqueeze(-1).to(out.hidden_states[0].dtype)
+                for k, h in enumerate(out.hidden_states):
+                    stages[f"text{k}"] = h[torch.arange(len(h), device=h.device), end]
+                    stages[f"text{k}.mean"] = (h * m).sum(1) / m.sum(1)
+                stages["embedding"] = self.model.text_projection(out.pooler_output)
+            for name, value in stages.items():
+                parts.setdefault(name, []).append(value.float().cpu())
+        out = {name: torch.cat(chunks) for name, chunks in parts.items()}
+        return out | {"embedding": torch.nn.functional.normalize(out["embedding"], dim=-1)}
 
 
 def _batches(n: int, batch_size: int, show_progress: bool, what: str):

@@ -8,41 +8,11 @@ would prove nothing.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from vladva.eval.probes import linear_probe_accuracy  # the one linear probe, shared with the evaluation
 from vladva.toyworld.base.data import SceneVocab
 from vladva.toyworld.base.vision import unique_largest
 from vladva.toyworld.scene import Scene
-
-
-def linear_probe_accuracy(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    l2: float = 1e-3,
-    max_iter: int = 200,
-) -> float:
-    """Fit multinomial logistic regression on `train_x (n, d)` / `train_y (n,)` integer labels with
-    L-BFGS; return the accuracy (0..1) on `test_x`, `test_y`. Labels unseen in training count as misses."""
-    train_x, test_x = train_x.double(), test_x.double()
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
-    k = int(max(train_y.max(), test_y.max())) + 1
-    w = torch.zeros(xtr.shape[1], k, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(k, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(xtr @ w + b, train_y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        pred = (xte @ w + b).argmax(1)
-    return float((pred == test_y).double().mean())
 
 
 def scene_probe_targets(scenes: list[Scene], vocab: SceneVocab) -> dict[str, torch.Tensor]:
