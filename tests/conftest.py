@@ -16,3 +16,19 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def service_bench():
+    """benchmarks/service_load.py as a module: colour images, `vladva index build` / `vladva serve`
+    as subprocesses, and the load clients (the code the published load figures come from)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "service_load.py"
+    spec = importlib.util.spec_from_file_location("service_load", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["service_load"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module

@@ -218,7 +218,15 @@ def png_bytes(im: Image.Image) -> bytes:
 def test_health_page_static_and_openapi(service):
     client, _index, _ = service
     h = client.get("/health").json()
-    assert h == {"status": "ok", "model": TOY_SPEC, "embedder": TOY_SPEC, "dim": 9, "kind": "flat", "images": 8}
+    assert h == {
+        "status": "ok",
+        "model": TOY_SPEC,
+        "embedder": TOY_SPEC,
+        "dim": 9,
+        "kind": "flat",
+        "images": 8,
+        "version": 1,
+    }
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'id="results"' in page.text
     assert 'fetch("/search"' in client.get("/static/app.js").text
@@ -567,7 +575,7 @@ def test_cli_serve_binds_localhost_and_warns_on_public_bind(colour_dir, tmp_path
     class Wide(ColourHistogramEmbedder):
         dim = 12
 
-    monkeypatch.setattr("vladva.serve.models.ColourHistogramEmbedder", Wide)
+    monkeypatch.setattr("vladva.toyworld.toy_embedder.ColourHistogramEmbedder", Wide)
     r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "ix")])
     assert r.exit_code == 2 and "12-dim vectors" in r.stderr and len(runs) == 2
 

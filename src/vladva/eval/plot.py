@@ -47,6 +47,6 @@ def compositional_chart(models: list[dict], path: Path) -> Path | None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # the path may be a temporary name without .png
     plt.close(fig)
     return path

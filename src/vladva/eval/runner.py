@@ -122,6 +122,7 @@ def evaluate_model(model: LoadedModel, loaded: dict[str, object], cfg: EvalConfi
             "images": enc.stats.images_encoded,
             "texts": enc.stats.texts_encoded,
             "from_cache": enc.stats.cache_hits,
+            "requested": dict(enc.stats.requested),
         },
     }
 
