@@ -62,3 +62,19 @@ def shapes_small(tmp_path_factory):
     cfg = ShapesDataConfig(n_train=48, n_val=12, n_retrieval=4, n_sugarcrepe=2, n_winoground=2, n_aro=2, n_zeroshot=2)
     generate_shapes_dataset(out, cfg, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def service_bench():
+    """benchmarks/service_load.py as a module: colour images, `vladva index build` / `vladva serve`
+    as subprocesses, and the load clients (the code the published load figures come from)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "service_load.py"
+    spec = importlib.util.spec_from_file_location("service_load", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["service_load"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module

@@ -47,3 +47,51 @@ def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
     assert "data:" in second.output and "(reused)" in second.output
     assert "reusing the finished run" in second.output
     assert "index: reusing" in second.output
+
+
+def test_demo_reproduces_and_reports_the_seed_spread(tmp_path):
+    """`vladva demo --quick --seeds 2`: a second fine-tune with seed 1 and `eval/seeds.md` / `.json`
+    with every summary figure as mean ± std; then a fresh run in another process (another
+    PYTHONHASHSEED) prints the same figures and logs the same training losses, bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    first = tmp_path / "first"
+    r = CliRunner().invoke(app, ["demo", "--quick", "--seeds", "2", "--no-index", "--out", str(first)])
+    assert r.exit_code == 0, r.output
+    assert "seed 0, 2 torch threads, deterministic algorithms" in r.output
+    spread = json.loads((first / "eval" / "seeds.json").read_text())
+    assert spread["seeds"] == [0, 1] and spread["threads"] == 2
+    assert set(spread["models"]) == {"zero-shot base", "CLIP-style", "VladVA"}
+    vladva = spread["models"]["VladVA"]
+    assert "SC swap_att" in vladva and all(len(f["values"]) == 2 for f in vladva.values())
+    # Not trained by the demo, evaluated on all items: the same figures for both seeds.
+    assert all(f["std"] == 0 for f in spread["models"]["CLIP-style"].values())
+    assert "± " in (first / "eval" / "seeds.md").read_text()
+    assert (first / "vladva-seed1" / "checkpoints" / "latest").is_file()
+    results = json.loads((first / "eval" / "results.json").read_text())
+    assert results["runs"][0]["torch_threads"] == 2
+
+    second = tmp_path / "second"
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    cmd = [
+        sys.executable,
+        "-c",
+        "from vladva.cli import main; main()",
+        "demo",
+        "--quick",
+        "--no-index",
+        "--out",
+        str(second),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads((second / "eval" / "results.json").read_text())
+    assert [m["metrics"] for m in again["models"]] == [m["metrics"] for m in results["models"]]
+
+    def losses(run):
+        rows = [json.loads(ln) for ln in (run / "vladva" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+        return [{k: v for k, v in row.items() if not k.endswith("_seconds")} for row in rows]
+
+    assert losses(second) == losses(first)

@@ -237,25 +237,104 @@ def test_loader_errors_name_file_entry_and_key(bench, tmp_path):
 # ----------------------------------------------------------------------------- cache
 
 
-def test_cache_reuses_embeddings_and_notices_changed_files(bench, tmp_path):
+def test_cache_is_content_addressed(bench, tmp_path):
+    """Keys are the model identity + the bytes of each image (and its crop box) / each text: the
+    same picture under another path, in another category or in a rerun is not encoded again; an
+    edited file or another model is."""
     shutil.copytree(bench / "sugarcrepe", tmp_path / "sc")
-    sets = load_sugarcrepe(tmp_path / "sc")
-    refs = [r for s in sets for r in s.images]  # 3 references, 2 distinct files
-    toy = ColourWordsEmbedder()
-    first = CachedEncoder(toy, "toy", tmp_path / "cache", batch_size=2).images(refs)
-    assert toy.calls["images"] == 2  # deduplicated
-    again = CachedEncoder(toy, "toy", tmp_path / "cache").images(refs)
-    assert toy.calls["images"] == 2 and torch.equal(first, again)  # served from disk
-    CachedEncoder(toy, "other-model", tmp_path / "cache").images(refs)
+    sets = load_sugarcrepe(tmp_path / "sc")  # replace_att: 000000, 000001; swap_att: 000000
+    toy, cache = ColourWordsEmbedder(), tmp_path / "cache"
+    enc = CachedEncoder(toy, "toy", cache, batch_size=2)
+    first = enc.images(sets[0].images)
+    assert toy.calls["images"] == 2
+    enc.images(sets[1].images)  # another category, the same file: known already
+    assert toy.calls["images"] == 2 and enc.stats.cache_hits == 1
+    shutil.copy(tmp_path / "sc" / "images" / "000000.png", tmp_path / "copy.png")
+    enc.images([ImageRef(tmp_path / "copy.png")])  # the same bytes under another path
+    assert toy.calls["images"] == 2
+    again = CachedEncoder(toy, "toy", cache).images(sets[0].images)  # a new run: from disk
+    assert toy.calls["images"] == 2 and torch.equal(first, again)
+    CachedEncoder(toy, "other-model", cache).images(sets[0].images)
     assert toy.calls["images"] == 4  # another model identity is another key
     render_scene(Scene((SceneObject("circle", "green", "large", 16, 16),), 32)).save(
         tmp_path / "sc" / "images" / "000000.png"
     )
-    changed = CachedEncoder(toy, "toy", tmp_path / "cache").images(refs)
-    assert toy.calls["images"] == 6 and not torch.equal(changed, first)
-    CachedEncoder(toy, "toy", tmp_path / "cache").texts(["a red x", "a red x", "b"])
-    CachedEncoder(toy, "toy", tmp_path / "cache").texts(["a red x", "b"])
+    changed = CachedEncoder(toy, "toy", cache).images(sets[0].images)
+    assert toy.calls["images"] == 5 and not torch.equal(changed[0], first[0]) and torch.equal(changed[1], first[1])
+    box = ImageRef(tmp_path / "copy.png", (0, 0, 16, 32))
+    CachedEncoder(toy, "toy", cache).images([box, box, ImageRef(tmp_path / "copy.png")])
+    assert toy.calls["images"] == 6  # a crop is its own item; the whole image is known
+    CachedEncoder(toy, "toy", cache).texts(["a red x", "a red x", "b"])
+    CachedEncoder(toy, "toy", cache).texts(["b", "a red x"])
     assert toy.calls["texts"] == 2
+
+
+class RecordingEmbedder(ColourWordsEmbedder):
+    """Also records the pixels of every image and every text it encodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = {"images": [], "texts": []}
+
+    def encode_images(self, images, batch_size=32, show_progress=False):
+        self.seen["images"] += [(im.size, im.tobytes()) for im in images]
+        return super().encode_images(images, batch_size, show_progress)
+
+    def encode_texts(self, texts, batch_size=64, show_progress=False):
+        self.seen["texts"] += list(texts)
+        return super().encode_texts(texts, batch_size, show_progress)
+
+
+def test_every_image_and_text_is_encoded_once_across_categories_and_suites(bench, tmp_path):
+    """All six suites on the fixtures, whose images repeat across suites (the red-circle-and-blue-square
+    scene is in retrieval, SugarCrepe, SugarCrepe++, Winoground and ARO): 7 distinct pictures + 2 ARO
+    crops (the third ARO box is the whole picture) = 9 images encoded, no picture or text twice; a
+    rerun encodes nothing."""
+    toy = RecordingEmbedder()
+    model = LoadedModel("toy", "toy", toy, "toy-identity")
+    cfg = EvalConfig(data=str(bench), cache_dir=str(tmp_path / "cache"), show_progress=False)
+    first = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
+    assert len(first["metrics"]) == 6
+    assert first["encoded"]["images"] == len(toy.seen["images"]) == 9
+    assert len(set(toy.seen["images"])) == len(toy.seen["images"])
+    assert len(set(toy.seen["texts"])) == len(toy.seen["texts"]) == first["encoded"]["texts"]
+    requested = first["encoded"]["requested"]
+    assert requested["images"] > 9 and requested["texts"] > len(toy.seen["texts"])
+    again = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
+    assert again["encoded"]["images"] == again["encoded"]["texts"] == 0
+    assert again["metrics"] == first["metrics"]
+    no_disk = EvalConfig(data=str(bench), use_cache=False, show_progress=False)
+    memory_only = run_evaluation([LoadedModel("toy", "toy", RecordingEmbedder(), "x")], no_disk, log=lambda _: None)
+    assert memory_only["models"][0]["encoded"]["images"] == 9  # deduplicated without a disk cache too
+    assert not (tmp_path / "x").exists()
+
+
+def test_cache_survives_a_corrupt_file_and_a_full_disk(bench, tmp_path, monkeypatch, caplog):
+    """A truncated cache file is ignored with a warning (its items are encoded again); a write that
+    fails with ENOSPC is reported and skipped, and the embeddings are still returned."""
+    import errno
+    import logging
+
+    import vladva.eval.cache as cache_mod
+
+    refs = load_sugarcrepe(bench / "sugarcrepe")[0].images
+    toy, cache = ColourWordsEmbedder(), tmp_path / "cache"
+    expected = CachedEncoder(toy, "toy", cache).images(refs)
+    (stored,) = (cache / cache_mod.model_key("toy")).glob("images-*.safetensors")
+    stored.write_bytes(stored.read_bytes()[:40])
+    with caplog.at_level(logging.WARNING, logger="vladva.eval.cache"):
+        assert torch.equal(CachedEncoder(toy, "toy", cache).images(refs), expected)
+    assert f"embedding cache: ignoring {stored}" in caplog.text and toy.calls["images"] == 4
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "save_file", full_disk)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vladva.eval.cache"):
+        assert torch.equal(CachedEncoder(toy, "toy", tmp_path / "cache2").images(refs), expected)
+    assert "could not write to" in caplog.text and "No space left on device" in caplog.text
+    assert not [p for p in (tmp_path / "cache2").rglob("*") if p.name.endswith(".tmp")]
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -485,11 +564,8 @@ def test_zeroshot_spec_runs_a_real_tiny_lvlm_through_the_harness(bench, tmp_path
     values = list(first["metrics"]["sugarcrepe"].values()) + list(first["metrics"]["winoground"].values())
     assert all(0 <= v <= 100 for v in values)
     again = run_evaluation([model], cfg, log=lambda _: None)["models"][0]
-    assert again["encoded"] == {
-        "images": 0,
-        "texts": 0,
-        "from_cache": first["encoded"]["images"] + first["encoded"]["texts"],
-    }
+    assert again["encoded"]["images"] == again["encoded"]["texts"] == 0
+    assert again["encoded"]["from_cache"] == sum(first["encoded"][k] for k in ("from_cache", "images", "texts"))
     assert again["metrics"] == first["metrics"]
 
 

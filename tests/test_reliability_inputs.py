@@ -522,6 +522,144 @@ def test_over_long_long_caption_is_truncated_for_the_next_token_loss(tiny_model)
     assert len(targets) == 12 + 1 and torch.isfinite(caption_cross_entropy(logits, targets))
 
 
+def test_training_on_a_100k_character_caption_says_what_vladva_does(tiny_base, tmp_path, caplog):
+    """A 100,000-character caption (and long caption) in training: no transformers warning about
+    "indexing errors" (the text is cut, never indexed whole); instead one line per kind saying vladva
+    cuts it to max_text_tokens (8) / max_long_caption_tokens (12) tokens. Training runs."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from vladva.testing import write_tiny_manifest
+    from vladva.train.trainer import train
+
+    # The shipped base's tokenizer says 1024 tokens at most; the tiny one says nothing, so set it.
+    base = Path(shutil.copytree(tiny_base, tmp_path / "base"))
+    tok_cfg = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps(tok_cfg | {"model_max_length": 1024}))
+    root = write_tiny_manifest(tmp_path / "data", n_train=4, n_val=0)
+    lines = [json.loads(ln) for ln in (root / "train.jsonl").read_text().splitlines()]
+    huge = ("a red circle left of a blue square " * 3000)[:100_000]
+    lines[0]["captions"] = [huge]
+    for line in lines:  # every record: whichever rows get the next-token loss see it
+        line["long_caption"] = huge
+    (root / "train.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    cfg = _train_cfg(
+        root,
+        base,
+        tmp_path / "run",
+        "optim.max_steps=1",
+        "data.caption_choice=first",
+        "model.prompts.max_text_tokens=8",
+        "model.prompts.max_long_caption_tokens=12",
+    )
+    said: list[str] = []  # transformers logs to its own handler, not to pytest's
+    keep = logging.Handler()
+    keep.emit = lambda record: said.append(record.getMessage())
+    hf_log = logging.getLogger("transformers")
+    hf_log.addHandler(keep)
+    try:
+        AutoTokenizer.from_pretrained(base)(huge)  # guard: tokenizing it whole does warn
+        assert any("indexing errors" in m for m in said), said
+        said.clear()
+        with caplog.at_level(logging.WARNING, logger="vladva"):
+            assert train(cfg).steps == 1
+    finally:
+        hf_log.removeHandler(keep)
+    assert not [m for m in said if "indexing errors" in m or "maximum sequence length" in m], said
+    assert (
+        "a caption of 100,000 characters is longer than model.prompts.max_text_tokens = 8 tokens: "
+        "vladva cuts it to its first 8 tokens" in caplog.text
+    )
+    assert (
+        "a long caption of 100,000 characters is longer than model.prompts.max_long_caption_tokens = 12" in caplog.text
+    )
+    assert caplog.text.count("vladva cuts it") == 2  # once per kind, not once per caption
+
+
+# ---- text files to embed (`vladva embed --texts`) -----------------------------------------------
+
+TEXT_FILE_CASES = [
+    Case(
+        "blank-line-inside",
+        "3 lines, the 2nd blank: b'a red circle\\n\\na blue square\\n'",
+        "texts.txt:2: blank line; each line is one text and one output row",
+        b"a red circle\n\na blue square\n",
+    ),
+    Case(
+        "whitespace-line-inside",
+        "a line of spaces and a tab between two texts",
+        "texts.txt:2: blank line",
+        b"a red circle\n \t \na blue square\n",
+    ),
+    Case(
+        "many-blank-lines",
+        "7 blank lines between two texts",
+        "texts.txt:2: blank line (also lines 3, 4, 5, 6, 7 and 1 more)",
+        b"a red circle\n" + b"\n" * 7 + b"a blue square\n",
+    ),
+    Case(
+        "latin-1-byte",
+        "line 2 holds a Latin-1 byte (caf\\xe9), not UTF-8",
+        "texts.txt:2: not valid UTF-8 (byte 0xe9 at column 12)",
+        b"a red circle\na small caf\xe9 square\n",
+    ),
+    Case(
+        "truncated-utf8",
+        "line 1 ends inside a 2-byte UTF-8 sequence",
+        "texts.txt:1: not valid UTF-8 (byte 0xc3 at column 6)",
+        b"a red\xc3\n",
+    ),
+    Case("only-blank", "a file of blank lines", "texts.txt: no non-empty lines", b"\n  \n\n"),
+]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in TEXT_FILE_CASES])
+def test_embed_texts_refuses_bad_lines_naming_file_and_line(tmp_path, case):
+    """`vladva embed --texts FILE`: exit 2 and one `error: --texts FILE:LINE: ...` line, before any model loads."""
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(case.data)
+    args = [
+        "embed",
+        "--model",
+        str(tmp_path / "no-model-needed"),
+        "--texts",
+        str(texts),
+        "--out",
+        str(tmp_path / "o.npy"),
+    ]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.stderr.startswith(f"error: --texts {tmp_path}/") and case.expect in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_embed_texts_rows_align_with_lines(tiny_base, tmp_path):
+    """A text file with a BOM, CRLF line ends and blank lines at its end: one row per line, in
+    order, the items metadata equal to the lines, each row equal to embedding that line alone."""
+    from typer.testing import CliRunner
+
+    from vladva.cli import app
+    from vladva.data.embeddings import read_embeddings
+    from vladva.model.vladva import VladVA
+
+    lines = ["a red circle", "a blue square left of a green cross", "café"]
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n\n")
+    out = tmp_path / "texts.safetensors"
+    r = CliRunner().invoke(app, ["embed", "--model", str(tiny_base), "--texts", str(texts), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    table, items, meta = read_embeddings(out)
+    assert items == lines and table.shape[0] == len(lines) and meta["kind"] == "texts"
+    one_by_one = VladVA.from_pretrained(tiny_base).encode_texts(lines[1:2])
+    assert torch.allclose(table[1], one_by_one[0], atol=1e-5)
+
+
 # ---- bad samples in training --------------------------------------------------------------------
 
 

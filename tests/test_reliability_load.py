@@ -7,7 +7,6 @@ rendered colour images with the built-in `toy:colours` embedder, the real `vladv
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import sys
@@ -22,8 +21,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("faiss")
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "service_load.py"
 CLIENTS, SECONDS = 8, 5.0
+SOAK_S = 25.0
 BODY_LIMIT_MB, TIMEOUT_S = 0.0625, 2.0  # 64 KiB bodies, 2 s per request for the live server
 
 
@@ -34,17 +33,9 @@ class Case(NamedTuple):
     data: Any = None
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("service_load", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["service_load"] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def bench():
-    return _load_bench()
+def bench(service_bench):
+    return service_bench
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +46,7 @@ def server(bench, tmp_path_factory):
     srv = bench.start_server(
         root / "index", root / "serve.log", "--max-body-mb", str(BODY_LIMIT_MB), "--timeout", str(TIMEOUT_S)
     )
+    srv.images = sorted(images.glob("*.png"))
     yield srv
     srv.stop()
 
@@ -76,6 +68,36 @@ def test_concurrent_clients_get_correct_answers_with_zero_errors(server, bench, 
     assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
     assert result.max_ms < TIMEOUT_S * 1000  # none came near the time limit
     assert server.proc.poll() is None  # still serving
+
+
+@pytest.fixture(scope="module")
+def soak(bench):
+    import importlib.util
+
+    path = Path(bench.__file__).with_name("service_soak.py")
+    spec = importlib.util.spec_from_file_location("service_soak", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["service_soak"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_short_soak_mixed_load_has_no_errors_and_flat_memory(server, soak, tmp_path):
+    """25 s of the soak benchmark (benchmarks/service_soak.py; 10 minutes in docs/reliability.md):
+    6 clients cycling text search, image search (upload), text and image embedding and /health.
+    Zero errors and wrong answers in every 5 s window, every kind answered, p99 under the time limit,
+    and the server's RSS flat: under 32 MiB growth from the end of the first window to the end."""
+    result = soak.run_soak(server.url, server.proc.pid, server.images, clients=6, seconds=SOAK_S, window_s=5.0)
+    (tmp_path / "service_soak.json").write_text(json.dumps(asdict(result), indent=1))
+    print("\nshort soak:\n" + soak.markdown(result))
+    assert result.errors == 0, result.first_errors
+    assert result.wrong_answers == 0
+    assert all(k["requests"] > 0 and k["errors"] == 0 for k in result.by_kind.values()), result.by_kind
+    assert len(result.windows) == int(SOAK_S / 5) and all(w.requests > 0 and w.errors == 0 for w in result.windows)
+    assert all(w.p99_ms < TIMEOUT_S * 1000 for w in result.windows)
+    if result.rss_start_mib is not None:  # Linux: /proc is there
+        assert result.rss_growth_mib < 32, [w.rss_mib for w in result.windows]
+    assert server.proc.poll() is None
 
 
 def _non_loopback_address() -> str | None:
@@ -154,6 +176,37 @@ def _over_long_text(server) -> None:
     assert r.status_code == 413 and "texts[0] has 2001 characters; the limit is 2000" in r.json()["detail"]
 
 
+def _raw_exchange(server, request: bytes) -> bytes:
+    """Send `request` whole over a plain socket and read until the server closes; a connection
+    reset before any reply byte raises (that is the failure a lingering close prevents)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(request)
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+def _url_over_limit(server) -> None:
+    for _ in range(3):  # a reset would show up as a race: try it more than once
+        reply = _raw_exchange(server, b"GET /search?q=" + b"a" * 1_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 414 "), reply[:200]
+        assert reply.endswith(b'{"detail": "request line (URL) is longer than the limit of 65536 bytes"}'), reply
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def _headers_over_limit(server) -> None:
+    reply = _raw_exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 200_000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+    assert b'"request headers are larger than the limit of 65536 bytes"' in reply
+
+
+def _malformed_request(server) -> None:
+    reply = _raw_exchange(server, b"NOT HTTP AT ALL\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ") and b'"detail": "malformed HTTP request' in reply, reply
+
+
 LIVE_LIMIT_CASES = [
     Case(
         "body-over-limit",
@@ -172,6 +225,25 @@ LIVE_LIMIT_CASES = [
         "a client that declares 1000 body bytes, sends 11 and stalls (server --timeout 2)",
         "504 'request took longer than the limit of 2 s' after about 2 s; other requests are answered meanwhile",
         _stalled_body,
+    ),
+    Case(
+        "url-over-limit",
+        "a GET with a 1,000,000-character URL query string, sent whole (3 times)",
+        "414 'request line (URL) is longer than the limit of 65536 bytes', read by the client every time "
+        "(no connection reset); the server keeps answering",
+        _url_over_limit,
+    ),
+    Case(
+        "headers-over-limit",
+        "a request with a 200 KB header",
+        "431 'request headers are larger than the limit of 65536 bytes'",
+        _headers_over_limit,
+    ),
+    Case(
+        "malformed-request",
+        "a request line that is not HTTP",
+        "400 'malformed HTTP request ...' as JSON",
+        _malformed_request,
     ),
     Case(
         "lone-surrogate-text",

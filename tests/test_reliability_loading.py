@@ -227,23 +227,221 @@ def test_foreign_model_folders_are_refused_by_name(tiny, tmp_path, case):
     assert not (folder / "code-ran").exists()  # no file of the folder was imported
 
 
-def test_auto_map_on_a_supported_architecture_does_not_run_its_code(tiny, tmp_path):
-    """A LLaVA folder with auto_map pointing at its own files: the built-in class loads, the files never run."""
+# ---- untrusted folders: code, paths outside, pickles ----------------------------------------------
+
+
+def _edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def _plant_code(folder: Path, marker: Path) -> dict:
+    """Python files in `folder` that would create `marker` if anything imported them; their auto_map."""
+    for name in ("configuration_evil.py", "modeling_evil.py", "tokenization_evil.py"):
+        (folder / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    return {"AutoConfig": "configuration_evil.EvilConfig", "AutoModelForImageTextToText": "modeling_evil.EvilModel"}
+
+
+def _auto_map_config(folder: Path, marker: Path) -> None:
+    _edit_json(folder / "config.json", auto_map=_plant_code(folder, marker))
+
+
+def _auto_map_tokenizer(folder: Path, marker: Path) -> None:
+    _plant_code(folder, marker)
+    _edit_json(folder / "tokenizer_config.json", auto_map={"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]})
+
+
+def _auto_mapping_adapter(folder: Path, marker: Path) -> None:
+    _plant_code(folder, marker)
+    _edit_json(
+        folder / "adapter" / "adapter_config.json",
+        auto_mapping={"base_model_class": "EvilModel", "parent_library": "modeling_evil"},
+    )
+
+
+def _megatron_adapter(folder: Path, marker: Path) -> None:
+    _edit_json(
+        folder / "adapter" / "adapter_config.json",
+        megatron_config={"tensor_model_parallel_size": 1},
+        megatron_core="modeling_evil",
+    )
+
+
+def _outside_weights(folder: Path, marker: Path, shard: str) -> None:
+    """Move the weights out of the folder and name them in a shard index, as a sharded checkpoint would."""
+    from safetensors.torch import load_file
+
+    outside = marker.parent / "outside.safetensors"
+    (folder / "model.safetensors").rename(outside)
+    keys = load_file(outside).keys()
+    (folder / "model.safetensors").write_bytes(b"")  # a decoy, so the folder still "has" safetensors
+    name = str(outside) if shard == "absolute" else f"../{outside.name}" if shard == "dotdot" else shard
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": dict.fromkeys(keys, name)})
+    )
+
+
+def _pickled_adapter(folder: Path, marker: Path) -> None:
+    (folder / "adapter" / "adapter_model.safetensors").unlink()
+    torch.save({"payload": _RunsCode(marker)}, folder / "adapter" / "adapter_model.bin")
+
+
+def _pickled_export(folder: Path, marker: Path) -> None:
+    (folder / "model.safetensors").unlink()
+    torch.save({"payload": _RunsCode(marker)}, folder / "pytorch_model.bin")
+
+
+def _latest_elsewhere(folder: Path, marker: Path, how: str) -> None:
+    """A run folder whose `latest` points at a (complete) checkpoint outside it."""
+    ckpts = folder / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "latest").write_text((str(marker.parent / "elsewhere") if how == "absolute" else "../../elsewhere") + "\n")
+
+
+# data: (which folder the case starts from: base, export or weights; the edit; the error fragment)
+UNTRUSTED_CASES = [
+    Case(
+        "auto-map-config",
+        "a LLaVA folder whose config.json has auto_map naming its own Python files",
+        "config.json: 'auto_map' asks to run code shipped with the model (configuration_evil.EvilConfig, ...); "
+        "vladva never runs a model folder's own code",
+        ("base", _auto_map_config),
+    ),
+    Case(
+        "auto-map-exported",
+        "an exported (merged) VladVA folder whose config.json has auto_map",
+        "config.json: 'auto_map' asks to run code shipped with the model",
+        ("export", _auto_map_config),
+    ),
+    Case(
+        "auto-map-tokenizer",
+        "a tokenizer_config.json with auto_map to a tokenizer class in the folder",
+        "tokenizer_config.json: 'auto_map' asks to run code shipped with the model",
+        ("base", _auto_map_tokenizer),
+    ),
+    Case(
+        "auto-mapping-adapter",
+        "trained weights whose adapter/adapter_config.json has an auto_mapping to a class outside transformers",
+        "adapter_config.json: 'auto_mapping' asks to run code shipped with the model",
+        ("weights", _auto_mapping_adapter),
+    ),
+    Case(
+        "megatron-adapter",
+        "an adapter_config.json with megatron_config (PEFT would import the module megatron_core names)",
+        "adapter_config.json: 'megatron_config' makes PEFT import the module 'modeling_evil'",
+        ("weights", _megatron_adapter),
+    ),
+    Case(
+        "shard-absolute-path",
+        "model.safetensors.index.json naming an absolute path outside the folder (transformers would load it)",
+        "model.safetensors.index.json: weight_map names '/",
+        ("base", lambda f, m: _outside_weights(f, m, "absolute")),
+    ),
+    Case(
+        "shard-dotdot",
+        "a shard index naming ../outside.safetensors",
+        "weight_map names '../outside.safetensors', outside",
+        ("export", lambda f, m: _outside_weights(f, m, "dotdot")),
+    ),
+    Case(
+        "shard-pickle",
+        "a shard index naming pytorch_model-00001-of-00001.bin",
+        "weight_map names 'pytorch_model-00001-of-00001.bin', not a .safetensors file; vladva never loads pickles",
+        ("base", lambda f, m: _outside_weights(f, m, "pytorch_model-00001-of-00001.bin")),
+    ),
+    Case(
+        "pickled-adapter",
+        "trained weights whose LoRA file is a pickled adapter_model.bin carrying code",
+        "adapter_model.bin: LoRA weights as a pickle; vladva loads only adapter_model.safetensors",
+        ("weights", _pickled_adapter),
+    ),
+    Case(
+        "pickled-export",
+        "an exported folder whose weights are a pickled pytorch_model.bin carrying code",
+        "no *.safetensors weights; vladva loads only safetensors",
+        ("export", _pickled_export),
+    ),
+    Case(
+        "latest-absolute",
+        "a run folder whose checkpoints/latest names a checkpoint by absolute path elsewhere",
+        "latest: names '/",
+        ("run", lambda f, m: _latest_elsewhere(f, m, "absolute")),
+    ),
+    Case(
+        "latest-dotdot",
+        "a run folder whose checkpoints/latest is ../../elsewhere",
+        "latest: names '../../elsewhere', not a checkpoint folder inside",
+        ("run", lambda f, m: _latest_elsewhere(f, m, "dotdot")),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny, tmp_path_factory):
+    """A merged (exported) folder of the tiny model with its trained weights."""
     from vladva.model.vladva import VladVA
 
-    folder = tmp_path / "llava-with-code"
-    shutil.copytree(tiny[0], folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["auto_map"] = {
-        "AutoConfig": "configuration_evil.EvilConfig",
-        "AutoModelForImageTextToText": "modeling_evil.EvilModel",
-    }
-    (folder / "config.json").write_text(json.dumps(cfg))
-    for name in ("configuration_evil.py", "modeling_evil.py"):
-        (folder / name).write_text(f"open({str(folder / 'code-ran')!r}, 'w').write('ran')\n")
-    model = VladVA.from_pretrained(folder)
-    assert type(model.model).__module__.startswith("transformers.models.llava")
-    assert not (folder / "code-ran").exists()
+    base, ckpt = tiny
+    out = tmp_path_factory.mktemp("exported") / "merged"
+    VladVA.from_pretrained(base, ckpt).merge(out)
+    return out
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in UNTRUSTED_CASES])
+def test_untrusted_folders_are_refused_before_anything_runs(tiny, exported, tmp_path, case):
+    """Each folder is refused with one error naming the file and what it asked for; no file of the
+    folder is imported and no pickle is opened (the planted code would create a marker file)."""
+    from vladva.model.vladva import VladVA
+
+    base, ckpt = tiny
+    start, edit = case.data
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / case.id
+    if start == "run":
+        folder.mkdir()
+        shutil.copytree(ckpt, tmp_path / "elsewhere")
+    else:
+        shutil.copytree({"base": base, "export": exported, "weights": ckpt}[start], folder)
+    edit(folder, marker)
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        if start in ("weights", "run"):
+            VladVA.from_pretrained(base, folder)
+        else:
+            VladVA.from_pretrained(folder)
+    assert case.expect in str(e.value), str(e.value)
+    assert str(folder) in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
+
+
+def test_the_refusals_leave_normal_folders_alone(tiny, exported, tmp_path):
+    """What the checks allow: trained weights (trainer_state.pt beside them included), an exported
+    folder, a folder that also carries a pickled pytorch_model.bin beside its safetensors (never
+    opened), and a sharded model whose index names its own shards."""
+    from safetensors.torch import load_file, save_file
+
+    from vladva.model.vladva import VladVA
+
+    base, ckpt = tiny
+    marker = tmp_path / "code-ran"
+    weights = shutil.copytree(ckpt, tmp_path / "weights")
+    torch.save({"step": 1}, weights / "trainer_state.pt")
+    text = VladVA.from_pretrained(base, weights).encode_texts(["a red circle"])
+    beside = shutil.copytree(exported, tmp_path / "beside")
+    torch.save({"payload": _RunsCode(marker)}, beside / "pytorch_model.bin")
+    assert torch.allclose(VladVA.from_pretrained(beside).encode_texts(["a red circle"]), text, atol=1e-5)
+    sharded = shutil.copytree(base, tmp_path / "sharded")
+    tensors = load_file(sharded / "model.safetensors")
+    (sharded / "model.safetensors").unlink()
+    names = sorted(tensors)
+    half = len(names) // 2
+    for i, part in enumerate((names[:half], names[half:]), start=1):
+        save_file(
+            {k: tensors[k] for k in part}, sharded / f"model-0000{i}-of-00002.safetensors", metadata={"format": "pt"}
+        )
+    weight_map = {k: f"model-0000{1 if k in names[:half] else 2}-of-00002.safetensors" for k in names}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    a, b = (VladVA.from_pretrained(f).encode_texts(["a red circle"]) for f in (base, sharded))
+    assert torch.allclose(a, b, atol=1e-6)
+    assert not marker.exists()
 
 
 def test_cli_reports_a_foreign_model_in_one_line(tiny, tmp_path):
@@ -380,6 +578,6 @@ def test_serve_binds_loopback_and_has_limits_by_default():
 
 def test_environment_has_no_pause_hook_set():
     """The kill-and-resume test hook is off unless a test sets it (a stray value would hang training)."""
-    from vladva.train.checkpoint import PAUSE_ENV
+    from vladva.storage import PAUSE_ENV
 
     assert PAUSE_ENV not in os.environ

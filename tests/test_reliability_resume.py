@@ -1,7 +1,7 @@
 """Kill -9 and resume: `vladva train` killed mid-step or mid-checkpoint-write resumes from the last
 complete checkpoint and ends exactly where an uninterrupted run with the same seed ends.
 
-The kill lands deterministically: `VLADVA_TEST_PAUSE_AT=POINT:STEP` (vladva.train.checkpoint)
+The kill lands deterministically: `VLADVA_TEST_PAUSE_AT=POINT:STEP` (vladva.storage.pause_for_tests)
 makes the trainer write `checkpoints/PAUSED-POINT` and sleep at that point; the test then sends
 SIGKILL. All runs are separate `vladva train` processes on a tiny random LLaVA (hidden 32, one
 layer) and 16 training images, started together so the suite stays fast on two cores.

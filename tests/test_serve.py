@@ -134,9 +134,9 @@ def test_manifest_source_keeps_captions(toy, colour_dir, tmp_path):
 
 
 def test_folder_index_without_record_ids_still_loads(toy, colour_dir, tmp_path):
-    """ids.json written before entries had `record_id` loads, with None."""
+    """An id map written before entries had `record_id` loads, with None."""
     build_index(toy, TOY_SPEC, colour_dir, tmp_path / "ix")
-    ids = tmp_path / "ix" / "ids.json"
+    ids = tmp_path / "ix" / json.loads((tmp_path / "ix" / "index.json").read_text())["files"]["ids"]
     entries = json.loads(ids.read_text())["entries"]
     assert all(e["record_id"] is None for e in entries)
     ids.write_text(json.dumps({"entries": [{k: v for k, v in e.items() if k != "record_id"} for e in entries]}))
@@ -269,7 +269,15 @@ def png_bytes(im: Image.Image) -> bytes:
 def test_health_page_static_and_openapi(service):
     client, _index, _ = service
     h = client.get("/health").json()
-    assert h == {"status": "ok", "model": TOY_SPEC, "embedder": TOY_SPEC, "dim": 9, "kind": "flat", "images": 8}
+    assert h == {
+        "status": "ok",
+        "model": TOY_SPEC,
+        "embedder": TOY_SPEC,
+        "dim": 9,
+        "kind": "flat",
+        "images": 8,
+        "version": 1,
+    }
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"] and 'id="results"' in page.text
     assert 'fetch("/search"' in client.get("/static/app.js").text

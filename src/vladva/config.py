@@ -181,8 +181,8 @@ def config_to_dict(cfg) -> dict:
 
 def save_config(cfg, path: Path | str) -> None:
     """Write the resolved config as YAML (atomically)."""
+    from vladva.storage import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -4,6 +4,13 @@ generate data -> load the shipped base LVLM (or pretrain it with `from_scratch`)
 fine-tune -> evaluate the zero-shot base, the CLIP-style baseline and VladVA on every suite ->
 print one table and write results.json / results.md / results.png -> build a search index of
 the test images. Every step reuses its cached output on a second run.
+
+Reproducible: for a given seed and thread count the demo prints the same figures on one machine.
+Every stage runs with `threads` torch threads (the recipe's `num_threads`; recorded in
+results.json as `torch_threads`) and deterministic algorithms; data order, caption draws and LoRA
+initialisation follow the seed; the recipe has no dropout. Other machines (another CPU, other
+kernels) round differently and land elsewhere: `seeds > 1` fine-tunes and evaluates again with
+seeds `seed+1, ...` on the same data and writes each figure's mean ± std (`eval/seeds.md`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,12 @@ class DemoConfig:
     eval_limit: int = 0  # > 0: evaluate a seeded subset of that many items per benchmark
     build_index: bool = True
     progress: bool = True
+    threads: int = 2  # torch threads for every stage: figures reproduce for a given seed and thread count
+    seeds: int = 1  # > 1: also fine-tune with seeds seed+1, ... and write each figure's mean ± std
+
+    def validate(self) -> None:
+        if self.threads < 1 or self.seeds < 1:
+            raise ValueError("threads and seeds must be >= 1")
 
 
 # Sizes for `--quick`: seconds, not minutes; the numbers it prints mean nothing.
@@ -92,64 +105,114 @@ def _base_models(cfg: DemoConfig, out: Path, data_dir: Path) -> tuple[Path, Path
     return pre_dir / LVLM_DIR, pre_dir / CLIP_DIR
 
 
-def _finetune(cfg: DemoConfig, out: Path, data_dir: Path, base_dir: Path) -> Path:
+def _finetune(cfg: DemoConfig, out: Path, data_dir: Path, base_dir: Path, seed: int | None = None) -> Path:
     """Train VladVA (or reuse / resume a run with the same config) -> its final checkpoint, which
-    records the fine-tuning compute (compute.json) for the report."""
+    records the fine-tuning compute (compute.json) for the report. `seed` (default `cfg.seed`)
+    other than `cfg.seed` trains into `out/vladva-seed<seed>`."""
     from vladva.train.config import TrainConfig
     from vladva.train.trainer import train_or_reuse
 
+    seed = cfg.seed if seed is None else seed
+    run_dir = out / ("vladva" if seed == cfg.seed else f"vladva-seed{seed}")
     overrides = [
         f"base_model={base_dir}",
-        f"output_dir={out / 'vladva'}",
-        f"seed={cfg.seed}",
+        f"output_dir={run_dir}",
+        f"seed={seed}",
         f"data.train={data_dir / 'train.jsonl'}",
         f"data.val={data_dir / 'val.jsonl'}",
         f"progress={str(cfg.progress).lower()}",
+        f"num_threads={cfg.threads}",
     ]
     overrides += (QUICK_TRAIN if cfg.quick else []) + list(cfg.train_overrides)
     tcfg = load_config(TrainConfig, cfg.train_recipe, overrides)
-    return train_or_reuse(tcfg, log=lambda msg: _log(f"VladVA: {msg}"))
+    return train_or_reuse(tcfg, log=lambda msg: _log(f"VladVA (seed {seed}): {msg}"))
+
+
+def pin_threads(threads: int) -> None:
+    """The same arithmetic on every run: a fixed torch thread count (reductions split the same
+    way) and deterministic algorithms wherever torch has a choice (warn, do not fail, where an op
+    has no deterministic version)."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs on a GPU
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _evaluate(cfg: DemoConfig, out: Path, data_dir: Path, models: list, seed: int) -> tuple[dict, object]:
+    from vladva.eval.runner import EvalConfig, run_evaluation
+
+    ecfg = EvalConfig(
+        data=str(data_dir), limit=cfg.eval_limit, seed=seed, cache_dir=str(out / "cache"), show_progress=cfg.progress
+    )
+    return run_evaluation(models, ecfg, log=_log), ecfg
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    """Run every step; returns `{"report": ..., "paths": {...}}`."""
+    """Run every step; returns `{"report": ..., "paths": {...}}` (and `"spread"` with `seeds > 1`)."""
     from vladva.eval.models import load_model
     from vladva.eval.report import as_report, print_summary, write_report
-    from vladva.eval.runner import EvalConfig, run_evaluation
 
+    cfg.validate()
     t_start = time.perf_counter()
+    pin_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "demo_config.yaml")
+    _log(f"seed {cfg.seed}, {cfg.threads} torch threads, deterministic algorithms")
     data_dir = _data(cfg, out)
     base_dir, clip_dir = _base_models(cfg, out, data_dir)
-    ckpt = _finetune(cfg, out, data_dir, base_dir)
 
-    models = [
-        load_model(f"zero-shot base={'zeroshot:' + str(base_dir)}"),
-        load_model(f"CLIP-style={'clip:' + str(clip_dir)}"),
-        load_model(f"VladVA={'vladva:' + str(base_dir) + ':' + str(ckpt)}"),
-    ]
-    ecfg = EvalConfig(
-        data=str(data_dir),
-        limit=cfg.eval_limit,
-        seed=cfg.seed,
-        cache_dir=str(out / "cache"),
-        show_progress=cfg.progress,
-    )
-    results = run_evaluation(models, ecfg, log=_log)
+    def models_for(seed: int) -> list:
+        ckpt = _finetune(cfg, out, data_dir, base_dir, seed)
+        return [
+            load_model(f"zero-shot base={'zeroshot:' + str(base_dir)}"),
+            load_model(f"CLIP-style={'clip:' + str(clip_dir)}"),
+            load_model(f"VladVA={'vladva:' + str(base_dir) + ':' + str(ckpt)}"),
+        ]
+
+    models = models_for(cfg.seed)
+    results, ecfg = _evaluate(cfg, out, data_dir, models, cfg.seed)
     report = as_report(results, str(out / "eval"))
     paths = write_report(report, out / "eval")
     save_config(ecfg, out / "eval" / "eval_config.yaml")
     print_summary(report)
     for _kind, p in paths.items():
         _log(f"wrote {p}")
+    outcome = {"report": report, "paths": paths}
+    if cfg.seeds > 1:
+        outcome["spread"] = _seed_spread(cfg, out, data_dir, models_for, report)
+        paths["seeds"] = out / "eval" / "seeds.md"
 
     if cfg.build_index:
         index_dir = _index(out, data_dir, models[2])
         paths["index"] = index_dir
     _log(f"done in {time.perf_counter() - t_start:.0f}s")
-    return {"report": report, "paths": paths}
+    return outcome
+
+
+def _seed_spread(cfg: DemoConfig, out: Path, data_dir: Path, models_for, report: dict) -> dict:
+    """Fine-tune and evaluate again with seeds `seed+1 ... seed+seeds-1` (same data; the
+    zero-shot base and the CLIP-style model are not trained here, so their figures change only
+    with `eval_limit`'s subsets), then write `eval/seeds.json` and `eval/seeds.md`: every figure
+    of the summary table as mean ± std over the seeds, with each seed's value."""
+    from vladva.eval.report import as_report, seed_spread, spread_markdown
+    from vladva.storage import atomic_write_text
+
+    seeds = [cfg.seed + k for k in range(cfg.seeds)]
+    reports = [report]
+    for seed in seeds[1:]:
+        results, _ = _evaluate(cfg, out, data_dir, models_for(seed), seed)
+        reports.append(as_report(results, str(out / "eval" / f"seed{seed}")))
+    spread = seed_spread(reports, seeds) | {"threads": cfg.threads}
+    table = spread_markdown(spread)
+    atomic_write_text(out / "eval" / "seeds.json", json.dumps(spread, indent=1) + "\n")
+    atomic_write_text(out / "eval" / "seeds.md", table)
+    print(table, flush=True)
+    _log(f"wrote {out / 'eval' / 'seeds.md'} and seeds.json")
+    return spread
 
 
 def _index(out: Path, data_dir: Path, model) -> Path:

@@ -33,6 +33,19 @@ def demo_command(
         0, "--eval-limit", help="Evaluate a seeded subset of N items per benchmark (0: all)."
     ),
     no_index: bool = typer.Option(False, "--no-index", help="Skip building the search index at the end."),
+    threads: int = typer.Option(
+        2,
+        "--threads",
+        min=1,
+        help="Torch threads for every stage; figures reproduce for a given seed and thread count.",
+    ),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        min=1,
+        help="Fine-tune and evaluate with N seeds (--seed, --seed+1, ...) on the same data and write each "
+        "figure's mean ± std to OUT/eval/seeds.md.",
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Override a key of the VladVA training recipe, e.g. --set optim.max_steps=100 (repeatable)."
     ),
@@ -53,6 +66,8 @@ def demo_command(
             f"seed={seed}",
             f"eval_limit={eval_limit}",
             f"build_index={str(not no_index).lower()}",
+            f"threads={threads}",
+            f"seeds={seeds}",
         ],
     )
     cfg.train_overrides = list(overrides)

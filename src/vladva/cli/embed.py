@@ -34,7 +34,9 @@ def embed_command(
     weights: Path | None = weights_flag(),
     adapter: Path | None = deprecated_adapter_flag(),
     images: Path | None = typer.Option(None, "--images", help="Folder of images or a JSONL manifest."),
-    texts: Path | None = typer.Option(None, "--texts", help="Text file, one sentence per line."),
+    texts: Path | None = typer.Option(
+        None, "--texts", help="UTF-8 text file, one sentence per line (row i = line i; no blank lines)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output FILE.safetensors or FILE.npy."),
     batch_size: int = typer.Option(32, "--batch-size", help="Items per forward pass."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda if available)."),
@@ -47,6 +49,11 @@ def embed_command(
         raise UserError("give exactly one of --images or --texts")
     weights = resolve_weights_flag(weights, adapter)
     for_option("--out", check_embeddings_path, out)
+    # The inputs are read (and a bad line named) before the model loads.
+    if images is not None:
+        paths, items = for_option("--images", image_items, images)
+    else:
+        items = for_option("--texts", text_items, texts)
     import torch
 
     from vladva.model import VladVA
@@ -54,12 +61,10 @@ def embed_command(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     m = VladVA.from_pretrained(resolve_base(model), weights, device=device)
     if images is not None:
-        paths, items = for_option("--images", image_items, images)
         emb = m.encode_images(paths, batch_size=batch_size, show_progress=_stderr_is_terminal())
     else:
         from vladva.data.vocab import warn_unknown_tokens
 
-        items = for_option("--texts", text_items, texts)
         warn_unknown_tokens(m.tokenizer, items, f"the sentences of {texts}")
         emb = m.encode_texts(items, batch_size=batch_size, show_progress=_stderr_is_terminal())
     write_embeddings(out, emb, items, {"model": m.name, "kind": "images" if images is not None else "texts"})

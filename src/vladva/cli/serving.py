@@ -172,21 +172,25 @@ def serve(
     ),
     timeout_s: float = typer.Option(60.0, "--timeout", min=0.1, help="Per-request time limit in seconds."),
     max_body_mb: float = typer.Option(8.0, "--max-body-mb", min=0.001, help="Request body limit in MiB."),
+    index_reload_s: float = typer.Option(
+        2.0,
+        "--index-reload",
+        min=0.0,
+        help="Seconds between looks for a version `vladva index add` committed (0: never).",
+    ),
 ) -> None:
     """Serve the HTTP API and the web search page (FastAPI + uvicorn)."""
-    import uvicorn
-
-    from vladva.serve.index import EmbeddingIndex
+    from vladva.serve.index import LiveIndex
     from vladva.serve.models import embedding_dim
     from vladva.serve.search import dimension_mismatch
-    from vladva.serve.service import ServiceSettings, create_app
+    from vladva.serve.service import ServiceSettings, create_app, run_service
 
-    index = EmbeddingIndex.load(index_dir)
-    embedder = _open_model(model or index.meta.model)
-    _check_words(embedder, [c for _, c in index.captions], f"the captions stored in {index_dir}")
+    index = LiveIndex(index_dir)  # follows the versions `vladva index add` commits
+    embedder = _open_model(model or index.current.meta.model)
+    _check_words(embedder, [c for _, c in index.current.captions], f"the captions stored in {index_dir}")
     dim = embedding_dim(embedder)
-    if dim != index.meta.dim:
-        raise dimension_mismatch(dim, index, str(index_dir))
+    if dim != index.current.meta.dim:
+        raise dimension_mismatch(dim, index.current, str(index_dir))
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"WARNING: binding {host} exposes the service (and every indexed image) to the network, "
@@ -198,13 +202,14 @@ def serve(
         max_wait_ms=max_wait_ms,
         request_timeout_s=timeout_s,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        index_reload_s=index_reload_s,
     )
     app = create_app(index, embedder, settings)
     typer.echo(
         f"serving {len(index)} images from {index_dir} at http://{host}:{port}/ (OpenAPI spec at /openapi.json)",
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    run_service(app, host, port, settings)
 
 
 def register(app: typer.Typer) -> None:

@@ -29,15 +29,48 @@ def image_items(source: Path | str) -> tuple[list[Path], list[str]]:
     raise UserError(f"{source}: give a folder of images or a .jsonl manifest")
 
 
-def text_items(source: Path | str) -> list[str]:
-    """The non-empty lines of a UTF-8 text file, stripped, in file order."""
+def read_text_lines(source: Path | str) -> list[tuple[int, str]]:
+    """`(line number, stripped text)` of every non-blank line of a UTF-8 text file, in file order
+    (lines end at `\n`, counted from 1; a leading BOM is dropped). A line that is not valid UTF-8
+    is a `UserError` naming `file:line` and the column of the first bad byte."""
     source = Path(source)
     if not source.is_file():
         raise UserError(f"{source}: file not found")
-    texts = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
+    out = []
+    for number, raw in enumerate(source.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"{source}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        if line.strip():
+            out.append((number, line.strip()))
+    return out
+
+
+def text_items(source: Path | str) -> list[str]:
+    """The lines of a UTF-8 text file, stripped, in file order: row i of an embedding is line i + 1.
+
+    Blank lines at the end of the file are ignored; a blank line before the last text is a
+    `UserError` naming it, since skipping it would shift every later row off its line."""
+    source = Path(source)
+    lines = read_text_lines(source)
+    if not lines:
         raise UserError(f"{source}: no non-empty lines")
-    return texts
+    filled = {number for number, _ in lines}
+    blank = [n for n in range(1, lines[-1][0] + 1) if n not in filled]
+    if blank:
+        others = ", ".join(map(str, blank[1:6])) + (f" and {len(blank) - 6} more" if len(blank) > 6 else "")
+        raise UserError(
+            f"{source}:{blank[0]}: blank line"
+            + (f" (also lines {others})" if others else "")
+            + "; each line is one text and one output row, so remove blank lines (or put a text on them)"
+        )
+    return [text for _, text in lines]
 
 
 def manifest_captions(manifest: Path | str) -> list[str]:
@@ -52,9 +85,7 @@ def prompt_pairs(path: Path | str) -> list[tuple[str, str]]:
     -> `[(image_prompt, text_prompt), ...]`, each stripped."""
     path = Path(path)
     pairs = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for i, line in read_text_lines(path):
         if "\t" not in line:
             raise UserError(f"{path}:{i}: expected IMAGE PROMPT<TAB>TEXT PROMPT")
         a, b = line.split("\t", 1)

@@ -19,6 +19,9 @@ from pathlib import Path
 UNK_WARN_RATE = 0.01
 # Texts tokenized per check: an evenly spaced sample keeps big manifests cheap.
 MAX_CHECKED_TEXTS = 5000
+# Characters of each text checked: the models read only a caption's first tokens anyway, and a
+# huge text is neither tokenized whole nor reported by transformers as "too long".
+MAX_CHECKED_CHARS = 1000
 
 
 def load_tokenizer(name: str | Path):
@@ -98,10 +101,10 @@ def unknown_token_rate(tokenizer, texts: Sequence[str]) -> tuple[float, list[str
 
 
 def _sample(texts: Sequence[str], limit: int) -> list[str]:
-    if len(texts) <= limit:
-        return list(texts)
-    step = len(texts) / limit
-    return [texts[int(i * step)] for i in range(limit)]
+    """At most `limit` of `texts`, evenly spaced, each cut to its first `MAX_CHECKED_CHARS` characters."""
+    step = max(1.0, len(texts) / limit)
+    picked = [texts[int(i * step)] for i in range(min(limit, len(texts)))]
+    return [t[:MAX_CHECKED_CHARS] if isinstance(t, str) else t for t in picked]
 
 
 def warn_unknown_tokens(
@@ -111,7 +114,8 @@ def warn_unknown_tokens(
     threshold: float = UNK_WARN_RATE,
     warn: Callable[[str], None] | None = None,
 ) -> tuple[float, list[str]]:
-    """Check `texts` (at most `MAX_CHECKED_TEXTS`, evenly spaced) and, when more than `threshold`
+    """Check `texts` (at most `MAX_CHECKED_TEXTS`, evenly spaced, their first `MAX_CHECKED_CHARS`
+    characters) and, when more than `threshold`
     of their word pieces are unknown to `tokenizer`, print one warning naming `what` (e.g. "the
     training captions of train.jsonl"), the rate, example words and what to do. `warn` receives
     the message (default: stderr). A `None` tokenizer (a model without one) checks nothing.

@@ -36,18 +36,19 @@ class ImageRef:
         from vladva.data.images import load_image
 
         image = load_image(self.path)
-        if self.box is None:
-            return image
-        x, y, w, h = self.box
-        # Clamp to the image and keep at least one pixel: VG boxes sometimes overhang the border.
-        left, top = max(0, int(x)), max(0, int(y))
-        right, bottom = min(image.width, max(left + 1, int(x + w))), min(image.height, max(top + 1, int(y + h)))
-        return image.crop((left, top, right, bottom))
+        box = self.pixel_box(image.width, image.height)
+        return image if box is None else image.crop(box)
 
-    def fingerprint(self) -> str:
-        """Identity for the embedding cache: path, size, modification time and crop box."""
-        st = self.path.stat()
-        return f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.box}"
+    def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int] | None:
+        """`(left, top, right, bottom)` of the crop in a `width x height` image, clamped to it with
+        at least one pixel kept (VG boxes sometimes overhang the border); None for no crop or a
+        box that covers the whole image (the same pixels as the image itself)."""
+        if self.box is None:
+            return None
+        x, y, w, h = self.box
+        left, top = max(0, int(x)), max(0, int(y))
+        right, bottom = min(width, max(left + 1, int(x + w))), min(height, max(top + 1, int(y + h)))
+        return None if (left, top, right, bottom) == (0, 0, width, height) else (left, top, right, bottom)
 
 
 @dataclass

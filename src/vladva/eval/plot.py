@@ -77,6 +77,6 @@ def results_chart(models: list[dict], path: Path) -> Path | None:
     fig.legend(handles, labels, fontsize="small", loc="upper right")
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, format="png")  # the path may be a temporary name without .png
     plt.close(fig)
     return path

@@ -253,6 +253,47 @@ def print_summary(report: dict) -> None:
     Console().print(table)
 
 
+# ----------------------------------------------------------------------------- seed spread
+
+_COMPUTE_COLUMNS = ("params", "train CPU-min", "train GPU-s")
+
+
+def seed_spread(reports: list[dict], seeds: list[int]) -> dict:
+    """Every summary figure of every model over reports of the same models run with different
+    seeds -> `{"seeds", "models": {name: {column: {"mean", "std", "values"}}}}`; `std` is the
+    sample standard deviation (0 for one seed), `values` are in seed order."""
+    import statistics
+
+    models = [m for r in reports for m in r["models"]]
+    columns = [c for c in summary_columns(models) if c[0] not in _COMPUTE_COLUMNS]
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(m["name"] for m in reports[0]["models"]):
+        rows = [next(m for m in r["models"] if m["name"] == name) for r in reports]
+        figures = {}
+        for label, get in columns:
+            values = [get(m) for m in rows]
+            if all(isinstance(v, (int, float)) and not math.isnan(v) for v in values):
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                figures[label] = {"mean": round(statistics.fmean(values), 2), "std": round(std, 2), "values": values}
+        out[name] = figures
+    return {"seeds": list(seeds), "models": out}
+
+
+def spread_markdown(spread: dict) -> str:
+    """The seed spread as a table: one row per model, `mean ± std` per figure."""
+    labels = list(dict.fromkeys(k for figures in spread["models"].values() for k in figures))
+    rows = [
+        [name] + [f"{f[k]['mean']:.1f} ± {f[k]['std']:.1f}" if k in f else "–" for k in labels]
+        for name, f in spread["models"].items()
+    ]
+    seeds = ", ".join(map(str, spread["seeds"]))
+    return (
+        f"# Seed spread: mean ± sample std over {len(spread['seeds'])} seeds ({seeds})\n\n"
+        + markdown_table(["model"] + labels, rows)
+        + "\n"
+    )
+
+
 def _finite(obj):
     """NaN (a metric over zero items) -> null, so results.json stays strict JSON."""
     if isinstance(obj, float) and math.isnan(obj):
@@ -268,18 +309,39 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     """Write results.json, results.md, results.png (one chart panel per kind of result evaluated)
     and the benchmarks' own charts."""
     from vladva.eval.plot import results_chart
+    from vladva.storage import fsync_dir, fsync_file, temporary_name, writing
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md"}
-    chart = results_chart(report["models"], out_dir / "results.png")
-    if chart is not None:
-        paths["png"] = chart
-    figures = [f for b in benchmarks() for f in b.figures(report["models"], out_dir)]
-    for _caption, name in figures:
-        paths[Path(name).stem] = out_dir / name
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(paths["json"])
-    paths["md"].write_text(render_markdown(report, "results.png" if chart else None, figures), encoding="utf-8")
+    # All files are written under temporary names first (where a full disk fails), then renamed
+    # together (renames need no space): the folder shows either the previous report or the new one.
+    staged: list[tuple[Path, Path]] = []
+    chart_tmp = temporary_name(out_dir / "results.png")
+    intact = f"the previous results in {out_dir}, if any, are unchanged; free some space and run again"
+    try:
+        with writing("the evaluation report", out_dir, intact):
+            chart = results_chart(report["models"], chart_tmp)
+            if chart is not None:
+                paths["png"] = out_dir / "results.png"
+                staged.append((chart, paths["png"]))
+            figures = [f for b in benchmarks() for f in b.figures(report["models"], out_dir)]
+            for _caption, name in figures:
+                paths[Path(name).stem] = out_dir / name
+            texts = {
+                "md": render_markdown(report, "results.png" if chart else None, figures),
+                "json": json.dumps(_finite(report), indent=2, allow_nan=False) + "\n",
+            }
+            for key, text in texts.items():
+                tmp = temporary_name(paths[key])
+                staged.append((tmp, paths[key]))
+                tmp.write_text(text, encoding="utf-8")
+            for tmp, _ in staged:
+                fsync_file(tmp)
+        for tmp, final in staged:
+            tmp.replace(final)
+        fsync_dir(out_dir)
+    finally:
+        for tmp in [chart_tmp] + [tmp for tmp, _ in staged]:
+            tmp.unlink(missing_ok=True)
     return paths

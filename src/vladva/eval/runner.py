@@ -126,6 +126,7 @@ def evaluate_model(model: LoadedModel, loaded: dict[str, object], cfg: EvalConfi
             "images": enc.stats.images_encoded,
             "texts": enc.stats.texts_encoded,
             "from_cache": enc.stats.cache_hits,
+            "requested": dict(enc.stats.requested),
         },
         # share of the texts' word pieces the model's tokenizer maps to unknown (vladva.data.vocab)
         "unknown_token_rate": round(unk_rate, 4),

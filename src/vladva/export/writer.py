@@ -4,7 +4,7 @@ Both formats are the merged folder `VladVA.merge` writes (LoRA folded into the w
 soft prompts in `vladva_weights.safetensors`, prompts in `vladva_config.json`), so
 `VladVA.from_pretrained(OUT)` loads either; `sentence-transformers` adds `modules.json` and
 `config_sentence_transformers.json`. The folder is written beside OUT and renamed into place at the
-end, so a failed export leaves no half-written OUT.
+end, so a failed or killed export leaves no half-written OUT; a full disk is a `DiskFullError`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from vladva.storage import fsync_tree, writing
 
 FORMATS = ("hf", "sentence-transformers")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -108,38 +110,41 @@ def export_model(req: ExportRequest, log=print) -> Path:
     tmp = req.out.parent / f".{req.out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    nothing = f"nothing was written to {req.out} (the partial copy was removed); free some space and export again"
     try:
-        if req.format == "hf":
-            model.merge(tmp)
-        else:
-            from sentence_transformers import SentenceTransformer
+        with writing(f"the export {req.out.name}", req.out.parent, nothing):
+            if req.format == "hf":
+                model.merge(tmp)
+            else:
+                from sentence_transformers import SentenceTransformer
 
-            from vladva.export.sentence_transformers_module import VladVAModule
+                from vladva.export.sentence_transformers_module import VladVAModule
 
-            st = SentenceTransformer(modules=[VladVAModule(model)], device="cpu", similarity_fn_name="cosine")
-            st.save(str(tmp), create_model_card=False)
-        info = CardInfo(
-            name=req.name or req.out.name,
-            location=str(req.out),
-            export_format=req.format,
-            model_type=model.model.config.model_type,
-            embedding_dim=model.hidden_size,
-            vladva_config=meta.get("vladva", {}),
-            base_model=base_name,
-            adapter=str(weights_dir) if weights_dir else None,
-            training_config=training_config,
-            compute=compute,
-            train_compute=train_compute,
-            evaluation=evaluation,
-            results_path=str(req.results) if req.results else None,
-            environment=environment(),
-            num_parameters=sum(p.numel() for p in model.model.parameters()),
-        )
-        (tmp / "README.md").write_text(render_model_card(info), encoding="utf-8")
-        normal_file_modes(tmp)  # safetensors writes 0600; an export is meant to be shared
-        if req.out.exists():
-            req.out.rmdir()  # validated empty above
-        tmp.rename(req.out)
+                st = SentenceTransformer(modules=[VladVAModule(model)], device="cpu", similarity_fn_name="cosine")
+                st.save(str(tmp), create_model_card=False)
+            info = CardInfo(
+                name=req.name or req.out.name,
+                location=str(req.out),
+                export_format=req.format,
+                model_type=model.model.config.model_type,
+                embedding_dim=model.hidden_size,
+                vladva_config=meta.get("vladva", {}),
+                base_model=base_name,
+                adapter=str(weights_dir) if weights_dir else None,
+                training_config=training_config,
+                compute=compute,
+                train_compute=train_compute,
+                evaluation=evaluation,
+                results_path=str(req.results) if req.results else None,
+                environment=environment(),
+                num_parameters=sum(p.numel() for p in model.model.parameters()),
+            )
+            (tmp / "README.md").write_text(render_model_card(info), encoding="utf-8")
+            normal_file_modes(tmp)  # safetensors writes 0600; an export is meant to be shared
+            if req.out.exists():
+                req.out.rmdir()  # validated empty above
+            fsync_tree(tmp)
+            tmp.rename(req.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ backbone family only), so a training collator can build batches in DataLoader wo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import torch
 from vladva.model.families import BackboneFamily
 from vladva.model.pooling import last_token_index
 from vladva.model.prompts import PromptConfig, PromptLayout, measure_layout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class TowerInputBuilder:
         self.family = family
         self.prompts = prompts
         self.extra_prompt_tokens = extra_prompt_tokens
+        self._reported_cuts: set[str] = set()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.image_layout = measure_layout(self.tokenizer, self.image_text(), self.prompt_text("image"))
@@ -94,10 +98,30 @@ class TowerInputBuilder:
     def truncate(self, sentence: str, max_tokens: int) -> str:
         """`sentence` stripped and cut after its first `max_tokens` tokens."""
         sentence = sentence.strip()
-        enc = self.tokenizer(sentence, add_special_tokens=False, return_offsets_mapping=True)
+        # Asking for at most max_tokens + 1 tokens says whether to cut, and keeps transformers from
+        # warning that a long sentence "will result in indexing errors": it is cut here, never indexed whole.
+        enc = self.tokenizer(
+            sentence, add_special_tokens=False, return_offsets_mapping=True, truncation=True, max_length=max_tokens + 1
+        )
         if len(enc["input_ids"]) <= max_tokens:
             return sentence
+        self._report_cut("a caption", len(sentence), max_tokens, "model.prompts.max_text_tokens")
         return sentence[: enc["offset_mapping"][max_tokens - 1][1]]
+
+    def _report_cut(self, what: str, chars: int, max_tokens: int, key: str) -> None:
+        """Say once per kind of text what vladva does with text over its token limit."""
+        if key in self._reported_cuts:
+            return
+        self._reported_cuts.add(key)
+        log.warning(
+            "%s of %s characters is longer than %s = %d tokens: vladva cuts it to its first %d tokens "
+            "(as documented; later cuts are not reported)",
+            what,
+            f"{chars:,}",
+            key,
+            max_tokens,
+            max_tokens,
+        )
 
     # ---- batches ---------------------------------------------------------------------------------
 
@@ -145,8 +169,13 @@ class TowerInputBuilder:
         rows, labels = [], []
         for i, cap in enumerate(long_captions):
             real = ids[i][mask[i].bool()].tolist()
-            cap_ids = self.tokenizer(lead + cap.strip(), add_special_tokens=False)["input_ids"]
-            cap_ids = cap_ids[: self.prompts.max_long_caption_tokens] + ([eos] if eos is not None else [])
+            limit = self.prompts.max_long_caption_tokens
+            cap_ids = self.tokenizer(
+                lead + cap.strip(), add_special_tokens=False, truncation=True, max_length=limit + 1
+            )["input_ids"]
+            if len(cap_ids) > limit:
+                self._report_cut("a long caption", len(cap.strip()), limit, "model.prompts.max_long_caption_tokens")
+            cap_ids = cap_ids[:limit] + ([eos] if eos is not None else [])
             rows.append(real + cap_ids)
             labels.append([-100] * len(real) + cap_ids)
         width = max(len(r) for r in rows)

@@ -32,6 +32,7 @@ from vladva.model.weights import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     TrainedWeights,
+    check_untrusted_folder,
     check_weights_dir,
     folder_meta,
     full_tensor,
@@ -530,14 +531,16 @@ class VladVA(nn.Module):
         base_dir = resolve_base(base_dir)
         if not (base_dir / "config.json").is_file():
             raise FileNotFoundError(f"{base_dir}: not a Hugging Face model folder (no config.json)")
-        # The model_type is checked before transformers sees the folder: an unsupported or custom
-        # (auto_map) architecture is refused by name, and no code from the folder is ever run.
+        # The folder is checked before transformers sees it: an unsupported or custom architecture is
+        # refused by name, a config asking for the folder's own code (auto_map) or naming files
+        # outside it is refused, and no code from the folder is ever run.
         try:
             family = family_for(read_model_type(base_dir))
         except UnsupportedModelError as e:
             raise UnsupportedModelError(f"{base_dir / 'config.json'}: {e}") from None
+        check_untrusted_folder(base_dir)
         AutoConfig.from_pretrained(base_dir, trust_remote_code=False)
-        if not any(base_dir.glob("*.safetensors")):  # pickled .bin weights are never read
+        if not any(p.name != WEIGHTS_FILE for p in base_dir.glob("*.safetensors")):  # pickles are never read
             raise FileNotFoundError(
                 f"{base_dir}: no *.safetensors weights; vladva loads only safetensors "
                 "(convert pickled .bin checkpoints first)"
@@ -553,6 +556,7 @@ class VladVA(nn.Module):
             tensors_dir = base_dir
         if weights_dir is not None:
             weights_dir = resolve_weights_dir(weights_dir)
+            check_untrusted_folder(weights_dir)
             check_weights_dir(weights_dir)  # a missing or truncated file is named before loading
             config, meta = read_vladva_config(weights_dir)
             found = meta.get("format", cls.WEIGHTS_FORMAT)

@@ -12,6 +12,10 @@ A merged folder (`VladVA.merge`, `vladva export`) is a full Hugging Face model f
 `vladva_config.json` (format "vladva-merged") and soft prompts. A training run's checkpoints
 (`vladva.train.checkpoint`) are weights folders plus the trainer's state; a run folder's
 `checkpoints/latest` names the newest. Only safetensors and JSON are ever read: no pickle, no code.
+
+Folders are untrusted input (`check_untrusted_folder`): one whose configs ask for code to be run
+(`auto_map`, PEFT's `auto_mapping` / `megatron_config`), whose shard index or `latest` pointer names
+a file outside the folder, or whose weights are only pickles is refused before anything loads.
 """
 
 from __future__ import annotations
@@ -59,13 +63,20 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_weights_dir(path: Path | str) -> Path:
-    """A weights (checkpoint) folder, or a run / run's checkpoints folder whose `latest` file names one."""
+    """A weights (checkpoint) folder, or a run / run's checkpoints folder whose `latest` file names one
+    (a folder name inside it; a pointer to anywhere else is refused)."""
     path = Path(path)
     for cand in (path, path / "checkpoints"):
         if (cand / CONFIG_FILE).is_file():
             return cand
         if (cand / LATEST_FILE).is_file():
-            target = cand / (cand / LATEST_FILE).read_text(encoding="utf-8").strip()
+            name = (cand / LATEST_FILE).read_text(encoding="utf-8").strip()
+            if not is_plain_name(name):
+                raise UnsafeFolderError(
+                    f"{cand / LATEST_FILE}: names {name!r}, not a checkpoint folder inside {cand}; "
+                    "refusing to load weights from elsewhere"
+                )
+            target = cand / name
             if (target / CONFIG_FILE).is_file():
                 return target
             raise FileNotFoundError(f"{cand / LATEST_FILE} points to {target}, which is not a vladva checkpoint")
@@ -133,6 +144,94 @@ def check_weights_dir(folder: Path | str) -> None:
                     f.get_tensor(key)
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{path}: not a readable safetensors file ({e}); it is truncated or corrupt") from None
+
+
+class UnsafeFolderError(ValueError):
+    """A model or weights folder that would make loading run its code or read outside it."""
+
+
+# The JSON files transformers and PEFT read from a model / weights folder.
+_CONFIGS = (
+    "config.json",
+    "tokenizer_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    f"{LORA_SUBDIR}/adapter_config.json",
+)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def is_plain_name(name: str) -> bool:
+    """A relative path that stays inside its folder (no absolute path, no `..`, no NUL)."""
+    return bool(name) and "\0" not in name and not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+def _names_builtin_class(key: str, value) -> bool:
+    """PEFT records the base model's own class as `auto_mapping` (`parent_library` in transformers):
+    that names no code of the folder. Anything else under `auto_map` / `auto_mapping` does."""
+    return (
+        key == "auto_mapping"
+        and isinstance(value, dict)
+        and str(value.get("parent_library", "")).startswith("transformers.")
+    )
+
+
+def check_untrusted_folder(folder: Path | str) -> None:
+    """Refuse (`UnsafeFolderError` naming the file and key) a model, merged or weights folder whose
+    configs ask for its own code to run (`auto_map`; in an adapter config an `auto_mapping` outside
+    transformers or a `megatron_config`, which makes PEFT import a module), whose `*.safetensors.index.json` names a
+    shard outside the folder or a pickle, or whose LoRA weights are a pickle only. Reads JSON only."""
+    folder = Path(folder)
+    for name in _CONFIGS:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            continue
+        for key in ("auto_map", "auto_mapping") if name.endswith("adapter_config.json") else ("auto_map",):
+            if data.get(key) and not _names_builtin_class(key, data[key]):
+                names = ", ".join(map(str, data[key].values())) if isinstance(data[key], dict) else str(data[key])
+                raise UnsafeFolderError(
+                    f"{path}: '{key}' asks to run code shipped with the model ({names[:120]}); vladva never runs "
+                    f"a model folder's own code (remove '{key}' to load it with transformers' built-in classes)"
+                )
+        if name.endswith("adapter_config.json"):
+            if data.get("megatron_config"):
+                raise UnsafeFolderError(
+                    f"{path}: 'megatron_config' makes PEFT import the module {data.get('megatron_core')!r}; "
+                    "vladva does not load such adapters"
+                )
+            if data.get("peft_type") not in (None, "LORA"):
+                raise UnsafeFolderError(f"{path}: peft_type {data.get('peft_type')!r}; vladva loads LoRA adapters only")
+    for index in folder.glob("*.safetensors.index.json"):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise ValueError(f"{index}: not a valid shard index ({e})") from None
+        for shard in sorted(map(str, shards)):
+            if not is_plain_name(shard):
+                raise UnsafeFolderError(
+                    f"{index}: weight_map names {shard!r}, outside {folder}; vladva reads weights only from "
+                    "inside the model folder"
+                )
+            if not shard.endswith(".safetensors"):
+                raise UnsafeFolderError(
+                    f"{index}: weight_map names {shard!r}, not a .safetensors file; vladva never loads pickles"
+                )
+    adapter = lora_dir(folder)
+    pickled = (
+        [p.name for p in adapter.glob("adapter_model.*") if p.suffix in PICKLE_SUFFIXES] if adapter.is_dir() else []
+    )
+    if pickled and not (adapter / "adapter_model.safetensors").is_file():
+        raise UnsafeFolderError(
+            f"{adapter / pickled[0]}: LoRA weights as a pickle; vladva loads only adapter_model.safetensors "
+            "(convert them first)"
+        )
 
 
 def read_model_type(base_dir: Path | str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vladva.data.images import IMAGE_SUFFIXES, find_images
 from vladva.embedder import Embedder
-from vladva.serve.index import EmbeddingIndex, IndexConfig
+from vladva.serve.index import EmbeddingIndex, IndexConfig, writer_lock
 
 
 @dataclass
@@ -151,7 +151,10 @@ def build_index(
     add_images(index, embedder, sources, batch_size, show_progress, report)
     if not index.entries:
         raise ValueError(f"{images}: none of the {len(sources)} images could be read; first: {report.skipped[0]}")
-    index.save(out_dir)
+    with writer_lock(out_dir):
+        if (out_dir / META_FILE).exists():  # another build finished first while we embedded
+            raise ValueError(f"{out_dir}: already holds an index; use `vladva index add` or another --out")
+        index.save(out_dir)
     return index, report
 
 
@@ -163,11 +166,15 @@ def update_index(
     show_progress: bool = False,
     split: str = "test",
 ) -> tuple[EmbeddingIndex, AddReport]:
-    """Add the images of a folder, manifest or Karpathy JSON that `index_dir` does not hold yet, and save it."""
-    index = EmbeddingIndex.load(index_dir)
-    report = AddReport()
-    sources = list_images(images, report.skipped, split)
-    add_images(index, embedder, sources, batch_size, show_progress, report)
-    if report.added:
-        index.save(index_dir)
+    """Add the images of a folder, manifest or Karpathy JSON that `index_dir` does not hold yet, and commit the
+    result as the index's next version. Holds the folder's writer lock throughout, so a concurrent
+    add is refused rather than lost; readers (a running service) keep the previous version until
+    the commit."""
+    with writer_lock(index_dir):
+        index = EmbeddingIndex.load(index_dir)
+        report = AddReport()
+        sources = list_images(images, report.skipped, split)
+        add_images(index, embedder, sources, batch_size, show_progress, report)
+        if report.added:
+            index.save(index_dir)
     return index, report

@@ -1,12 +1,22 @@
-"""A FAISS embedding index of images, stored as a folder beside its id → path map.
+"""A FAISS embedding index of images, stored as a folder of versions beside its id → path map.
 
 Layout of an index folder::
 
-    INDEX_DIR/index.faiss   FAISS index (inner product on L2-normalised vectors = cosine),
-                            wrapped in IndexIDMap2 so FAISS ids are our entry ids
-    INDEX_DIR/ids.json      {"entries": [{"id": 0, "path": "/abs/img.png", "captions": [...],
-                                          "record_id": "000017"}, ...]}
-    INDEX_DIR/index.json    meta: model spec, dim, kind, count, FAISS parameters, times
+    INDEX_DIR/index.json            meta: model spec (a path relative to the index folder when the
+                                    model lies on disk), dim, kind, count, FAISS parameters, times,
+                                    and the committed `version` with the names of its two files
+    INDEX_DIR/index-000003.faiss    FAISS index (inner product on L2-normalised vectors = cosine),
+                                    wrapped in IndexIDMap2 so FAISS ids are our entry ids
+    INDEX_DIR/ids-000003.json       {"entries": [{"id": 0, "path": "/abs/img.png", "captions": [...],
+                                                  "record_id": "000017"}, ...]}
+
+Crash safety: a save writes version N+1's two files (each to a temporary name, fsynced, renamed),
+then replaces `index.json` (the commit point), then deletes versions older than N. `kill -9` or a
+full disk at any instant leaves `index.json` naming either version N or N+1, both complete; a
+reader that opened version N while N+1 was committed still finds N's files. Writers hold
+`INDEX_DIR/.lock` (`writer_lock`), so two `vladva index add` never interleave. `LiveIndex` is the
+reader side of a running service: it picks up a newly committed version.
+Folders of format 1 (`index.faiss`, `ids.json`) still load, and are rewritten as versions on the next save.
 
 The model spec's folders are stored relative to the index folder when they lie inside it and
 absolute otherwise (`vladva.model_kinds.portable_spec`), so `vladva serve --index /abs/path` works
@@ -18,19 +28,28 @@ Kinds: ``flat`` (exact, the default), ``hnsw`` (graph, approximate, no training)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from vladva.errors import UserError
 from vladva.model_kinds import portable_spec, resolve_spec
+from vladva.storage import atomic_write, atomic_write_text, fsync_dir, pause_for_tests, writing
 
-INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.json", "index.json"
-FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+META_FILE, LOCK_FILE = "index.json", ".lock"
+LEGACY_FILES = {"index": "index.faiss", "ids": "ids.json"}  # format 1: one unversioned pair
+FORMAT_VERSION = 2
+READS_FORMATS = (1, 2)
 KINDS = ("flat", "hnsw", "ivf")
 
 
@@ -85,6 +104,8 @@ class SearchHit:
 
 @dataclass
 class IndexMeta:
+    """index.json. `version` counts the saves; `files` names the committed version's files."""
+
     model: str
     dim: int
     config: IndexConfig
@@ -92,6 +113,13 @@ class IndexMeta:
     created: str = ""
     updated: str = ""
     format_version: int = FORMAT_VERSION
+    version: int = 0
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def version_files(version: int) -> dict[str, str]:
+    """The names of version `version`'s FAISS file and id map."""
+    return {"index": f"index-{version:06d}.faiss", "ids": f"ids-{version:06d}.json"}
 
 
 def auto_nlist(n: int) -> int:
@@ -133,52 +161,83 @@ class EmbeddingIndex:
 
     @classmethod
     def load(cls, directory: Path | str) -> EmbeddingIndex:
+        """The committed version of the index folder `directory`."""
+        d = Path(directory)
+        meta = _read_meta(d)
+        for _ in range(4):
+            try:
+                return cls._load_version(d, meta)
+            except FileNotFoundError:
+                # Two writers committed and removed this version while we read it: read the newest.
+                newer = _read_meta(d)
+                if newer.version == meta.version:
+                    raise
+                meta = newer
+        return cls._load_version(d, meta)
+
+    @classmethod
+    def _load_version(cls, d: Path, meta: IndexMeta) -> EmbeddingIndex:
         import faiss
 
-        d = Path(directory)
-        meta_path, ids_path, index_path = d / META_FILE, d / IDS_FILE, d / INDEX_FILE
-        for p in (meta_path, ids_path, index_path):
+        files = meta.files or LEGACY_FILES
+        ids_path, index_path = d / files["ids"], d / files["index"]
+        for p in (ids_path, index_path):
             if not p.is_file():
-                raise FileNotFoundError(f"{p}: not found; is {d} an index folder made by `vladva index build`?")
+                raise FileNotFoundError(f"{p}: not found, but {d / META_FILE} names it; rebuild the index")
         try:
-            raw = json.loads(meta_path.read_text())
-            raw["config"] = IndexConfig(**raw["config"])
-            meta = IndexMeta(**raw)
-            meta.model = resolve_spec(meta.model, d)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise IndexFolderError(f"{meta_path}: bad index meta ({type(e).__name__}: {e})") from None
-        if meta.format_version != FORMAT_VERSION:
-            raise IndexFolderError(
-                f"{meta_path}: index format {meta.format_version}, this vladva reads {FORMAT_VERSION}"
-            )
-        try:
-            entries = [IndexEntry(**e) for e in json.loads(ids_path.read_text())["entries"]]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            entries = [IndexEntry(**e) for e in json.loads(ids_path.read_text(encoding="utf-8"))["entries"]]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise IndexFolderError(f"{ids_path}: bad id map ({type(e).__name__}: {e})") from None
-        faiss_index = faiss.read_index(str(index_path))
+        try:
+            faiss_index = faiss.read_index(str(index_path))
+        except RuntimeError as e:
+            raise IndexFolderError(f"{index_path}: not a readable FAISS index ({str(e).splitlines()[0]})") from None
         if faiss_index.d != meta.dim or faiss_index.ntotal != len(entries):
             raise IndexFolderError(
-                f"{d}: index.faiss holds {faiss_index.ntotal} vectors of dim {faiss_index.d} but the meta says "
+                f"{d}: {index_path.name} holds {faiss_index.ntotal} vectors of dim {faiss_index.d} but the meta says "
                 f"{len(entries)} entries of dim {meta.dim}; rebuild the index"
             )
         _apply_search_params(faiss_index, meta.config)
         return cls(meta, faiss_index, entries)
 
     def save(self, directory: Path | str) -> Path:
-        """Write the three files atomically (each to a temporary name, then renamed)."""
+        """Commit the index as the folder's next version (see the module docstring): new files,
+        then `index.json`, then old versions removed. Call it holding `writer_lock(directory)`.
+        A full disk raises `DiskFullError`; the folder then still holds the previous version."""
         import faiss
 
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.meta.count = len(self.entries)
-        self.meta.updated = _now()
         if self.faiss_index is None:
             raise IndexFolderError("refusing to save an empty IVF index (it has no trained cells yet)")
-        tmp = d / (INDEX_FILE + ".tmp")
-        faiss.write_index(self.faiss_index, str(tmp))
-        os.replace(tmp, d / INDEX_FILE)
-        _write_json(d / IDS_FILE, {"entries": [asdict(e) for e in self.entries]})
-        _write_json(d / META_FILE, asdict(self.meta) | {"model": portable_spec(self.meta.model, d)})
+        d.mkdir(parents=True, exist_ok=True)
+        previous = _read_meta(d) if (d / META_FILE).is_file() else None
+        version = max(self.meta.version, previous.version if previous else 0) + 1
+        files = version_files(version)
+        meta = IndexMeta(**{**asdict(self.meta), "config": self.meta.config})
+        meta.count, meta.updated, meta.version, meta.files = len(self.entries), _now(), version, files
+        meta.format_version = FORMAT_VERSION
+        intact = (
+            f"the index still holds version {previous.version} ({previous.count} images)"
+            if previous
+            else "no index was written"
+        )
+        try:
+            with writing(f"index version {version}", d, intact):
+                atomic_write(d / files["index"], lambda tmp: faiss.write_index(self.faiss_index, str(tmp)))
+                pause_for_tests(d, "index-files", version)  # crash tests stop here
+                ids = {"entries": [asdict(e) for e in self.entries]}
+                atomic_write_text(d / files["ids"], json.dumps(ids, indent=1, ensure_ascii=False))
+                pause_for_tests(d, "index-commit", version)
+                stored = asdict(meta) | {"model": portable_spec(meta.model, d)}  # loads from any folder
+                atomic_write_text(d / META_FILE, json.dumps(stored, indent=1, ensure_ascii=False))
+        except BaseException:
+            for name in files.values():  # not committed: index.json still names the previous version
+                (d / name).unlink(missing_ok=True)
+            raise
+        self.meta = meta
+        pause_for_tests(d, "index-cleanup", version)
+        keep = set(files.values()) | set((previous.files or LEGACY_FILES).values() if previous else ())
+        _remove_old_versions(d, keep)
         return d
 
     # ---- contents ---------------------------------------------------------------------
@@ -260,10 +319,101 @@ def rank_texts(query, texts: list[str], text_vectors, k: int = 5) -> list[tuple[
     return [(r + 1, float(scores[i]), texts[i]) for r, i in enumerate(order)]
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
+def _read_meta(d: Path) -> IndexMeta:
+    meta_path = d / META_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: not found; is {d} an index folder made by `vladva index build`?")
+    try:
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        raw["config"] = IndexConfig(**raw["config"])
+        meta = IndexMeta(**raw)
+        meta.model = resolve_spec(meta.model, d)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise IndexFolderError(f"{meta_path}: bad index meta ({type(e).__name__}: {e})") from None
+    if meta.format_version not in READS_FORMATS:
+        raise IndexFolderError(f"{meta_path}: index format {meta.format_version}, this vladva reads {READS_FORMATS}")
+    return meta
+
+
+def _remove_old_versions(d: Path, keep: set[str]) -> None:
+    """Delete version files not in `keep` and temporary files of writers that died (we hold the lock)."""
+    stale = [
+        *d.glob("index-*.faiss"),
+        *d.glob("ids-*.json"),
+        *(d / n for n in LEGACY_FILES.values()),
+        *d.glob(".*.tmp"),
+    ]
+    for p in stale:
+        if p.name not in keep and p.exists():
+            p.unlink(missing_ok=True)
+    fsync_dir(d)
+
+
+@contextlib.contextmanager
+def writer_lock(directory: Path | str) -> Iterator[None]:
+    """Hold the index folder's writer lock (created if needed); a second writer gets a `UserError`
+    at once instead of overwriting the first one's additions. The lock dies with its process."""
+    import fcntl
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{d}: another vladva process is writing this index (vladva index build/add); "
+                "wait for it to finish, then run again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+class LiveIndex:
+    """The reader side of an index folder for a long-running service: `current` is the newest
+    committed version this reader has loaded; `refresh()` loads a newer one after `vladva index
+    add` commits it (a request keeps the version it started with). Without a folder it is static."""
+
+    def __init__(self, directory: Path | str | None, index: EmbeddingIndex | None = None):
+        self.directory = Path(directory) if directory is not None else None
+        if index is None:
+            if self.directory is None:
+                raise ValueError("LiveIndex needs a folder or an index")
+            index = EmbeddingIndex.load(self.directory)
+        self.current = index
+        self._stamp = self._meta_stamp()
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    def _meta_stamp(self) -> tuple | None:
+        if self.directory is None:
+            return None
+        try:
+            st = os.stat(self.directory / META_FILE)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)  # a commit renames a new file over it
+
+    def refresh(self) -> bool:
+        """Load the folder's committed version if it changed since the last look; True when swapped.
+        A version built with another model or dimension is refused (`IndexFolderError`)."""
+        stamp = self._meta_stamp()
+        if self.directory is None or stamp is None or stamp == self._stamp:
+            return False
+        new = EmbeddingIndex.load(self.directory)
+        old = self.current.meta
+        if (new.meta.model, new.meta.dim) != (old.model, old.dim):
+            raise IndexFolderError(
+                f"{self.directory}: the index now holds {new.meta.model!r} vectors of dim {new.meta.dim}, but this "
+                f"service embeds with {old.model!r} (dim {old.dim}); restart the service"
+            )
+        self.current, self._stamp = new, stamp
+        if new.meta.version != old.version:
+            log.info("index %s: now serving version %d (%d images)", self.directory, new.meta.version, len(new))
+        return True
 
 
 def _new_faiss_index(dim: int, config: IndexConfig, n_train: int):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vladva.data.items import read_text_lines
 from vladva.embedder import Embedder
 from vladva.errors import UserError
 from vladva.serve.index import EmbeddingIndex, rank_texts
@@ -56,7 +57,7 @@ def _caption_texts(index: EmbeddingIndex, captions_file: Path | None, index_name
     if captions_file is not None:
         if not captions_file.is_file():
             raise FileNotFoundError(f"{captions_file}: captions file not found")
-        texts = [line.strip() for line in captions_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts = [text for _, text in read_text_lines(captions_file)]
         return texts, str(captions_file), None
     owners: dict[str, list[int]] = {}  # a caption may describe several indexed images
     for entry_id, caption in index.captions:

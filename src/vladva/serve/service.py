@@ -7,8 +7,10 @@ micro-batchers (texts, images) that share one lock, so concurrent requests share
 `/search` answers a text, an uploaded image or an indexed image's id ("more like this"), and says
 how long it took (`timings_ms`); `/examples` offers example queries from the stored captions.
 
-Errors are JSON ``{"detail": "..."}``: 400 malformed body or unreadable image, 404 unknown image
-id, 413 body or image too large, 415 unsupported content type, 422 invalid values, 504 too slow.
+Errors are JSON ``{"detail": "..."}``: 400 malformed request, body or unreadable image, 404 unknown
+image id, 413 body or image too large, 414 URL too long, 415 unsupported content type, 422 invalid
+values, 431 headers too large, 504 too slow. `run_service` serves an app with uvicorn through
+`head_limited_protocol`, which answers the request-head errors before the app sees the request.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
@@ -30,7 +34,7 @@ from fastapi.staticfiles import StaticFiles
 
 from vladva.embedder import Embedder
 from vladva.serve.batching import BatcherConfig, MicroBatcher
-from vladva.serve.index import EmbeddingIndex
+from vladva.serve.index import EmbeddingIndex, LiveIndex
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Offered by /examples when the index stores no captions (built from a folder): the demo's world.
@@ -52,6 +56,8 @@ class ServiceSettings:
     request_timeout_s: float = 60.0
     max_batch: int = 16  # items per model call
     max_wait_ms: float = 5.0  # how long a request waits for others to share its model call
+    max_head_bytes: int = 64 * 1024  # request line (URL) + headers; longer: 414 / 431
+    index_reload_s: float = 2.0  # how often to look for a new committed index version (0: never)
 
 
 def _error_response(status: int, detail: str):
@@ -120,6 +126,75 @@ class RequestTimeLimit(_HttpMiddleware):
             if not started:
                 detail = f"request took longer than the limit of {self.seconds:g} s"
                 await _error_response(504, detail)(scope, receive, send)
+
+
+# How long a refused connection keeps reading (and dropping) what the client still sends, so the
+# client reads the error instead of a connection reset (closing with unread data sends a TCP RST).
+LINGER_S = 2.0
+
+
+def head_limited_protocol(max_head_bytes: int):
+    """A uvicorn HTTP/1.1 protocol class (h11) that refuses a request line over `max_head_bytes`
+    with 414 and headers over it with 431, and answers those and malformed requests (400) with a
+    JSON `{"detail": ...}` and a lingering close, so even a client still sending a 1 MB URL reads
+    the status instead of a reset connection."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadLimitedProtocol(H11Protocol):
+        draining = False
+
+        def data_received(self, data: bytes) -> None:
+            if self.draining:
+                return
+            if self.conn.their_state is h11.IDLE:  # between requests: data is a request head
+                head = self.conn.trailing_data[0] + data
+                if len(head) > max_head_bytes and not _head_ends_within(head, max_head_bytes):
+                    if b"\n" not in head[:max_head_bytes]:
+                        self.refuse(414, f"request line (URL) is longer than the limit of {max_head_bytes} bytes")
+                    else:
+                        self.refuse(431, f"request headers are larger than the limit of {max_head_bytes} bytes")
+                    return
+            super().data_received(data)
+
+        def send_400_response(self, msg: str) -> None:
+            self.refuse(400, f"malformed HTTP request ({msg.rstrip('.')})")
+
+        def refuse(self, status: int, detail: str) -> None:
+            self.logger.warning("refused a request: %d %s", status, detail)
+            body = json.dumps({"detail": detail}).encode()
+            head = (
+                f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode("ascii") + body)
+            self.draining = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+
+    return HeadLimitedProtocol
+
+
+def _head_ends_within(data: bytes, limit: int) -> bool:
+    """Whether the blank line that ends a request head (CRLF CRLF, or bare LF LF) is in `data[:limit]`."""
+    window = data[: limit + 4]
+    return b"\n\r\n" in window or b"\n\n" in window
+
+
+def run_service(app, host: str, port: int, settings: ServiceSettings, log_level: str = "info") -> None:
+    """Serve `app` with uvicorn on `host:port` (blocks), with the request-head limit of `settings`."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=head_limited_protocol(settings.max_head_bytes),
+        # h11's own limit on an unfinished head stays above ours, so ours answers first.
+        h11_max_incomplete_event_size=settings.max_head_bytes + 1024,
+    )
 
 
 def decode_image(data: bytes, name: str, max_pixels: int):
@@ -242,21 +317,40 @@ _JSON_OR_UPLOAD = {
 }
 
 
-def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSettings | None = None):
-    """The FastAPI app over `index` (searched) and `embedder` (queries). Model calls are batched."""
+def create_app(index: EmbeddingIndex | LiveIndex, embedder: Embedder, settings: ServiceSettings | None = None):
+    """The FastAPI app over `index` (searched) and `embedder` (queries). Model calls are batched.
+    With a `LiveIndex` (a folder), a version that `vladva index add` commits is picked up within
+    `settings.index_reload_s`; requests are answered from the previous version meanwhile."""
     import numpy as np
 
     settings = settings or ServiceSettings()
+    live = index if isinstance(index, LiveIndex) else LiveIndex(None, index)
     batching = BatcherConfig(max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
     model_lock = threading.Lock()  # one model, two batchers: never two forward passes at once
     text_batcher = MicroBatcher(lambda texts: embedder.encode_texts(texts).numpy(), batching, model_lock)
     image_batcher = MicroBatcher(lambda images: embedder.encode_images(images).numpy(), batching, model_lock)
 
+    async def follow_index() -> None:
+        while True:
+            await asyncio.sleep(settings.index_reload_s)
+            try:  # loading runs in a thread: searches go on from the current version meanwhile
+                await asyncio.to_thread(live.refresh)
+            except Exception as e:  # a bad new version: keep serving the one we have
+                logging.getLogger(__name__).warning("index reload failed, still serving the previous version: %s", e)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
-        if len(index):  # FAISS starts its threads on the first search; do it before the first user's
-            await asyncio.to_thread(index.search, np.zeros((1, index.meta.dim), dtype=np.float32), 1)
+        current = live.current
+        if len(current):  # FAISS starts its threads on the first search; do it before the first user's
+            await asyncio.to_thread(current.search, np.zeros((1, current.meta.dim), dtype=np.float32), 1)
+        follower = None
+        if live.directory is not None and settings.index_reload_s > 0:
+            follower = asyncio.get_running_loop().create_task(follow_index())
         yield
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
         await text_batcher.close()
         await image_batcher.close()
 
@@ -269,7 +363,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
         summary="Search images by text or by example with a VladVA embedding model.",
         version=_version(),
     )
-    app.state.index, app.state.embedder, app.state.settings = index, embedder, settings
+    app.state.index, app.state.embedder, app.state.settings = live, embedder, settings
     app.state.text_batcher, app.state.image_batcher = text_batcher, image_batcher
     # Added last = outermost: the time limit covers everything, the size limit guards the body.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -307,7 +401,8 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
 
     @app.get("/health")
     async def health() -> dict:
-        """Liveness and what is loaded."""
+        """Liveness and what is loaded (`version`: the index version being searched)."""
+        index = live.current
         return {
             "status": "ok",
             "model": index.meta.model,
@@ -315,6 +410,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
             "dim": index.meta.dim,
             "kind": index.meta.config.kind,
             "images": len(index),
+            "version": index.meta.version,
         }
 
     @app.post("/embed/text")
@@ -325,7 +421,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
         body = await _read_json(request, {"texts"})
         texts = _check_texts(body.get("texts"), settings)
         vectors = await text_batcher.submit_many(texts)
-        return {"model": index.meta.model, "dim": len(vectors[0]), "embeddings": [v.tolist() for v in vectors]}
+        return {"model": live.current.meta.model, "dim": len(vectors[0]), "embeddings": [v.tolist() for v in vectors]}
 
     @app.post("/embed/image", openapi_extra=_JSON_OR_UPLOAD)
     async def embed_image(request: Request) -> dict:
@@ -337,7 +433,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
             raise HTTPException(422, "no image given: upload field 'file' or JSON 'image_base64'")
         vectors = await image_batcher.submit_many(images)
         return {
-            "model": index.meta.model,
+            "model": live.current.meta.model,
             "dim": len(vectors[0]),
             "names": names,
             "embeddings": [v.tolist() for v in vectors],
@@ -351,7 +447,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
             image_id = int(image_id)
         if not isinstance(image_id, int) or isinstance(image_id, bool):
             raise HTTPException(422, f"image_id must be an integer, got {image_id!r}")
-        entry = index.entry(image_id)
+        entry = live.current.entry(image_id)
         if entry is None:
             raise HTTPException(404, f"no indexed image with id {image_id}")
         try:
@@ -393,7 +489,7 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
         else:
             vector = (await text_batcher.submit_many(_check_texts([text], settings)))[0]
         search_start = time.perf_counter()
-        hits = index.search(np.asarray(vector, dtype=np.float32)[None], k + (image_id is not None))[0]
+        hits = live.current.search(np.asarray(vector, dtype=np.float32)[None], k + (image_id is not None))[0]
         if image_id is not None:  # "more like this" shows the others, not the image itself
             hits = [h for h in hits if h.id != image_id][:k]
         done = time.perf_counter()
@@ -419,13 +515,13 @@ def create_app(index: EmbeddingIndex, embedder: Embedder, settings: ServiceSetti
         "captions"), or a fixed list when the index has none (`source`: "default")."""
         if not 1 <= n <= 20:
             raise HTTPException(422, f"n must be between 1 and 20, got {n}")
-        texts, source = example_queries(index, n)
+        texts, source = example_queries(live.current, n)
         return {"examples": texts, "source": source}
 
     @app.get("/images/{image_id}")
     async def image(image_id: int):
         """The indexed image file with this id (only indexed files are served)."""
-        entry = index.entry(image_id)
+        entry = live.current.entry(image_id)
         if entry is None:
             raise HTTPException(404, f"no indexed image with id {image_id}")
         if not Path(entry.path).is_file():

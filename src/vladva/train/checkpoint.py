@@ -22,42 +22,28 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vladva.config import save_config
-from vladva.model.weights import LATEST_FILE, check_weights_dir, read_trained_tensors
+from vladva.model.weights import (
+    LATEST_FILE,
+    UnsafeFolderError,
+    check_weights_dir,
+    is_plain_name,
+    read_trained_tensors,
+)
+from vladva.storage import atomic_write_text, fsync_tree, pause_for_tests, writing
 from vladva.train.compute import COMPUTE_FILE, StageCompute, write_compute
 
 TRAINER_STATE = "trainer_state.pt"
 RECIPE_FILE = "config.yaml"
 CHECKPOINTS_DIR = "checkpoints"
-# Test hook for the kill-and-resume tests: "POINT:STEP" makes the process stop and sleep at POINT of
-# step STEP, after writing `<run>/checkpoints/PAUSED-POINT`, so a test can kill -9 it exactly there.
-# Points: "step" (gradients computed, optimizer not stepped), "files" (checkpoint adapter written,
-# trainer state not yet), "rename" (checkpoint folder complete, `latest` not yet updated).
-PAUSE_ENV = "VLADVA_TEST_PAUSE_AT"
-
-
-def pause_for_tests(root: Path, point: str, step: int) -> None:
-    """Sleep until killed when `VLADVA_TEST_PAUSE_AT` is `point:step`; otherwise do nothing."""
-    if os.environ.get(PAUSE_ENV) == f"{point}:{step}":
-        Path(root).mkdir(parents=True, exist_ok=True)
-        (Path(root) / f"PAUSED-{point}").write_text(str(step), encoding="utf-8")
-        while True:
-            time.sleep(1)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")) + [root]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+# Test hook of the kill-and-resume tests (`vladva.storage.pause_for_tests`, env PAUSE_ENV =
+# "POINT:STEP"). Points: "step" (gradients computed, optimizer not stepped), "files" (checkpoint
+# adapter written, trainer state not yet), "rename" (checkpoint folder complete, `latest` not yet updated).
 
 
 def rng_state() -> dict:
@@ -88,12 +74,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def write_latest(ckpt_root: Path, name: str) -> None:
-    tmp = ckpt_root / f".{LATEST_FILE}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(name + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ckpt_root / LATEST_FILE)
+    """Point `latest` at checkpoint `name`: the commit point of a checkpoint."""
+    atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
 
 
 def checkpoint_root(run_dir: Path | str) -> Path:
@@ -123,25 +105,38 @@ def save_checkpoint(
     """Write `run_dir/checkpoints/step-{step:06d}` atomically and point `latest` at it: the model's
     weights folder (`model.save_weights`, from `weights` when given: `model.trained_weights()`
     gathered by every process of a sharded run), the trainer's state, the recipe and the compute
-    record."""
+    record. A full disk raises `DiskFullError` naming the checkpoint still intact; nothing partial
+    is left."""
     root = checkpoint_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
     tmp, final = root / f".tmp-{name}", root / name
+    previous = (root / LATEST_FILE).read_text(encoding="utf-8").strip() if (root / LATEST_FILE).is_file() else None
+    intact = (
+        f"the last complete checkpoint {previous} is intact: free some space, then run again with --resume"
+        if previous
+        else "no checkpoint of this run was complete yet: free some space and run again"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_weights(tmp, base_model=base_model, weights=weights)
-    pause_for_tests(root, "files", step)
-    torch.save(trainer_state, tmp / TRAINER_STATE)
-    save_config(cfg, tmp / RECIPE_FILE)
-    if compute is not None:
-        write_compute(tmp / COMPUTE_FILE, [compute])
-    _fsync_tree(tmp)
+    try:
+        with writing(f"checkpoint {name}", root, intact):
+            model.save_weights(tmp, base_model=base_model, weights=weights)
+            pause_for_tests(root, "files", step)
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+            save_config(cfg, tmp / RECIPE_FILE)
+            if compute is not None:
+                write_compute(tmp / COMPUTE_FILE, [compute])
+            fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint is never left behind
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_tree(root)
+    fsync_tree(root)
     pause_for_tests(root, "rename", step)
-    write_latest(root, name)
+    with writing(f"the pointer {root / LATEST_FILE}", root, intact):
+        write_latest(root, name)
     if keep_last > 0:
         done = sorted(p for p in root.glob("step-*") if p.is_dir())
         for old in done[:-keep_last]:
@@ -159,7 +154,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = checkpoint_root(run_dir) / LATEST_FILE
     if not pointer.is_file():
         return None
-    path = pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    name = pointer.read_text(encoding="utf-8").strip()
+    if not is_plain_name(name):
+        raise UnsafeFolderError(f"{pointer}: names {name!r}, not a checkpoint folder inside {pointer.parent}")
+    path = pointer.parent / name
     if not (path / TRAINER_STATE).is_file():
         raise FileNotFoundError(f"{pointer} names {path.name}, which is missing or incomplete")
     check_checkpoint(path)

@@ -26,6 +26,7 @@ from vladva.data.shards import is_shard_spec, resolve_shards
 from vladva.data.vocab import warn_unknown_tokens
 from vladva.model.dual_encoder import DualEncoder
 from vladva.model.vladva import VladVA
+from vladva.storage import atomic_write_text, writing
 from vladva.threads import apply_threads
 from vladva.train import engine
 from vladva.train.batches import ALL_KINDS, StepCollator, TrainBatches, load_records
@@ -169,26 +170,38 @@ def _seed_everything(seed: int) -> None:
 
 
 class MetricsLog:
-    """Appends JSON lines to `RUN/metrics.jsonl`; on resume drops lines past the resumed step."""
+    """Appends JSON lines to `RUN/metrics.jsonl`; on resume drops lines past the resumed step (and a
+    line torn by a crash or a full disk). A full disk is a `DiskFullError` naming the file."""
 
     def __init__(self, path: Path, resume_step: int | None, enabled: bool = True):
         self.path, self.enabled = path, enabled
         if not enabled:
             return
         if resume_step is None:
-            path.write_text("", encoding="utf-8")
+            atomic_write_text(path, "", durable=False)
         elif path.is_file():
             keep = [
                 ln
                 for ln in path.read_text(encoding="utf-8").splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= resume_step
+                if _step_of(ln, resume_step + 1) <= resume_step
             ]
-            path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+            atomic_write_text(path, "".join(ln + "\n" for ln in keep), durable=False)
 
     def write(self, record: dict) -> None:
         if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
+            intact = (
+                "the lines logged before this step and the last checkpoint are intact; free some space and --resume"
+            )
+            with writing("the training log", self.path, intact), open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str, otherwise: int) -> int:
+    """The `step` of a metrics.jsonl line; `otherwise` for a blank or torn (not JSON) line."""
+    try:
+        return int(json.loads(line).get("step", 0)) if line.strip() else otherwise
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return otherwise
 
 
 def _check_inputs(cfg: TrainConfig, resume: bool) -> tuple[Path, Path, Path | None]:
