@@ -20,7 +20,20 @@ app = typer.Typer(
 )
 
 # Order is the order in `vladva --help`.
-_AREAS = ("demo", "data", "base", "baseline", "train", "embed", "export", "evaluate", "serving", "reliability", "scale")
+_AREAS = (
+    "demo",
+    "data",
+    "base",
+    "baseline",
+    "train",
+    "embed",
+    "export",
+    "evaluate",
+    "ablate",
+    "serving",
+    "reliability",
+    "scale",
+)
 
 
 def _register_all() -> None:

@@ -137,7 +137,9 @@ def eval_command(
 
 @friendly_errors
 def report_command(
-    runs: list[Path] = typer.Argument(..., help="Run folders (or results.json files) written by `vladva eval`."),
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders (or results.json files) written by `vladva eval`, or a `vladva ablate` folder."
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -145,9 +147,25 @@ def report_command(
         help="Folder for the merged results.json/.md/.png (default: the run folder when one is given).",
     ),
 ) -> None:
-    """Merge evaluation runs (several models) into one table: results.md, results.json, results.png."""
-    from vladva.eval.report import merge_reports, print_summary, read_report, write_report
+    """Merge evaluation runs (several models) into one table: results.md, results.json, results.png;
+    or, for a `vladva ablate` folder (ablations.json), rewrite its tables and plots."""
+    from vladva.eval.report import (
+        ABLATIONS_FILE,
+        merge_reports,
+        print_ablation_summary,
+        print_summary,
+        read_ablations,
+        read_report,
+        write_ablation_report,
+        write_report,
+    )
 
+    if len(runs) == 1 and (runs[0] / ABLATIONS_FILE).is_file() and not (runs[0] / "results.json").is_file():
+        ablations = read_ablations(runs[0])
+        paths = write_ablation_report(ablations, out or runs[0])
+        print_ablation_summary(ablations)
+        typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+        return
     if out is None:
         if len(runs) > 1:
             raise UserError("several runs need --out DIR for the merged report")

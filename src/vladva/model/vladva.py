@@ -102,12 +102,14 @@ class VladVA(nn.Module):
             return contextlib.nullcontext()
         return self.soft_prompts.inject(tower, starts)
 
-    def image_hidden(self, batch: TowerInputs) -> torch.Tensor:
-        """`(batch, seq, hidden)` final hidden states of the full LVLM."""
+    def image_hidden(self, batch: TowerInputs, soft_prompt: bool = True) -> torch.Tensor:
+        """`(batch, seq, hidden)` final hidden states of the full LVLM. `soft_prompt=False` leaves
+        the prompt positions as the tokens are (for inputs built with another prompt, e.g. a
+        captioning instruction)."""
         kwargs = dict(batch.model_inputs)
         if self.family.explicit_positions:
             kwargs["position_ids"] = position_ids_from_mask(kwargs["attention_mask"])
-        with self._soft("image", batch.prompt_starts):
+        with self._soft("image", batch.prompt_starts) if soft_prompt else contextlib.nullcontext():
             return self.family.core(self.model)(**kwargs).last_hidden_state
 
     def embed_image_inputs(self, batch: TowerInputs) -> torch.Tensor:

@@ -30,7 +30,7 @@ class StageCompute:
     examples: int = 0
     # Image-caption pairs in contrastive batches (each image with its caption for the step).
     pairs: int = 0
-    # Long captions trained with the next-token loss.
+    # Long captions trained: next-token targets (and contrastive texts with data.contrastive_captions).
     long_captions: int = 0
     # Real (unpadded) tokens that went through the language model.
     tokens: int = 0
