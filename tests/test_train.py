@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vladva.config import load_config
+from vladva.config import ConfigError, load_config
 from vladva.testing import build_tiny_llava, write_tiny_manifest
 from vladva.train.batches import BatchOrder, StepCollator, collate_records, load_records
 from vladva.train.config import TrainConfig
@@ -87,6 +87,61 @@ def test_collator_skips_unreadable_images_and_strict_raises(base, data, tmp_path
     assert [len(t) for t in batch.text_chunks] == [2]
     with pytest.raises(ImageLoadError, match="broken.png"):
         collate_records(collator, records, [0, 1, 2], strict=True)
+
+
+def test_caption_length_options_choose_each_terms_caption(base, data):
+    """`data.contrastive_captions` / `data.ntp_captions`: the default is the paper's split (short
+    captions contrastive, long ones next-token); long, short and both (seeded 50/50) as asked."""
+    from vladva.model.vladva import VladVA
+
+    records = load_records(data / "train.jsonl", strict=True)
+    builder = VladVA.from_pretrained(base).inputs
+    rows = list(range(8))
+
+    def batch(**options):
+        return collate_records(StepCollator(builder, 4, "random", 0, **options), records, rows)
+
+    default = batch()
+    assert all(c in records[i].captions for c, i in zip(default.captions, rows))
+    assert default.ntp_rows == [0, 1, 2, 3] and default.long_captions == 4
+    assert batch(contrastive_captions="short", ntp_captions="long").captions == default.captions
+    long = batch(contrastive_captions="long")
+    assert long.captions == [records[i].long_caption for i in rows] and long.long_captions == 8 + 4
+    mixed = batch(contrastive_captions="both")
+    kinds = [c == records[i].long_caption for c, i in zip(mixed.captions, rows)]
+    assert any(kinds) and not all(kinds) and mixed.long_captions == sum(kinds) + 4
+    assert mixed.captions == batch(contrastive_captions="both").captions  # seeded: the same draw again
+
+    def targets(b) -> list[bool]:
+        """Per next-token row: its target is the record's long caption (else one of its short ones)."""
+        tok = builder.tokenizer
+
+        def ids(text: str) -> list[int]:
+            return tok(" " + text.strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+        out = []
+        for row, i in zip(b.image_chunks[0].ntp.labels, b.ntp_rows):
+            got = row[row != -100].tolist()
+            out.append(got == ids(records[i].long_caption))
+            assert out[-1] or got in [ids(c) for c in records[i].captions]
+        return out
+
+    short_ntp = batch(ntp_captions="short")
+    assert short_ntp.captions == default.captions and short_ntp.long_captions == 0
+    assert not any(targets(short_ntp)) and all(targets(default))
+    both_ntp = batch(ntp_captions="both")
+    kinds = targets(both_ntp)
+    assert both_ntp.long_captions == sum(kinds) and both_ntp.captions == default.captions
+    with pytest.raises(ValueError, match="contrastive_captions must be one of short, long, both"):
+        StepCollator(builder, 4, contrastive_captions="longest")
+    with pytest.raises(ConfigError, match="data.ntp_captions must be long, short or both"):
+        load_config(TrainConfig, None, ["data.ntp_captions=medium"])
+
+
+def test_contrastive_on_long_captions_trains_and_counts_them(base, data, tmp_path):
+    result = train(config(base, data, tmp_path / "run", "optim.max_steps=2", "data.contrastive_captions=long"))
+    stage = json.loads((result.checkpoint / "compute.json").read_text())["stages"][0]
+    assert stage["pairs"] == 16 and stage["long_captions"] == 2 * (8 + 4)  # 8 contrastive + 4 next-token per step
 
 
 def test_short_run_lowers_both_losses_and_raises_batch_accuracy(base, data, tmp_path):
@@ -273,7 +328,7 @@ def test_cli_train_embed_merge_end_to_end(base, data, tmp_path):
     emb = load_file(tmp_path / "img.safetensors")["embeddings"]
     assert emb.shape == (8, 64) and torch.allclose(emb.norm(dim=1), torch.ones(8), atol=1e-5)
 
-    (tmp_path / "texts.txt").write_text("a red circle\n\na blue square\n")
+    (tmp_path / "texts.txt").write_text("a red circle\na blue square\n")  # row i = line i (blank lines are refused)
     res = runner.invoke(
         app,
         [
@@ -364,8 +419,9 @@ def test_cli_score_prompts(base, data, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    rows = json.loads((tmp_path / "s.json").read_text())
-    assert len(rows) == 2 and {r["image_prompt"] for r in rows} == {
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert len(rows) == 2 and all("mean_R@1" in r and "r1_rank" in r for r in rows)
+    assert {r["image_prompt"] for r in rows} == {
         "Summary above image in one word:",
         "what colour is the image ?",
     }

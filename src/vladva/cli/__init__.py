@@ -24,7 +24,20 @@ app = typer.Typer(
 )
 
 # Order is the order in `vladva --help`.
-_AREAS = ("demo", "data", "base", "baseline", "train", "embed", "export", "evaluate", "serving", "reliability", "scale")
+_AREAS = (
+    "demo",
+    "data",
+    "base",
+    "baseline",
+    "train",
+    "embed",
+    "export",
+    "evaluate",
+    "ablate",
+    "serving",
+    "reliability",
+    "scale",
+)
 
 
 def _first_sentence(text: str | None) -> str | None:

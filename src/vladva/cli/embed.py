@@ -93,37 +93,79 @@ def merge_command(
     typer.echo(f"wrote merged model to {out} (load with VladVA.from_pretrained({str(out)!r}))")
 
 
+def default_candidates() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs" / "prompt_candidates.tsv"
+
+
 @friendly_errors
 def score_prompts_command(
-    candidates: Path = typer.Option(..., "--candidates", help="One candidate per line: IMAGE PROMPT<TAB>TEXT PROMPT."),
-    images: Path = typer.Option(..., "--images", help="Folder of images or a JSONL manifest (a sample is used)."),
-    texts: Path | None = typer.Option(
-        None, "--texts", help="Sentences, one per line (default: the manifest's captions)."
+    candidates: Path | None = typer.Option(
+        None,
+        "--candidates",
+        help="One candidate per line: IMAGE PROMPT<TAB>TEXT PROMPT (default: the packaged 14 candidates, "
+        "configs/prompt_candidates.tsv).",
     ),
+    images: Path = typer.Option(
+        ...,
+        "--images",
+        help="A JSONL manifest (its images and captions: signals and measured zero-shot retrieval R@1) "
+        "or a folder of images (signals only, with --texts).",
+    ),
+    texts: Path | None = typer.Option(None, "--texts", help="Sentences, one per line (with an image folder)."),
     model: str = typer.Option("default", "--model", "-m", help="Base LVLM folder or 'default'."),
-    limit: int = typer.Option(100, "--limit", help="Use the first N images and N texts."),
-    out: Path | None = typer.Option(None, "--out", help="Also write the scores as JSON."),
+    limit: int = typer.Option(100, "--limit", help="Use the first N images (manifest: N records with their captions)."),
+    rank_by: str = typer.Option(
+        "entropy",
+        "--rank-by",
+        help="Order of the list: a signal (entropy, effective_rank, image_entropy, ...) or a measured "
+        "target (mean_R@1, t2i_R@1, i2t_R@1).",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Also write the scores as JSON (and the tables as .md beside it)."
+    ),
 ) -> None:
-    """Rank summary prompts zero-shot: next-token entropy at the summary position (higher is
-    better) and effective rank of the embeddings (higher is more spread)."""
+    """Rank summary prompts zero-shot by the paper's signals (next-token entropy at the summary
+    position, effective rank of the embeddings; higher is better) and, on a manifest, set them
+    against each prompt's measured zero-shot retrieval R@1 (Spearman rank correlation)."""
     from vladva.data.images import load_image
-    from vladva.data.items import image_items, manifest_captions, prompt_pairs, text_items
+    from vladva.data.items import image_items, prompt_pairs, text_items
+    from vladva.eval.prompt_choice import (
+        PROMPT_SCORES_SCHEMA,
+        prompt_scores_markdown,
+        rank_prompts,
+        write_prompt_scores,
+    )
     from vladva.model.prompt_selection import score_prompts
 
-    pairs = prompt_pairs(candidates)
-    paths, _ = for_option("--images", image_items, images)
-    if texts is not None:
-        sentences = for_option("--texts", text_items, texts)
-    elif images.suffix == ".jsonl":
-        sentences = manifest_captions(images)
+    pairs = prompt_pairs(candidates or default_candidates())
+    if images.suffix == ".jsonl" and texts is None:
+        from vladva.data.manifest import read_manifest
+
+        records = for_option("--images", lambda p: read_manifest(p)[0], images)[:limit]
+        scores = rank_prompts(resolve_base(model), pairs, records, rank_by=rank_by)
+        typer.echo(prompt_scores_markdown(scores))
     else:
-        raise UserError("--texts is required when --images is a folder")
-    rows = score_prompts(resolve_base(model), pairs, [load_image(p) for p in paths[:limit]], sentences[:limit])
-    for r in rows:
-        typer.echo(
-            f"entropy image {r['image_entropy']:.3f} text {r['text_entropy']:.3f}  eff. rank image "
-            f"{r['image_effective_rank']:.1f} text {r['text_effective_rank']:.1f}  "
-            f"| {r['image_prompt']} | {r['text_prompt']}"
-        )
+        if texts is None:
+            raise UserError("--texts is required when --images is a folder")
+        paths, _ = for_option("--images", image_items, images)
+        sentences = for_option("--texts", text_items, texts)
+        rows = score_prompts(resolve_base(model), pairs, [load_image(p) for p in paths[:limit]], sentences[:limit])
+        scores = {
+            "schema": PROMPT_SCORES_SCHEMA,
+            "base": str(resolve_base(model)),
+            "ranked_by": "entropy",
+            "rows": rows,
+        }
+        for r in rows:
+            typer.echo(
+                f"entropy image {r['image_entropy']:.3f} text {r['text_entropy']:.3f}  eff. rank image "
+                f"{r['image_effective_rank']:.1f} text {r['text_effective_rank']:.1f}  "
+                f"| {r['image_prompt']} | {r['text_prompt']}"
+            )
     if out is not None:
-        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        if "correlations" in scores:
+            written = write_prompt_scores(scores, out)
+        else:
+            out.write_text(json.dumps(scores, indent=2) + "\n", encoding="utf-8")
+            written = [out]
+        typer.echo("wrote " + ", ".join(str(p) for p in written))

@@ -228,8 +228,8 @@ def eval_command(
 def report_command(
     runs: list[Path] = typer.Argument(
         ...,
-        help="Run folders (or results.json files) written by `vladva eval`, and / or training run folders "
-        "(`vladva train`'s output_dir, with metrics.jsonl).",
+        help="Run folders (or results.json files) written by `vladva eval`, training run folders "
+        "(`vladva train`'s output_dir, with metrics.jsonl), or a `vladva ablate` folder.",
     ),
     out: Path | None = typer.Option(
         None,
@@ -241,10 +241,26 @@ def report_command(
 ) -> None:
     """Merge evaluation runs (several models) into one table: results.md, results.json, results.png;
     draw a training run's curves (loss terms, temperature, held-out R@1, hard-negative accuracy)
-    as training_curves.png."""
-    from vladva.eval.report import merge_reports, print_summary, read_report, write_report
+    as training_curves.png; or, for a `vladva ablate` folder (ablations.json), rewrite its tables
+    and plots."""
+    from vladva.eval.report import (
+        ABLATIONS_FILE,
+        merge_reports,
+        print_ablation_summary,
+        print_summary,
+        read_ablations,
+        read_report,
+        write_ablation_report,
+        write_report,
+    )
     from vladva.train.curves import CURVES_FILE, METRICS_FILE, plot_training_curves
 
+    if len(runs) == 1 and (runs[0] / ABLATIONS_FILE).is_file() and not (runs[0] / "results.json").is_file():
+        ablations = read_ablations(runs[0])
+        paths = write_ablation_report(ablations, out or runs[0])
+        print_ablation_summary(ablations)
+        typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+        return
     training = [r for r in runs if r.is_dir() and (r / METRICS_FILE).is_file()]
     evaluations = [r for r in runs if r not in training or (r / "results.json").is_file()]
     for run in training:

@@ -80,3 +80,39 @@ def results_chart(models: list[dict], path: Path) -> Path | None:
     fig.savefig(path, format="png")  # the path may be a temporary name without .png
     plt.close(fig)
     return path
+
+
+def ablation_chart(block: dict, columns: list[tuple[str, str]], path: Path) -> Path | None:
+    """A PNG of one ablation block: grouped bars (one per cell) of each headline metric, the mean
+    over seeds with an error bar of one standard deviation. `block` is an ablations.json block
+    whose cells carry `stats` (vladva.eval.report.ablation_stats); `columns` are `(label, key)`.
+    Returns the path, or None when no cell has a value yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = [c for c in block["cells"] if c.get("stats")]
+    columns = [(h, k) for h, k in columns if any(k in c["stats"] for c in cells)]
+    if not cells or not columns:
+        return None
+    x = np.arange(len(columns))
+    width = 0.8 / len(cells)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(columns) * max(1, len(cells) / 3)), 4.2), dpi=100)
+    for i, c in enumerate(cells):
+        stats = [c["stats"].get(k) for _, k in columns]
+        means = [s["mean"] if s else 0.0 for s in stats]
+        stds = [s["std"] if s else 0.0 for s in stats]
+        label = c["label"] + (" (zero-shot)" if c.get("zero_shot") else f" (n={len(c['runs'])})")
+        ax.bar(x + (i - (len(cells) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=label)
+    ax.set_xticks(x, [h for h, _ in columns], rotation=20, ha="right")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("% (mean ± std over seeds)")
+    ax.set_title(block.get("title") or block["name"])
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -345,3 +345,306 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
         for tmp in [chart_tmp] + [tmp for tmp, _ in staged]:
             tmp.unlink(missing_ok=True)
     return paths
+
+
+# ----------------------------------------------------------------------------- ablations
+#
+# `vladva ablate` (vladva.ablation) writes OUT/ablations.json: the grid, and per block its cells,
+# each with the records of its runs (one per seed: flattened metrics, the checkpoint's compute
+# record, generation measures). This part of the report adds mean ± std over seeds and writes
+# ablations.md (tables per block) and one PNG per block; `vladva report OUT` rewrites them.
+
+ABLATION_SCHEMA = "vladva.ablations/1"
+ABLATIONS_FILE = "ablations.json"
+
+# The headline columns (the paper's Table 4 groups SugarCrepe into replace / swap / add):
+# (header, key into a run's values, see `run_values`).
+ABLATION_COLUMNS: list[tuple[str, str]] = [
+    ("T→I R@1", "retrieval/t2i_R@1"),
+    ("I→T R@1", "retrieval/i2t_R@1"),
+    ("SC replace", "sugarcrepe/replace"),
+    ("SC swap", "sugarcrepe/swap"),
+    ("SC add", "sugarcrepe/add"),
+    ("Wino group", "winoground/group"),
+    ("ZS top-1", "zeroshot/mean_top1"),
+]
+COMPUTE_COLUMNS: list[tuple[str, str]] = [
+    ("steps", "compute/steps"),
+    ("pairs", "compute/pairs"),
+    ("long captions", "compute/long_captions"),
+    ("tokens", "compute/tokens"),
+    ("train wall-s x threads", "compute/device_seconds"),
+    ("train CPU-s (process)", "timing/train_cpu_s"),
+    ("eval CPU-s (process)", "timing/eval_cpu_s"),
+]
+GENERATION_COLUMNS: list[tuple[str, str]] = [
+    ("token acc., caption prompt", "generation/caption/token_accuracy"),
+    ("token acc., summary prompt", "generation/summary/token_accuracy"),
+    ("NLL, caption prompt", "generation/caption/nll"),
+    ("NLL, summary prompt", "generation/summary/nll"),
+]
+
+
+def derived_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Means a table reads at a glance, from flattened metrics (`suite/key/...`): SugarCrepe's
+    `replace` / `swap` / `add` (mean of their categories, as the paper's Table 4 groups them) and
+    `zeroshot/mean_top1` (mean top-1 over the zero-shot tasks)."""
+    out: dict[str, float] = {}
+    groups: dict[str, list[float]] = {}
+    for key, value in metrics.items():
+        suite, _, rest = key.partition("/")
+        if suite == "sugarcrepe" and "_" in rest and "/" not in rest:
+            groups.setdefault(f"sugarcrepe/{rest.split('_')[0]}", []).append(value)
+    out |= {k: sum(v) / len(v) for k, v in groups.items()}
+    top1 = [v for k, v in metrics.items() if k.startswith("zeroshot/") and k.endswith("/top1")]
+    if top1:
+        out["zeroshot/mean_top1"] = sum(top1) / len(top1)
+    return out
+
+
+def run_values(run: dict) -> dict[str, float]:
+    """Every number of one run record: its metrics, the derived means, `compute/<field>`,
+    `timing/<field>` and `generation/<prompt>/<measure>`."""
+    metrics = dict(run.get("metrics") or {})
+    values = metrics | derived_metrics(metrics)
+    for k, v in (run.get("compute") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            values[f"compute/{k}"] = float(v)
+    for k, v in (run.get("timing") or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            values[f"timing/{k}"] = float(v)
+    for name, g in (run.get("generation") or {}).items():
+        if isinstance(g, dict):
+            for k in ("token_accuracy", "nll"):
+                if isinstance(g.get(k), (int, float)):
+                    values[f"generation/{name}/{k}"] = float(g[k])
+    return values
+
+
+def ablation_stats(runs: list[dict]) -> dict[str, dict]:
+    """`{key: {"mean", "std", "n"}}` over the runs (one per seed): the sample standard deviation
+    (n - 1); 0 for a single run (a zero-shot cell has no seeds)."""
+    per_key: dict[str, list[float]] = {}
+    for run in runs:
+        for k, v in run_values(run).items():
+            per_key.setdefault(k, []).append(v)
+    out = {}
+    for k, vals in sorted(per_key.items()):
+        n = len(vals)
+        mean = sum(vals) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+        out[k] = {"mean": round(mean, 3), "std": round(std, 3), "n": n}
+    return out
+
+
+def difference(a: dict | None, b: dict | None) -> tuple[float, float] | None:
+    """`(mean_a - mean_b, standard error of that difference)` from two `ablation_stats` entries."""
+    if not a or not b:
+        return None
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return a["mean"] - b["mean"], se
+
+
+def add_ablation_stats(ablations: dict) -> dict:
+    """The ablations dict with `stats` and `complete` on every cell."""
+    for block in ablations["blocks"]:
+        for cell in block["cells"]:
+            cell["stats"] = ablation_stats(cell["runs"])
+            cell["complete"] = len(cell["runs"]) == len(cell["seeds"])
+    return ablations
+
+
+def _pm(stat: dict | None, digits: int = 1) -> str:
+    if not stat:
+        return "–"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _cell_label(cell: dict) -> str:
+    label = cell["label"] + (" †" if cell["zero_shot"] else "")
+    if not cell.get("complete", True):
+        label += f" ({len(cell['runs'])}/{len(cell['seeds'])} seeds)"
+    return label
+
+
+def _present(columns: list[tuple[str, str]], cells: list[dict]) -> list[tuple[str, str]]:
+    return [(h, k) for h, k in columns if any(k in c.get("stats", {}) for c in cells)]
+
+
+def _detail_columns(cells: list[dict]) -> list[tuple[str, str]]:
+    """Every compositional category the benchmarks chart, Winoground's scores, each zero-shot task."""
+    from vladva.eval.plot import chart_bars
+
+    cols = [(label, "/".join(keys)) for label, keys in chart_bars()]
+    cols += [(f"Wino {s}", f"winoground/{s}") for s in ("text", "image")]
+    tasks = sorted(
+        {k for c in cells for k in c.get("stats", {}) if k.startswith("zeroshot/") and k.endswith("/top1")}
+        - {"zeroshot/mean_top1"}
+    )
+    cols += [(f"ZS {k.split('/')[1]}", k) for k in tasks]
+    return _present(cols, cells)
+
+
+def _block_markdown(block: dict, chart: str | None) -> list[str]:
+    cells = block["cells"]
+    parts = [f"## {block['title']}", ""]
+    if block.get("note"):
+        parts += [block["note"], ""]
+    main = _present(ABLATION_COLUMNS, cells)
+    rows = [[_cell_label(c), str(len(c["runs"]))] + [_pm(c["stats"].get(k)) for _, k in main] for c in cells]
+    parts += [markdown_table(["cell", "runs"] + [h for h, _ in main], rows), ""]
+    if chart:
+        parts += [f"![{block['title']}]({chart})", ""]
+    detail = _detail_columns(cells)
+    if detail:
+        rows = [[_cell_label(c)] + [_pm(c["stats"].get(k)) for _, k in detail] for c in cells]
+        parts += ["Per category (%):", "", markdown_table(["cell"] + [h for h, _ in detail], rows), ""]
+    ref = next((c for c in cells if c["name"] == block["reference"]), cells[0])
+    if len(cells) > 1 and ref["runs"]:
+        cols = main + _present(GENERATION_COLUMNS[:2], cells)
+        rows = []
+        for c in cells:
+            if c is ref or not c["runs"]:
+                continue
+            row = [c["label"]]
+            for _, k in cols:
+                d = difference(c["stats"].get(k), ref["stats"].get(k))
+                row.append("–" if d is None else f"{d[0]:+.1f}" + (" *" if abs(d[0]) > 2 * d[1] > 0 else ""))
+            rows.append(row)
+        parts += [
+            f"Difference from **{ref['label']}** (mean minus mean; `*`: larger than twice the standard error of "
+            "the difference, sqrt(s₁²/n₁ + s₂²/n₂), the rule used here to call a difference):",
+            "",
+            markdown_table(["cell"] + [h for h, _ in cols], rows),
+            "",
+        ]
+    comp = _present(COMPUTE_COLUMNS, cells)
+    if comp:
+        rows = [
+            [_cell_label(c), c["runs_of"] or ""]
+            + [f"{c['stats'][k]['mean']:,.0f}" if k in c["stats"] else "–" for _, k in comp]
+            for c in cells
+        ]
+        parts += [
+            "Compute per run (mean over seeds): steps, pairs, long captions, tokens and the training loop's "
+            "wall seconds x threads from the checkpoint's compute.json; CPU-s (process): the CPU time the run's "
+            "process used for training (with model loading) and for evaluation (with generation), which a "
+            "loaded machine does not inflate as it does wall time:",
+            "",
+            markdown_table(["cell", "same runs as"] + [h for h, _ in comp], rows),
+            "",
+        ]
+    if block.get("generation"):
+        parts += _generation_markdown(cells)
+    return parts
+
+
+def _generation_markdown(cells: list[dict]) -> list[str]:
+    cols = _present(GENERATION_COLUMNS, cells)
+    if not cols:
+        return []
+    rows = [[_cell_label(c)] + [_pm(c["stats"].get(k), 2 if "nll" in k else 1) for _, k in cols] for c in cells]
+    parts = [
+        "Generation (held-out long captions, teacher-forced next-token accuracy % and NLL per token; "
+        "caption prompt: the base's own captioning instruction, no soft prompt; summary prompt: the "
+        "layout the next-token loss trains, with the soft prompt):",
+        "",
+        markdown_table(["cell"] + [h for h, _ in cols], rows),
+        "",
+    ]
+    first = next((c["runs"][0]["generation"] for c in cells if c["runs"] and c["runs"][0].get("generation")), None)
+    if first and first.get("references"):
+        parts += ["Greedy captions of the first validation images (first seed of each cell):", ""]
+        for i, ref in enumerate(first["references"]):
+            parts += [f"- image {i + 1}, reference: {ref}"]
+            for c in cells:
+                g = c["runs"][0].get("generation") if c["runs"] else None
+                for name in ("caption", "summary"):
+                    samples = (g or {}).get(name, {}).get("samples", [])
+                    if i < len(samples):
+                        parts.append(f"  - {c['label']}, {name} prompt: {samples[i] or '(empty)'}")
+        parts.append("")
+    return parts
+
+
+def render_ablation_markdown(ablations: dict, charts: dict[str, str] | None = None) -> str:
+    """ablations.md: per block the mean ± std table, its chart, per-category details, differences
+    from the block's reference, compute and (for generation blocks) generation."""
+    charts = charts or {}
+    grid = ablations.get("grid", {})
+    progress = ablations.get("progress") or {}
+    parts = [
+        "# vladva ablations",
+        "",
+        f"Grid: recipe `{grid.get('recipe')}`, data `{grid.get('data')}`, seeds {grid.get('seeds')}, "
+        f"overrides `{' '.join(grid.get('overrides', []) + ablations.get('extra_overrides', []))}`, "
+        f"evaluation limit {dig(grid, 'eval', 'limit')} items per benchmark.",
+        "",
+        "Every value is the mean ± sample standard deviation over the cell's runs (one per seed). "
+        "† marks a zero-shot cell: the untrained base evaluated once, no seeds to average (std 0). "
+        "Percentages; ties count against the model.",
+        "",
+    ]
+    if progress:
+        parts += [
+            f"Progress: {progress.get('cells_done')}/{progress.get('cells_total')} cells, "
+            f"{progress.get('runs_done')}/{progress.get('runs_total')} runs done.",
+            "",
+        ]
+    for block in ablations["blocks"]:
+        parts += _block_markdown(block, charts.get(block["name"]))
+    return "\n".join(parts) + "\n"
+
+
+def read_ablations(out_dir: Path | str) -> dict:
+    """OUT/ablations.json written by `vladva ablate`."""
+    path = Path(out_dir) / ABLATIONS_FILE if Path(out_dir).is_dir() else Path(out_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ablations.json (run `vladva ablate --out {out_dir}` first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if data.get("schema") != ABLATION_SCHEMA:
+        raise ValueError(f"{path}: not a vladva ablations file (schema {data.get('schema')!r})")
+    return data
+
+
+def write_ablation_report(ablations: dict, out_dir: Path | str) -> dict[str, Path]:
+    """Add the statistics and write ablations.json, ablations.md and ablation-<block>.png."""
+    from vladva.eval.plot import ablation_chart
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ablations = add_ablation_stats(ablations)
+    paths = {"json": out_dir / ABLATIONS_FILE, "md": out_dir / "ablations.md"}
+    charts = {}
+    for block in ablations["blocks"]:
+        png = ablation_chart(
+            block, _present(ABLATION_COLUMNS, block["cells"]), out_dir / f"ablation-{block['name']}.png"
+        )
+        if png is not None:
+            charts[block["name"]] = png.name
+            paths[f"png:{block['name']}"] = png
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(ablations), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(paths["json"])
+    paths["md"].write_text(render_ablation_markdown(ablations, charts), encoding="utf-8")
+    return paths
+
+
+def print_ablation_summary(ablations: dict) -> None:
+    """Each block's headline table in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for block in add_ablation_stats(ablations)["blocks"]:
+        cols = _present(ABLATION_COLUMNS, block["cells"])
+        table = Table(title=f"{block['title']} (mean ± std over seeds)")
+        table.add_column("cell")
+        for h, _ in cols:
+            table.add_column(h, justify="right")
+        for c in block["cells"]:
+            table.add_row(_cell_label(c), *[_pm(c["stats"].get(k)) for _, k in cols])
+        console.print(table)

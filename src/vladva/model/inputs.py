@@ -160,24 +160,32 @@ class TowerInputBuilder:
 
     def ntp_inputs(self, images: Sequence, long_captions: Sequence[str]) -> TowerInputs:
         """Image + image prompt followed by the long caption (+ EOS); labels only on caption tokens."""
-        base = self.image_inputs(images, padding_side="right")
-        ids, mask = base.model_inputs["input_ids"], base.model_inputs["attention_mask"]
         eos = self.tokenizer.eos_token_id
         # In a chat template the caption is the assistant's turn, which starts its own line;
         # without one it continues the prompt's line after a space.
         lead = "" if self._use_chat() else " "
-        rows, labels = [], []
-        for i, cap in enumerate(long_captions):
-            real = ids[i][mask[i].bool()].tolist()
-            limit = self.prompts.max_long_caption_tokens
+        limit = self.prompts.max_long_caption_tokens
+        continuations = []
+        for cap in long_captions:
             cap_ids = self.tokenizer(
                 lead + cap.strip(), add_special_tokens=False, truncation=True, max_length=limit + 1
             )["input_ids"]
             if len(cap_ids) > limit:
                 self._report_cut("a long caption", len(cap.strip()), limit, "model.prompts.max_long_caption_tokens")
-            cap_ids = cap_ids[:limit] + ([eos] if eos is not None else [])
-            rows.append(real + cap_ids)
-            labels.append([-100] * len(real) + cap_ids)
+            continuations.append(cap_ids[:limit] + ([eos] if eos is not None else []))
+        return self.continuation_inputs(images, continuations)
+
+    def continuation_inputs(self, images: Sequence, continuations: Sequence[Sequence[int]]) -> TowerInputs:
+        """The image tower's sequence of each image followed by its row of `continuations` (token
+        ids), right-padded; labels are the continuation tokens (-100 elsewhere). The next-token
+        loss trains on it, and generation grows it one token at a time."""
+        base = self.image_inputs(images, padding_side="right")
+        ids, mask = base.model_inputs["input_ids"], base.model_inputs["attention_mask"]
+        rows, labels = [], []
+        for i, cont in enumerate(continuations):
+            real = ids[i][mask[i].bool()].tolist()
+            rows.append(real + list(cont))
+            labels.append([-100] * len(real) + list(cont))
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])

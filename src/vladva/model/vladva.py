@@ -114,16 +114,18 @@ class VladVA(nn.Module):
             return contextlib.nullcontext()
         return self.soft_prompts.inject(tower, starts)
 
-    def image_hidden(self, batch: TowerInputs) -> torch.Tensor:
-        """`(batch, seq, hidden)` final hidden states of the full LVLM."""
-        return self._image_forward(batch).last_hidden_state
+    def image_hidden(self, batch: TowerInputs, soft_prompt: bool = True) -> torch.Tensor:
+        """`(batch, seq, hidden)` final hidden states of the full LVLM. `soft_prompt=False` leaves
+        the prompt positions as the tokens are (for inputs built with another prompt, e.g. a
+        captioning instruction)."""
+        return self._image_forward(batch, soft_prompt=soft_prompt).last_hidden_state
 
-    def _image_forward(self, batch: TowerInputs, **extra):
+    def _image_forward(self, batch: TowerInputs, soft_prompt: bool = True, **extra):
         """The image tower's forward through the LVLM core (`extra`: e.g. `output_hidden_states=True`)."""
         kwargs = dict(batch.model_inputs)
         if self.family.explicit_positions:
             kwargs["position_ids"] = position_ids_from_mask(kwargs["attention_mask"])
-        with self._soft("image", batch.prompt_starts):
+        with self._soft("image", batch.prompt_starts) if soft_prompt else contextlib.nullcontext():
             return self.family.core(self.model)(**kwargs, **extra)
 
     def embed_image_inputs(self, batch: TowerInputs) -> torch.Tensor:

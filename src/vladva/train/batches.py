@@ -9,9 +9,11 @@
 - Shards stream (vladva.data.shards.ShardStream); each process and DataLoader worker reads its own
   shards, and every batch carries the position of its split just after it, which a checkpoint
   saves so a resumed run continues there (docs/distributed.md).
-- `StepCollator` draws one short caption per image (seeded per epoch and sample), the caption's
-  own hard negatives when asked (of the kinds `data.negative_kinds` selects), picks the images
-  that also get a next-token loss, and builds every tensor the step needs with the model's
+- `StepCollator` draws one caption per image (seeded per epoch and sample; short by default, long
+  or either with `data.contrastive_captions`), the caption's own hard negatives when asked (of the
+  kinds `data.negative_kinds` selects), picks the images that also get a next-token loss and their
+  target (the long caption by default, short or either with `data.ntp_captions`), and builds every
+  tensor the step needs with the model's
   `TowerInputBuilder`. It runs in the DataLoader's worker
   processes (`data.num_workers`), so images are decoded and tokenised off the training process.
 - Unreadable samples are skipped and counted (or raise with `data.strict`).
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # `data.negative_kinds` value that selects every kind of hard negative (typed or not).
 ALL_KINDS = "all"
+# `data.contrastive_captions` / `data.ntp_captions`: which caption length a term trains on.
+CAPTION_LENGTHS = ("short", "long", "both")
 
 
 def load_records(path: Path | str, strict: bool) -> list[Record]:
@@ -217,6 +221,9 @@ class StepBatch:
     skipped: list[str] = field(default_factory=list)
     # Shards: the position of each split read, just after this batch (resume point).
     positions: dict[int, dict] = field(default_factory=dict)
+    # Long captions trained in this batch (contrastive texts and next-token targets); None: the
+    # next-token rows (every one a long caption, the default layout).
+    n_long: int | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -232,7 +239,8 @@ class StepBatch:
 
     @property
     def long_captions(self) -> int:
-        return len(self.ntp_rows)
+        """Long captions trained: next-token targets, plus contrastive texts when those are long."""
+        return len(self.ntp_rows) if self.n_long is None else self.n_long
 
     @property
     def n_tokens(self) -> int:
@@ -249,11 +257,13 @@ def _chunks(n: int, size: int) -> list[range]:
 class StepCollator:
     """`list[TrainSample]` (or a `ShardGroup`) -> `StepBatch` with its tensors.
 
-    `ntp_batch_size`: how many images (the first ones with a long caption) also get the next-token
-    loss (0, or `with_ntp=False`, for none); `hard_negatives`: how many false captions per image
-    join the batch (the drawn caption's own minimal edits first, then the record's), drawn only
-    among `negative_kinds` (None or `["all"]`: every kind; `"untyped"` names negatives without
-    a kind); `chunk_size` > 0 splits the tensors for GradCache."""
+    `ntp_batch_size`: how many images (the first ones with a next-token target) also get the
+    next-token loss (0, or `with_ntp=False`, for none); `hard_negatives`: how many false captions
+    per image join the batch (the drawn caption's own minimal edits first, then the record's),
+    drawn only among `negative_kinds` (None or `["all"]`: every kind; `"untyped"` names negatives
+    without a kind); `chunk_size` > 0 splits the tensors for GradCache. `contrastive_captions` /
+    `ntp_captions` (`CAPTION_LENGTHS`): each term's caption length, "both" drawing short or long
+    50/50 per image and step (seeded); a record without a long caption always gives a short one."""
 
     def __init__(
         self,
@@ -265,13 +275,19 @@ class StepCollator:
         chunk_size: int = 0,
         with_ntp: bool = True,
         negative_kinds: Sequence[str] | None = None,
+        contrastive_captions: str = "short",
+        ntp_captions: str = "long",
     ):
+        for name, value in (("contrastive_captions", contrastive_captions), ("ntp_captions", ntp_captions)):
+            if value not in CAPTION_LENGTHS:
+                raise ValueError(f"{name} must be one of {', '.join(CAPTION_LENGTHS)}, got {value!r}")
         self.builder = builder
         self.ntp_batch_size = ntp_batch_size if with_ntp else 0
         self.caption_choice, self.seed = caption_choice, seed
         self.hard_negatives, self.chunk_size = hard_negatives, chunk_size
         all_kinds = negative_kinds is None or ALL_KINDS in negative_kinds
         self.negative_kinds = None if all_kinds else frozenset(negative_kinds)
+        self.contrastive_captions, self.ntp_captions = contrastive_captions, ntp_captions
 
     def _caption_index(self, s: TrainSample) -> int:
         if self.caption_choice == "first":
@@ -284,8 +300,28 @@ class StepCollator:
             return negatives
         return [x for x in negatives if x.kind_name in self.negative_kinds]
 
-    def _negatives(self, s: TrainSample, c: int) -> list[Negative]:
-        own = self._wanted(s.caption_negatives[c] if s.caption_negatives else [])
+    def _wants_long(self, s: TrainSample, lengths: str, term: str) -> bool:
+        """Whether `term`'s caption of `s` is its long caption this step (`lengths`: CAPTION_LENGTHS)."""
+        if not s.long_caption or lengths == "short":
+            return False
+        return lengths == "long" or random.Random(f"vladva-{term}-length/{self.seed}/{s.draw_key}").random() < 0.5
+
+    def _contrastive_text(self, s: TrainSample) -> tuple[int | None, str]:
+        """`(index of the drawn short caption, or None for the long one, the text)`."""
+        if self._wants_long(s, self.contrastive_captions, "contrastive"):
+            return None, s.long_caption
+        c = self._caption_index(s)
+        return c, s.captions[c]
+
+    def _ntp_text(self, s: TrainSample) -> tuple[bool, str | None]:
+        """`(is the long caption, the next-token target or None when the sample has none)`."""
+        if self.ntp_captions == "long" or self._wants_long(s, self.ntp_captions, "ntp"):
+            return True, s.long_caption
+        rng = random.Random(f"vladva-ntp-caption/{self.seed}/{s.draw_key}")
+        return False, s.captions[rng.randrange(len(s.captions))]
+
+    def _negatives(self, s: TrainSample, c: int | None) -> list[Negative]:
+        own = self._wanted(s.caption_negatives[c] if s.caption_negatives and c is not None else [])
         rng = random.Random(f"vladva-negative/{self.seed}/{s.draw_key}")
         picked = rng.sample(own, min(self.hard_negatives, len(own)))
         taken = {x.text for x in picked}
@@ -296,23 +332,28 @@ class StepCollator:
         group = items if isinstance(items, ShardGroup) else ShardGroup(list(items), [], {})
         images, captions, ids, skipped = [], [], [], list(group.skipped)
         ntp_rows, ntp_images, ntp_captions, negatives, negative_rows, kinds = [], [], [], [], [], []
+        n_long = 0
         for s in group.samples:
             skipped.extend(s.skipped)
             if s.image is None:
                 continue
-            c = self._caption_index(s)
+            c, text = self._contrastive_text(s)
+            n_long += c is None
             images.append(s.image)
-            captions.append(s.captions[c])
+            captions.append(text)
             ids.append(s.pair_id)
             if self.hard_negatives > 0:
                 picked = self._negatives(s, c)
                 negatives.extend(x.text for x in picked)
                 kinds.extend(x.kind_name for x in picked)
                 negative_rows.extend([len(images) - 1] * len(picked))
-            if s.long_caption and len(ntp_images) < self.ntp_batch_size:
-                ntp_rows.append(len(images) - 1)
-                ntp_images.append(s.image)
-                ntp_captions.append(s.long_caption)
+            if len(ntp_images) < self.ntp_batch_size:
+                is_long, target = self._ntp_text(s)
+                if target:
+                    ntp_rows.append(len(images) - 1)
+                    ntp_images.append(s.image)
+                    ntp_captions.append(target)
+                    n_long += is_long
         if negatives:  # a negative that is some batch image's positive caption would punish a true pair
             keys = set(caption_keys(captions).tolist())
             keep = [j for j, key in enumerate(caption_keys(negatives).tolist()) if key not in keys]
@@ -328,6 +369,7 @@ class StepCollator:
             kinds,
             skipped=skipped,
             positions=group.positions,
+            n_long=n_long,
         )
         if len(images) >= 2:  # the trainer refuses smaller batches with a message
             self._tensors(batch, images, ntp_images, ntp_captions)

@@ -30,7 +30,7 @@ class StageCompute:
     examples: int = 0
     # Image-caption pairs in contrastive batches (each image with its caption for the step).
     pairs: int = 0
-    # Long captions trained with the next-token loss.
+    # Long captions trained: next-token targets (and contrastive texts with data.contrastive_captions).
     long_captions: int = 0
     # Real (unpadded) tokens through the text side: the language model's sequences (an LVLM's image
     # placeholder positions included), or a CLIP-style text tower's tokens; 0 for an image-only stage.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vladva.model.config import VladVAConfig
 from vladva.pretrained import DEFAULT_BASE, resolve_base
+from vladva.train.batches import CAPTION_LENGTHS
 from vladva.train.distributed import DistributedConfig
 from vladva.train.losses import ContrastiveLossConfig
 from vladva.train.step import GradCacheConfig
@@ -26,6 +27,13 @@ class DataConfig:
     ntp_batch_size: int = 16
     # "random": one of the image's short captions per step (seeded); "first": always the first.
     caption_choice: str = "random"
+    # Which caption of each image is the contrastive term's text: "short" (one short caption, the
+    # paper's choice), "long" (the record's long caption, cut to model.prompts.max_text_tokens) or
+    # "both" (short or long, drawn 50/50 per image and step; images without a long caption: short).
+    contrastive_captions: str = "short"
+    # Which caption the next-token term predicts: "long" (the paper's choice), "short" (one short
+    # caption, drawn apart from the contrastive one) or "both" (short or long, drawn 50/50).
+    ntp_captions: str = "long"
     # NegCLIP-style hard negatives: how many false captions per image join the contrastive batch as
     # extra text candidates (image->text only): the drawn caption's own minimal edits
     # (`caption_negatives`) first, then the record's `negative_captions`. 0: off. Records without
@@ -56,6 +64,12 @@ class DataConfig:
             raise ValueError(f"data.negative_kinds: 'all' stands alone, got {self.negative_kinds!r}")
         if self.caption_choice not in ("random", "first"):
             raise ValueError(f"data.caption_choice must be 'random' or 'first', got {self.caption_choice!r}")
+        if self.contrastive_captions not in CAPTION_LENGTHS:
+            raise ValueError(
+                f"data.contrastive_captions must be short, long or both, got {self.contrastive_captions!r}"
+            )
+        if self.ntp_captions not in CAPTION_LENGTHS:
+            raise ValueError(f"data.ntp_captions must be long, short or both, got {self.ntp_captions!r}")
 
 
 @dataclass

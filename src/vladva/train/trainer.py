@@ -339,6 +339,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         cfg.grad_cache.chunk_size,
         with_ntp=cfg.loss.ntp_weight > 0,
         negative_kinds=cfg.data.negative_kinds,
+        contrastive_captions=cfg.data.contrastive_captions,
+        ntp_captions=cfg.data.ntp_captions,
     )
     batches = TrainBatches(
         cfg.data.train,
