@@ -274,8 +274,9 @@ def test_pretrain_errors_name_the_missing_file_and_record(tmp_path):
 
 def test_shipped_dirs_raise_a_clear_error_when_missing(monkeypatch, tmp_path):
     import vladva.pretrained as base
+    import vladva.pretrained.folders as folders
 
-    monkeypatch.setattr(base, "PRETRAINED_ROOT", tmp_path)
+    monkeypatch.setattr(folders, "PRETRAINED_ROOT", tmp_path)
     with pytest.raises(FileNotFoundError, match="vladva base pretrain"):
         base.shipped_base_dir()
     (tmp_path / "clip-baseline").mkdir()

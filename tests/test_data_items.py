@@ -63,8 +63,11 @@ def test_image_items_errors_name_the_source(tmp_path, make, message):
 
 def test_text_items_and_prompt_pairs(tmp_path):
     texts = tmp_path / "t.txt"
-    texts.write_text("  a red circle \n\n a blue square\n")
+    texts.write_text("  a red circle \n a blue square\n\n")  # blank lines at the end are ignored
     assert text_items(texts) == ["a red circle", "a blue square"]
+    texts.write_text("a red circle\n\na blue square\n")  # one in between would shift every later row
+    with pytest.raises(UserError, match=r"t.txt:2: blank line"):
+        text_items(texts)
     (tmp_path / "blank.txt").write_text("\n  \n")
     with pytest.raises(UserError, match="no non-empty lines"):
         text_items(tmp_path / "blank.txt")
