@@ -18,7 +18,7 @@ def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
     for m in results["models"]:
         in_vocabulary = {"retrieval", "sugarcrepe", "sugarcrepe_pp", "winoground", "aro", "zeroshot"}
         paraphrase = {"paraphrase_retrieval", "paraphrase_sugarcrepe", "paraphrase_winoground"}
-        assert set(m["metrics"]) == in_vocabulary | paraphrase
+        assert set(m["metrics"]) == in_vocabulary | paraphrase | {"binding"}
         assert set(m["metrics"]["sugarcrepe"]) == {
             "replace_obj",
             "replace_att",
@@ -34,8 +34,10 @@ def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
     assert (out / "eval" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "index" / "index.json").is_file()
     # The index is built from the retrieval Karpathy JSON, so the search page can show each image's captions.
-    entries = json.loads((out / "index" / "ids.json").read_text())["entries"]
-    assert len(entries) == 16 and all(e["captions"] and e["record_id"] is not None for e in entries)
+    from vladva.serve.index import EmbeddingIndex
+
+    entries = EmbeddingIndex.load(out / "index").entries
+    assert len(entries) == 16 and all(e.captions and e.record_id is not None for e in entries)
     # The fine-tuned checkpoint records its compute (vladva.train.compute) so the report can show it:
     # 3 steps of 4 pairs each.
     vladva = results["models"][2]["train_compute"]["files"]
