@@ -302,7 +302,8 @@ UNTRUSTED_CASES = [
     Case(
         "auto-map-config",
         "a LLaVA folder whose config.json has auto_map naming its own Python files",
-        "config.json: 'auto_map' asks to run code shipped with the model (configuration_evil.EvilConfig, ...); "
+        "config.json: 'auto_map' asks to run code shipped with the model (configuration_evil.EvilConfig, "
+        "modeling_evil.EvilModel); "
         "vladva never runs a model folder's own code",
         ("base", _auto_map_config),
     ),
