@@ -362,6 +362,27 @@ def test_search_by_text_and_image(service):
     assert r.status_code == 200 and len(r.json()["results"]) == 8  # default k 10, capped at the index size
 
 
+def test_search_names_the_query_words_the_model_cannot_read(toy, colour_dir, tmp_path):
+    """A text query's words outside the model's vocabulary come back as `unknown_words` (the page
+    shows them), so a user sees why "a green digit" matched only "green"."""
+    from fastapi.testclient import TestClient
+
+    from vladva.data.vocab import load_tokenizer
+    from vladva.serve.service import create_app
+
+    class WordLevel(ColourHistogramEmbedder):  # the toy embedder, reading with the shipped base's 82 words
+        tokenizer = load_tokenizer("default")
+
+    model = WordLevel()
+    index, _ = build_index(model, TOY_SPEC, colour_dir, tmp_path / "ix")
+    with TestClient(create_app(index, model)) as client:
+        body = client.post("/search", json={"text": "a green digit eight", "k": 2}).json()
+        assert body["unknown_words"] == ["digit", "eight"]
+        assert client.post("/search", json={"text": "a green circle", "k": 2}).json()["unknown_words"] == []
+        image = (colour_dir / "red.png").read_bytes()
+        assert "unknown_words" not in client.post("/search", files={"file": ("q.png", image, "image/png")}).json()
+
+
 def test_search_reports_timings_and_more_like_an_indexed_image(service):
     """The page's latency line and its "more like this": `timings_ms`, and `image_id` queries that
     rank the other images by the indexed image (itself left out)."""

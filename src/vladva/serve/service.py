@@ -239,6 +239,15 @@ async def _read_json(request, allowed: set[str]) -> dict:
     return body
 
 
+def _unknown_words(embedder, text: str) -> list[str]:
+    """The words of a text query that the embedder's tokenizer maps to its unknown token (they
+    do not take part in the search), most frequent first; [] for a tokenizer without one."""
+    from vladva.data.vocab import tokenizer_of, unknown_token_rate
+
+    tokenizer = tokenizer_of(embedder)
+    return [] if tokenizer is None else unknown_token_rate(tokenizer, [text])[1]
+
+
 def example_queries(index: EmbeddingIndex, n: int) -> tuple[list[str], str]:
     """Up to `n` distinct example queries and where they came from: `"captions"` (the shortest
     caption of entries spread evenly over the index, so the examples cover it; captions over
@@ -507,7 +516,10 @@ def create_app(index: EmbeddingIndex | LiveIndex, embedder: Embedder, settings: 
         ]
         timings = {"embed": _ms(search_start - embed_start), "search": _ms(done - search_start)}
         timings["total"] = _ms(done - started)
-        return {"query": query, "k": k, "results": results, "timings_ms": timings}
+        answer = {"query": query, "k": k, "results": results, "timings_ms": timings}
+        if text is not None:  # words the model's tokenizer cannot read are ignored by the search: say which
+            answer["unknown_words"] = _unknown_words(embedder, text)
+        return answer
 
     @app.get("/examples")
     async def examples(n: int = 6) -> dict:

@@ -77,7 +77,10 @@ function resultCard(hit) {
 
 function render(data, label, roundTripMs) {
   results.replaceChildren(...data.results.map(resultCard));
-  setStatus(`${data.results.length} results for ${label} ${latencyText(data, roundTripMs)}`);
+  const unknown = data.unknown_words && data.unknown_words.length
+    ? `; the model cannot read ${data.unknown_words.map((w) => `"${w}"`).join(", ")}, so the search ignores it`
+    : "";
+  setStatus(`${data.results.length} results for ${label} ${latencyText(data, roundTripMs)}${unknown}`);
   document.body.dataset.state = "done";
 }
 
