@@ -472,7 +472,8 @@ def _present(columns: list[tuple[str, str]], cells: list[dict]) -> list[tuple[st
 
 
 def _detail_columns(cells: list[dict]) -> list[tuple[str, str]]:
-    """Every compositional category the benchmarks chart, Winoground's scores, each zero-shot task."""
+    """Every bar the benchmarks chart (retrieval, compositional categories, Winoground), Winoground's
+    scores, each zero-shot task; each metric once."""
     from vladva.eval.plot import chart_bars
 
     cols = [(label, "/".join(keys)) for label, keys in chart_bars()]
@@ -482,7 +483,10 @@ def _detail_columns(cells: list[dict]) -> list[tuple[str, str]]:
         - {"zeroshot/mean_top1"}
     )
     cols += [(f"ZS {k.split('/')[1]}", k) for k in tasks]
-    return _present(cols, cells)
+    unique: dict[str, str] = {}  # metric key -> its first label: each metric once
+    for label, key in cols:
+        unique.setdefault(key, label)
+    return _present([(label, key) for key, label in unique.items()], cells)
 
 
 def _block_markdown(block: dict, chart: str | None) -> list[str]:
