@@ -12,7 +12,7 @@ from vladva.model.dual_encoder import DualEncoder
 from vladva.model.vladva import VladVA
 from vladva.model.weights import read_vladva_config, resolve_weights_dir
 from vladva.model_kinds import ModelSpecError, existing_paths, register_model_kind
-from vladva.pretrained import DEFAULT_BASE, resolve_base
+from vladva.pretrained import DEFAULT_BASE, SMOLLM2_BASE, resolve_base, smollm2_parts_dir
 
 
 def _vladva(base_dir: str, weights_dir: str | None = None) -> VladVA:
@@ -32,11 +32,34 @@ def _tokenizer(base_dir: str, weights_dir: str | None = None):
     return family_for(read_model_type(base)).load_processor(base).tokenizer
 
 
+def _shipped_base_folder(name: str) -> list[Path]:
+    """The folder that stands for a shipped base name in the cache identity and the compute columns:
+    `default` -> the shipped base LVLM; `smollm2` -> its shipped trained parts (built into a cache
+    folder on first use, so the parts, not the cache, say which base it is); else []."""
+    if name == DEFAULT_BASE:
+        return [resolve_base(name)]
+    if name == SMOLLM2_BASE:
+        return [smollm2_parts_dir()]
+    return []
+
+
 def _folders(args: Sequence[str]) -> list[Path]:
-    """The base folder (`default` -> the shipped one, whose compute.json counts too) and the
-    weights folder as given (a run folder: `vladva.eval.models` follows it to its checkpoint)."""
-    base = [resolve_base(args[0])] if args and args[0] == DEFAULT_BASE else []
-    return base + existing_paths([a for a in args if a != DEFAULT_BASE])
+    """The base's folder (a shipped name's, whose compute.json counts too: `_shipped_base_folder`)
+    and the weights folder as given (a run folder: `vladva.eval.models` follows it to its checkpoint)."""
+    if not args:
+        return []
+    return (_shipped_base_folder(args[0]) or existing_paths(args[:1])) + existing_paths(list(args[1:]))
+
+
+def _dual_folders(args: Sequence[str]) -> list[Path]:
+    """`dual:WEIGHTS`: the weights folder and the shipped base it records; `dual:BASE:WEIGHTS` as `_folders`."""
+    if len(args) > 1:
+        return _folders(args)
+    folders = existing_paths(args)
+    if folders:
+        _, meta = read_vladva_config(resolve_weights_dir(folders[0]))
+        folders += _shipped_base_folder(str(meta.get("base_model") or ""))
+    return folders
 
 
 def _dual(folder: str, weights_dir: str | None = None) -> DualEncoder:
@@ -72,4 +95,5 @@ register_model_kind(
     _dual,
     "the dual-encoder baseline (vision tower + head | LM text tower): a weights or run folder",
     usage="dual:WEIGHTS_DIR or dual:BASE_DIR:WEIGHTS_DIR",
+    folders=_dual_folders,
 )
