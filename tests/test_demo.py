@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from vladva.cli import app
@@ -51,6 +52,7 @@ def test_demo_quick_end_to_end_and_rerun_reuses(tmp_path):
     assert "index: reusing" in second.output
 
 
+@pytest.mark.timeout(1200)  # three quick demos with 2-thread training: slow on a loaded 2-core machine
 def test_demo_reproduces_and_reports_the_seed_spread(tmp_path):
     """`vladva demo --quick --seeds 2`: a second fine-tune with seed 1 and `eval/seeds.md` / `.json`
     with every summary figure as mean ± std; then a fresh run in another process (another
