@@ -242,3 +242,7 @@ def test_dual_encoder_trains_through_the_trainer_and_round_trips(smollm2_llava, 
     assert res.exit_code == 0, res.output + repr(res.exception)
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert "retrieval" in json.dumps(results)
+    # the binding diagnostic probes the text tower's LM layers; the image side has only its embedding
+    stages = trained.hidden_stages(images=images)
+    assert list(stages) == ["embedding"] and torch.equal(stages["embedding"], trained.encode_images(images))
+    assert {"lm0", "embedding"} <= set(trained.hidden_stages(texts=texts))

@@ -102,6 +102,16 @@ class DualEncoder(VladVA):
         lora = [p for p in self.model.parameters() if p.requires_grad and id(p) not in image_ids]
         return {"soft_prompt": soft, "lora": lora, "projector": image}
 
+    @torch.no_grad()
+    def hidden_stages(
+        self, images: Sequence | None = None, texts: Sequence[str] | None = None, batch_size: int = 32
+    ) -> dict[str, torch.Tensor]:
+        """Probe stages (`vladva.embedder.StagedEmbedder`): the text tower's are VladVA's (the LM
+        layers); the image never enters the LM, so its only stage is the embedding itself."""
+        if images is None or texts is not None:
+            return super().hidden_stages(images, texts, batch_size)
+        return {"embedding": self.encode_images(list(images), batch_size)}
+
     def trained_tensors(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if self.soft_prompts is not None:
