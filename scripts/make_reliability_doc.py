@@ -199,7 +199,7 @@ def _soak_section(path: Path | None) -> str:
         f"| {k} | {v['requests']} | {v['errors']} | {v['p50_ms']} | {v['p99_ms']} |" for k, v in d["by_kind"].items()
     )
     return (
-        "\n## Soak: mixed load for 10 minutes\n\n"
+        f"\n## Soak: mixed load for {d['seconds']:g} s\n\n"
         f"`vladva serve` with `{d['model']}` on 127.0.0.1 ({d['indexed_images']} indexed images), "
         f"{d['clients']} client threads each cycling {', '.join(d['mix'])} back to back for {d['seconds']:g} s "
         "(`benchmarks/service_soak.py`). Errors: failed or non-200 answers; wrong answers: a search whose top hit "
