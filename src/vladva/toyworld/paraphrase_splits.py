@@ -48,6 +48,8 @@ from vladva.toyworld.scene import Scene, render_scene
 from vladva.toyworld.splits import (
     SUGARCREPE_PP_CATEGORIES,
     WINOGROUND_SWAPS,
+    karpathy_image,
+    karpathy_sentence,
     scene_signature,
     true_images,
     winoground_claims,
@@ -130,19 +132,8 @@ def write_paraphrase_retrieval(out: Path, cfg: ShapesDataConfig, world: World, p
                 sid = len(claims)
                 claims.append(claim)
                 entries[str(sid)] = claim_entry(claim, form)
-                sents.append(
-                    {"sentid": sid, "imgid": i, "raw": text, "tokens": [t for t in tokenize(text) if t.isalnum()]}
-                )
-            images.append(
-                {
-                    "imgid": i,
-                    "filepath": "images",
-                    "filename": name,
-                    "split": "test",
-                    "sentids": [s["sentid"] for s in sents],
-                    "sentences": sents,
-                }
-            )
+                sents.append(karpathy_sentence(sid, i, text))
+            images.append(karpathy_image(i, name, sents))
             bar.update()
     write_json(out / "dataset_shapes_paraphrase.json", {"dataset": "shapes-paraphrase", "images": images})
     write_json(out / "scenes.json", {im["filename"]: s.to_dict() for im, s in zip(images, scenes)})

@@ -53,6 +53,23 @@ SUGARCREPE_CATEGORIES = ("replace_obj", "replace_att", "replace_rel", "swap_obj"
 SUGARCREPE_PP_CATEGORIES = SUGARCREPE_CATEGORIES[:5]
 
 
+def karpathy_sentence(sentid: int, imgid: int, text: str) -> dict:
+    """One sentence of a Karpathy-split JSON: the raw text and its alphanumeric tokens."""
+    return {"sentid": sentid, "imgid": imgid, "raw": text, "tokens": [t for t in tokenize(text) if t.isalnum()]}
+
+
+def karpathy_image(imgid: int, name: str, sentences: list[dict]) -> dict:
+    """One test image of a Karpathy-split JSON (images under `images/`) with its sentences."""
+    return {
+        "imgid": imgid,
+        "filepath": "images",
+        "filename": name,
+        "split": "test",
+        "sentids": [s["sentid"] for s in sentences],
+        "sentences": sentences,
+    }
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -129,19 +146,8 @@ def write_retrieval(out: Path, cfg: ShapesDataConfig, world: World, progress: bo
             for text in caps:
                 sid = len(all_caps)
                 all_caps.append(text)
-                sents.append(
-                    {"sentid": sid, "imgid": i, "raw": text, "tokens": [t for t in tokenize(text) if t.isalnum()]}
-                )
-            images.append(
-                {
-                    "imgid": i,
-                    "filepath": "images",
-                    "filename": name,
-                    "split": "test",
-                    "sentids": [s["sentid"] for s in sents],
-                    "sentences": sents,
-                }
-            )
+                sents.append(karpathy_sentence(sid, i, text))
+            images.append(karpathy_image(i, name, sents))
             bar.update()
     write_json(out / "dataset_shapes.json", {"dataset": "shapes", "images": images})
     write_json(out / "scenes.json", {im["filename"]: s.to_dict() for im, s in zip(images, scenes)})
